@@ -1,0 +1,267 @@
+package tenant
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+)
+
+// Errors of tenant resolution.
+var (
+	// ErrNotFound means no tenant owns the host or the /t/<slug>/ path.
+	ErrNotFound = errors.New("tenant: not found")
+	// ErrBadRequest means the host or path cannot be read: a malformed or
+	// oversized host, a bad slug, dot segments in the path.
+	ErrBadRequest = errors.New("tenant: bad request")
+)
+
+// Directory is an immutable, validated set of tenants indexed by slug and
+// host. Build one with ParseDirectory or NewDirectory; share it freely.
+type Directory struct {
+	tenants []*Tenant // sorted by slug
+	bySlug  map[string]*Tenant
+	byHost  map[string]*Tenant
+}
+
+// NewDirectory validates tenants and indexes them. Slugs and hosts must be
+// unique across the directory.
+func NewDirectory(tenants []Tenant) (*Directory, error) {
+	d := &Directory{
+		bySlug: make(map[string]*Tenant, len(tenants)),
+		byHost: make(map[string]*Tenant, len(tenants)),
+	}
+	for i := range tenants {
+		t := tenants[i] // copy: the directory owns its tenants
+		t.Hosts = append([]string(nil), t.Hosts...)
+		if !ValidSlug(t.Slug) {
+			return nil, &ValidationError{Tenant: t.Slug, Field: "slug", Reason: fmt.Sprintf("%q does not match ^[a-z0-9][a-z0-9-]{0,62}$", t.Slug)}
+		}
+		if t.WorkerName == "" {
+			return nil, &ValidationError{Tenant: t.Slug, Field: "workerName", Reason: "is required"}
+		}
+		if t.PriceUSD.IsNegative() {
+			return nil, &ValidationError{Tenant: t.Slug, Field: "priceUsd", Reason: "is negative"}
+		}
+		if !t.PriceUSD.Equal(t.PriceUSD.Truncate(MaxPriceDecimals)) {
+			return nil, &ValidationError{Tenant: t.Slug, Field: "priceUsd", Reason: fmt.Sprintf("has more than %d decimal places", MaxPriceDecimals)}
+		}
+		if _, dup := d.bySlug[t.Slug]; dup {
+			return nil, &ValidationError{Tenant: t.Slug, Field: "slug", Reason: "duplicate slug"}
+		}
+		tp := &t
+		d.bySlug[t.Slug] = tp
+		for j, h := range t.Hosts {
+			nh, ok := NormalizeHost(h)
+			if !ok {
+				return nil, &ValidationError{Tenant: t.Slug, Field: "hosts", Reason: fmt.Sprintf("%q is not a valid host name", h)}
+			}
+			t.Hosts[j] = nh
+			if other, dup := d.byHost[nh]; dup {
+				return nil, &ValidationError{Tenant: t.Slug, Field: "hosts", Reason: fmt.Sprintf("duplicate host %q (also tenant %q)", nh, other.Slug)}
+			}
+			d.byHost[nh] = tp
+		}
+		d.tenants = append(d.tenants, tp)
+	}
+	sort.Slice(d.tenants, func(i, j int) bool { return d.tenants[i].Slug < d.tenants[j].Slug })
+	return d, nil
+}
+
+// Len returns the number of tenants.
+func (d *Directory) Len() int { return len(d.tenants) }
+
+// Tenants returns copies of the tenants, sorted by slug.
+func (d *Directory) Tenants() []Tenant {
+	out := make([]Tenant, len(d.tenants))
+	for i, t := range d.tenants {
+		out[i] = *t
+		out[i].Hosts = append([]string(nil), t.Hosts...)
+	}
+	return out
+}
+
+// Lookup returns the tenant with the given slug. The tenant is shared and
+// must not be modified.
+func (d *Directory) Lookup(slug string) (*Tenant, bool) {
+	t, ok := d.bySlug[slug]
+	return t, ok
+}
+
+// MarshalJSON encodes the directory in the registry form {"tenants":[...]},
+// which ParseDirectory reads back to an equal directory.
+func (d *Directory) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Tenants []Tenant `json:"tenants"`
+	}{d.Tenants()})
+}
+
+// Resolution is the outcome of resolving a request to a tenant.
+type Resolution struct {
+	Tenant *Tenant
+	// Path is the path to forward, still escaped: the request path when the
+	// tenant was found by host, the rest after /t/<slug> otherwise ("/" when
+	// nothing follows).
+	Path string
+	// ByHost tells whether the host (rather than the path) matched.
+	ByHost bool
+}
+
+const pathPrefix = "/t/"
+
+// Resolve finds the tenant for a request: an exact host match first (the
+// host lower-cased, its port stripped), then a path /t/<slug>/<rest>. path is
+// the escaped request path (url.URL.EscapedPath). Errors wrap ErrNotFound or
+// ErrBadRequest.
+func (d *Directory) Resolve(host, path string) (Resolution, error) {
+	h, ok := NormalizeHost(host)
+	if !ok {
+		if host == "" {
+			return Resolution{}, fmt.Errorf("%w: missing Host", ErrBadRequest)
+		}
+		return Resolution{}, fmt.Errorf("%w: malformed Host", ErrBadRequest)
+	}
+	if t, ok := d.byHost[h]; ok {
+		if hasDotSegment(path) {
+			return Resolution{}, errDotSegment
+		}
+		return Resolution{Tenant: t, Path: path, ByHost: true}, nil
+	}
+	if !strings.HasPrefix(path, pathPrefix) {
+		return Resolution{}, errNoTenant
+	}
+	rest := path[len(pathPrefix):]
+	slug, tail := rest, "/"
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		slug, tail = rest[:i], rest[i:]
+	}
+	if !ValidSlug(slug) {
+		return Resolution{}, errBadSlug
+	}
+	t, ok := d.bySlug[slug]
+	if !ok {
+		return Resolution{}, errNoTenant
+	}
+	if hasDotSegment(tail) {
+		return Resolution{}, errDotSegment
+	}
+	return Resolution{Tenant: t, Path: tail}, nil
+}
+
+// Preallocated so that the hot path's refusals do not allocate.
+var (
+	errNoTenant   = fmt.Errorf("%w: no tenant for this host or path", ErrNotFound)
+	errBadSlug    = fmt.Errorf("%w: bad tenant slug in path", ErrBadRequest)
+	errDotSegment = fmt.Errorf("%w: dot segments are not allowed in the path", ErrBadRequest)
+)
+
+// hasDotSegment reports whether an escaped path has a "." or ".." segment,
+// plain or percent-encoded.
+func hasDotSegment(p string) bool {
+	for len(p) > 0 {
+		i := strings.IndexByte(p, '/')
+		seg := p
+		if i >= 0 {
+			seg, p = p[:i], p[i+1:]
+		} else {
+			p = ""
+		}
+		if isDots(seg) {
+			return true
+		}
+	}
+	return false
+}
+
+func isDots(seg string) bool {
+	if len(seg) == 0 || len(seg) > 6 {
+		return false
+	}
+	dots := 0
+	for i := 0; i < len(seg); {
+		switch {
+		case seg[i] == '.':
+			i++
+		case seg[i] == '%' && i+2 < len(seg) && seg[i+1] == '2' && seg[i+2]|0x20 == 'e':
+			i += 3
+		default:
+			return false
+		}
+		dots++
+	}
+	return dots == 1 || dots == 2
+}
+
+// ResolveTenant resolves host and path against d; see Directory.Resolve.
+func ResolveTenant(d *Directory, host, path string) (Resolution, error) {
+	return d.Resolve(host, path)
+}
+
+// Registry holds the current directory and swaps it atomically while
+// requests are being served. The zero Registry holds an empty directory.
+type Registry struct {
+	p atomic.Pointer[Directory]
+}
+
+var emptyDirectory = &Directory{bySlug: map[string]*Tenant{}, byHost: map[string]*Tenant{}}
+
+// NewRegistry returns a registry serving d (an empty directory when nil).
+func NewRegistry(d *Directory) *Registry {
+	r := &Registry{}
+	if d != nil {
+		r.p.Store(d)
+	}
+	return r
+}
+
+// Load returns the directory in force.
+func (r *Registry) Load() *Directory {
+	if d := r.p.Load(); d != nil {
+		return d
+	}
+	return emptyDirectory
+}
+
+// Swap puts d in force and returns the directory it replaced.
+func (r *Registry) Swap(d *Directory) *Directory {
+	if d == nil {
+		d = emptyDirectory
+	}
+	old := r.p.Swap(d)
+	if old == nil {
+		old = emptyDirectory
+	}
+	return old
+}
+
+// Replace parses data and, only when it is valid, puts it in force. On error
+// the previous directory stays.
+func (r *Registry) Replace(data []byte) (*Directory, error) {
+	d, err := ParseDirectory(data)
+	if err != nil {
+		return nil, err
+	}
+	r.Swap(d)
+	return d, nil
+}
+
+// Store is the port of a persistent tenant directory source (the tenants
+// table of the SQL adapters). Implementations are safe for concurrent use.
+type Store interface {
+	// LoadTenants returns every stored tenant.
+	LoadTenants(ctx context.Context) ([]Tenant, error)
+	// SaveTenants replaces the stored tenants with tenants, atomically.
+	SaveTenants(ctx context.Context, tenants []Tenant) error
+}
+
+// Load reads a directory from a store, validating it like a parsed one.
+func Load(ctx context.Context, s Store) (*Directory, error) {
+	ts, err := s.LoadTenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return NewDirectory(ts)
+}
