@@ -42,6 +42,7 @@ var (
 	ErrFacilitatorUnavailable = &Error{"facilitator_unavailable", "the payment facilitator did not answer usably"}
 	ErrWorkerLimitExceeded    = &Error{"worker_limit_exceeded", "the tenant's worker exceeded its limits"}
 	ErrWorkerTimeout          = &Error{"worker_timeout", "the tenant's worker did not answer in time"}
+	ErrStoreUnavailable       = &Error{"store_unavailable", "a counter or ledger store is unavailable; nothing was charged"}
 	ErrInternal               = &Error{"internal_error", "internal error"}
 )
 
@@ -62,6 +63,7 @@ var statusByCode = map[string]int{
 	"facilitator_unavailable": http.StatusBadGateway,
 	"worker_limit_exceeded":   http.StatusServiceUnavailable,
 	"worker_timeout":          http.StatusGatewayTimeout,
+	"store_unavailable":       http.StatusServiceUnavailable,
 	"internal_error":          http.StatusInternalServerError,
 }
 

@@ -1,0 +1,162 @@
+package payment
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/402claw/dispatcher/dispatch"
+	"github.com/402claw/dispatcher/kv"
+)
+
+// Idempotency records live in the KV store under keys that share the
+// tenant's hash tag:
+//
+//	x402:{<slug>}:key:<idempotency key>   the record (JSON)
+//	x402:{<slug>}:auth:<authorization id> the idempotency key that owns it
+//
+// A record is written "in flight" with SetNX when a request claims its key,
+// replaced by "done" (with the answer to replay) or "pending" after
+// settlement, and deleted when the request fails before settlement.
+
+const (
+	stateInFlight = "in_flight"
+	stateDone     = "done"
+	statePending  = "pending"
+)
+
+type record struct {
+	State       string      `json:"state"`
+	Fingerprint string      `json:"fingerprint"`
+	Key         string      `json:"key"`
+	Status      int         `json:"status,omitempty"`
+	Header      http.Header `json:"header,omitempty"`
+	Body        []byte      `json:"body,omitempty"`
+}
+
+type claim struct {
+	s               *Stage
+	key, fp         string
+	keyKey, authKey string
+	ownAuth         bool
+}
+
+func recordKey(slug, key string) string { return "x402:{" + slug + "}:key:" + key }
+func authKey(slug, id string) string    { return "x402:{" + slug + "}:auth:" + id }
+
+// claim takes the idempotency key (and the authorization) for this request.
+// It returns a replayed answer, or an error for 409/422, when another
+// request holds or used them.
+func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim, *http.Response, error) {
+	c := &claim{s: s, key: key, fp: fp, keyKey: recordKey(slug, key)}
+	for attempt := 0; ; attempt++ {
+		rec, _ := json.Marshal(record{State: stateInFlight, Fingerprint: fp, Key: key})
+		ok, err := s.cfg.KV.SetNX(ctx, c.keyKey, rec, s.cfg.InFlightTTL)
+		if err != nil {
+			return nil, nil, kvError(err)
+		}
+		if ok {
+			break
+		}
+		resp, err := s.decide(ctx, c.keyKey, fp)
+		if errors.Is(err, kv.ErrNotFound) && attempt < 3 {
+			continue // the holder let go between our SetNX and Get
+		}
+		return nil, resp, err
+	}
+	if authID == "" || "auth:"+authID == key {
+		return c, nil, nil
+	}
+	c.authKey = authKey(slug, authID)
+	ok, err := s.cfg.KV.SetNX(ctx, c.authKey, []byte(key), s.cfg.InFlightTTL)
+	if err != nil {
+		c.drop(ctx)
+		return nil, nil, kvError(err)
+	}
+	if ok {
+		c.ownAuth = true
+		return c, nil, nil
+	}
+	// The same authorization is held under another key.
+	c.drop(ctx)
+	other, err := s.cfg.KV.Get(ctx, c.authKey)
+	if err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil, nil, fmt.Errorf("%w: the same payment authorization is being processed", dispatch.ErrIdempotencyKeyInUse)
+		}
+		return nil, nil, kvError(err)
+	}
+	resp, err := s.decide(ctx, recordKey(slug, string(other)), fp)
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil, nil, fmt.Errorf("%w: the same payment authorization is being processed under another key", dispatch.ErrIdempotencyKeyInUse)
+	}
+	return nil, resp, err
+}
+
+// decide answers a request whose key is already recorded.
+func (s *Stage) decide(ctx context.Context, key, fp string) (*http.Response, error) {
+	raw, err := s.cfg.KV.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil, err
+		}
+		return nil, kvError(err)
+	}
+	var rec record
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, fmt.Errorf("%w: unreadable idempotency record: %v", dispatch.ErrInternal, err)
+	}
+	if rec.Fingerprint != fp {
+		return nil, fmt.Errorf("%w: key %q was used for a different request", dispatch.ErrIdempotencyKeyReused, rec.Key)
+	}
+	if rec.State == stateInFlight {
+		return nil, fmt.Errorf("%w: key %q", dispatch.ErrIdempotencyKeyInUse, rec.Key)
+	}
+	h := rec.Header.Clone()
+	if h == nil {
+		h = make(http.Header)
+	}
+	h.Set(HeaderDeduped, "true")
+	h.Set(HeaderIdempotencyKey, rec.Key)
+	h.Set("Content-Length", strconv.Itoa(len(rec.Body)))
+	return dispatch.NewResponse(rec.Status, h, rec.Body), nil
+}
+
+// store replaces the in-flight record with the final answer, kept for ttl.
+func (c *claim) store(ctx context.Context, state string, resp *http.Response, body []byte, ttl time.Duration) {
+	h := resp.Header.Clone()
+	for _, k := range []string{dispatch.HeaderRequestID, dispatch.HeaderTenantID, "Content-Length"} {
+		h.Del(k)
+	}
+	rec, _ := json.Marshal(record{State: state, Fingerprint: c.fp, Key: c.key, Status: resp.StatusCode, Header: h, Body: body})
+	if err := c.s.cfg.KV.Set(ctx, c.keyKey, rec, ttl); err != nil {
+		c.s.log.Error("storing the idempotency record failed; the ledger still refuses a second settlement", "key", c.keyKey, "err", err)
+	}
+	if c.authKey != "" {
+		if err := c.s.cfg.KV.Set(ctx, c.authKey, []byte(c.key), ttl); err != nil {
+			c.s.log.Error("storing the authorization record failed", "key", c.authKey, "err", err)
+		}
+	}
+}
+
+// drop removes what this request claimed, so the client may retry.
+func (c *claim) drop(ctx context.Context) {
+	if err := c.s.cfg.KV.Delete(ctx, c.keyKey); err != nil {
+		c.s.log.Warn("releasing an idempotency key failed; it expires by itself", "key", c.keyKey, "err", err)
+	}
+	if c.ownAuth {
+		if err := c.s.cfg.KV.Delete(ctx, c.authKey); err != nil {
+			c.s.log.Warn("releasing an authorization record failed", "key", c.authKey, "err", err)
+		}
+	}
+}
+
+// kvError fails a request closed, unpaid and unserved, when idempotency
+// records cannot be read or written.
+func kvError(err error) error {
+	return fmt.Errorf("%w: idempotency records: %v", dispatch.ErrStoreUnavailable, err)
+}

@@ -1,0 +1,468 @@
+// Package payment is the paid path of the dispatcher: the pipeline stage
+// that charges for a request with x402 (DESIGN section 7).
+//
+// For a tenant that charges (x402Enabled and a positive price) the stage:
+//
+//  1. answers a request without a payment with a 402 challenge that both
+//     protocol generations read (the v2 PAYMENT-REQUIRED header and the v1
+//     JSON body);
+//  2. decodes PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1): undecodable is
+//     400 invalid_payment;
+//  3. checks the client's chosen requirement against the server's own
+//     (scheme, network, amount, asset, payTo): a mismatch is a 402 naming
+//     the field;
+//  4. takes the idempotency key (payment-identifier extension,
+//     X-Payment-Idempotency-Key / Idempotency-Key, else derived from the
+//     authorization) and a fingerprint of the request: same key and
+//     fingerprint after success replays the stored answer with
+//     X-Payment-Deduped: true; while in flight, 409 idempotency_key_in_use;
+//     a different fingerprint (or the same authorization under another key),
+//     422 idempotency_key_reused;
+//  5. verifies with the facilitator (only the server's requirement is sent):
+//     invalid is a 402 with the reason, no usable answer is
+//     502 facilitator_unavailable, and the worker is not called;
+//  6. reserves the price against the tenant's spend caps;
+//  7. calls the rest of the pipeline (usage quota, the worker) and buffers
+//     the worker's answer, bounded by MaxResponseBytes;
+//  8. when the worker answered below 400, checks the ledger is reachable
+//     and the key unsettled, settles, writes the ledger entry and its audit
+//     record in one step, commits the spend reservation, stores the answer
+//     for replays, and releases the answer with PAYMENT-RESPONSE (or
+//     X-PAYMENT-RESPONSE for v1). A worker answer of 400 or more is
+//     returned as it is, not settled, and the reservation released.
+//
+// A failed settlement answers 402 with the failed settle response in the
+// payment response header; the worker's body is dropped and the failure is
+// written to the audit log. A pending settlement is recorded in the ledger
+// with status pending and kept in the idempotency record, so it is never
+// settled twice. Failures before settlement leave no idempotency record, so
+// the client may retry with the same payment.
+package payment
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/402claw/dispatcher/dispatch"
+	"github.com/402claw/dispatcher/kv"
+	"github.com/402claw/dispatcher/ledger"
+	"github.com/402claw/dispatcher/tenant"
+	"github.com/402claw/dispatcher/x402"
+)
+
+// Header names of the idempotency contract.
+const (
+	HeaderIdempotencyKey = "X-Payment-Idempotency-Key"
+	HeaderDeduped        = "X-Payment-Deduped"
+)
+
+// Lifecycles the stage assigns (see metrics).
+const (
+	LifecycleChallenged       = "payment_challenged"
+	LifecycleInvalid          = "payment_invalid"
+	LifecycleSettled          = "payment_settled"
+	LifecycleReplayed         = "payment_replayed"
+	LifecycleSettlementFailed = "payment_settlement_failed"
+	LifecycleSpendCapExceeded = "spend_cap_exceeded"
+	LifecycleWorkerError      = "worker_error"
+)
+
+// SpendReserver reserves a paid request's price against a tenant's spend
+// caps (quota.Limiter implements it through quota.SpendReserver).
+type SpendReserver interface {
+	// Reserve holds price for t, or returns an error wrapping
+	// dispatch.ErrSpendCapExceeded (a dispatch.HeaderError with the
+	// X-Spend-* headers).
+	Reserve(ctx context.Context, t *tenant.Tenant, price decimal.Decimal) (Reservation, error)
+}
+
+// Reservation is a held amount: Commit keeps it counted (settled), Release
+// gives it back. Each is idempotent and the first one wins.
+type Reservation interface {
+	Commit(ctx context.Context) error
+	Release(ctx context.Context) error
+}
+
+// Config configures the stage. Facilitator, KV and Ledger are required.
+type Config struct {
+	// Facilitator verifies and settles.
+	Facilitator x402.Facilitator
+	// KV keeps idempotency records.
+	KV kv.Store
+	// Ledger records settlements and their audit records.
+	Ledger *ledger.Ledger
+	// Spend reserves prices against spend caps (nil: no caps).
+	Spend SpendReserver
+	// Network is the chain to be paid on (default x402.DefaultNetwork).
+	Network string
+	// PayTo is the platform's address; a tenant's payTo overrides it.
+	PayTo string
+	// MaxResponseBytes bounds the buffered worker answer of a paid request
+	// (default 8 MiB). A larger answer fails the request unsettled.
+	MaxResponseBytes int64
+	// MaxTimeoutSeconds is advertised in challenges (default 60).
+	MaxTimeoutSeconds int
+	// InFlightTTL bounds how long a key stays "in flight" if a gateway dies
+	// mid-request (default 5 minutes).
+	InFlightTTL time.Duration
+	// RecordTTL is the least time an idempotency record lives (default and
+	// minimum 48 hours; longer when the authorization is valid longer).
+	RecordTTL time.Duration
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	// Logger (nil: discarded).
+	Logger *slog.Logger
+}
+
+// Stage is the payment stage; it implements dispatch.Stage.
+type Stage struct {
+	cfg Config
+	log *slog.Logger
+}
+
+var _ dispatch.Stage = (*Stage)(nil)
+
+// NewStage validates cfg and returns the stage.
+func NewStage(cfg Config) (*Stage, error) {
+	switch {
+	case cfg.Facilitator == nil:
+		return nil, errors.New("payment: Config.Facilitator is required")
+	case cfg.KV == nil:
+		return nil, errors.New("payment: Config.KV is required")
+	case cfg.Ledger == nil:
+		return nil, errors.New("payment: Config.Ledger is required")
+	}
+	if cfg.Network == "" {
+		cfg.Network = x402.DefaultNetwork
+	}
+	if _, err := x402.LookupNetwork(cfg.Network); err != nil {
+		return nil, fmt.Errorf("payment: %w", err)
+	}
+	if cfg.MaxResponseBytes <= 0 {
+		cfg.MaxResponseBytes = 8 << 20
+	}
+	if cfg.MaxTimeoutSeconds <= 0 {
+		cfg.MaxTimeoutSeconds = 60
+	}
+	if cfg.InFlightTTL <= 0 {
+		cfg.InFlightTTL = 5 * time.Minute
+	}
+	if cfg.RecordTTL < x402.MinIdempotencyTTL {
+		cfg.RecordTTL = x402.MinIdempotencyTTL
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Stage{cfg: cfg, log: log}, nil
+}
+
+// Requirement returns what the server asks of a request to t.
+func (s *Stage) Requirement(t *tenant.Tenant, r *http.Request) (x402.Requirement, error) {
+	payTo := t.PayTo
+	if payTo == "" {
+		payTo = s.cfg.PayTo
+	}
+	return x402.NewRequirement(x402.RequirementParams{
+		Network:           s.cfg.Network,
+		Price:             t.PriceUSD,
+		PayTo:             payTo,
+		Resource:          x402.RequestURL(r),
+		Description:       describe(t),
+		MimeType:          "application/json",
+		MaxTimeoutSeconds: s.cfg.MaxTimeoutSeconds,
+	})
+}
+
+func describe(t *tenant.Tenant) string {
+	if t.Directory != "" {
+		return fmt.Sprintf("%s API (%s), one request", t.Slug, t.Directory)
+	}
+	return t.Slug + " API, one request"
+}
+
+// Handle implements dispatch.Stage.
+func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
+	t := x.Tenant
+	if !t.Charges() {
+		return next(ctx, x)
+	}
+	r := x.Request
+	req, err := s.Requirement(t, r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tenant %q cannot be paid: %v", dispatch.ErrInternal, t.Slug, err)
+	}
+	p, err := x402.PaymentFromHeader(r.Header)
+	if errors.Is(err, x402.ErrNoPayment) {
+		x.Lifecycle = LifecycleChallenged
+		return s.challenge(req, "")
+	}
+	if err != nil {
+		x.Lifecycle = LifecycleInvalid
+		return nil, s.invalid(req, err)
+	}
+	if err := x402.Match(req, p); err != nil {
+		x.Lifecycle = LifecycleInvalid
+		return s.challenge(req, "payment does not match the requirement: "+err.Error())
+	}
+
+	key := x402.IdempotencyKey(p, r.Header)
+	x.Header.Set(HeaderIdempotencyKey, key)
+	fp := x402.Fingerprint(r.Method, r.URL.RequestURI(), p)
+	ttl := x402.IdempotencyTTL(p, s.cfg.Now(), s.cfg.RecordTTL)
+	claim, replay, err := s.claim(ctx, t.Slug, key, x402.AuthorizationID(p), fp)
+	if err != nil {
+		return nil, err
+	}
+	if replay != nil {
+		x.Lifecycle = LifecycleReplayed
+		x.Payer = p.Payer
+		return replay, nil
+	}
+	settledOrPending := false
+	defer func() {
+		if !settledOrPending {
+			claim.drop(context.WithoutCancel(ctx))
+		}
+	}()
+
+	fr := x402.FacilitatorRequest{Payment: p, Requirement: req}
+	vr, err := s.cfg.Facilitator.Verify(ctx, fr)
+	if err != nil {
+		return nil, facilitatorError("verify", err)
+	}
+	if !vr.IsValid {
+		x.Lifecycle = LifecycleInvalid
+		reason := vr.InvalidReason
+		if reason == "" {
+			reason = "payment is not valid"
+		}
+		return s.challenge(req, reason)
+	}
+	x.Payer = p.Payer
+	if vr.Payer != "" {
+		x.Payer = vr.Payer
+	}
+	x.Caller = "payer:" + strings.ToLower(x.Payer)
+	x.CallerID = dispatch.HashCaller(x.Caller)
+
+	var hold Reservation = noReservation{}
+	if s.cfg.Spend != nil {
+		hold, err = s.cfg.Spend.Reserve(ctx, t, t.PriceUSD)
+		if err != nil {
+			if errors.Is(err, dispatch.ErrSpendCapExceeded) {
+				x.Lifecycle = LifecycleSpendCapExceeded
+			}
+			return nil, err
+		}
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			if err := hold.Release(context.WithoutCancel(ctx)); err != nil {
+				s.log.Error("spend release failed", "tenant", t.Slug, "key", key, "err", err)
+			}
+		}
+	}()
+
+	resp, err := next(ctx, x)
+	if err != nil {
+		return nil, err
+	}
+	body, err := readBounded(resp.Body, s.cfg.MaxResponseBytes)
+	resp.Body.Close()
+	if err != nil {
+		x.Lifecycle = LifecycleWorkerError
+		return nil, fmt.Errorf("%w: %v; the payment was not settled", dispatch.ErrWorkerFailure, err)
+	}
+	if resp.StatusCode >= 400 {
+		x.Lifecycle = LifecycleWorkerError
+		resp.Body = io.NopCloser(strings.NewReader(string(body)))
+		return resp, nil
+	}
+
+	// The ledger must be reachable, and the key unsettled, before money
+	// moves: a settlement that cannot be recorded is not made.
+	if prev, err := s.cfg.Ledger.Entry(ctx, t.Slug, key); err == nil {
+		return nil, fmt.Errorf("%w: this payment was already settled (ledger entry %s)", dispatch.ErrIdempotencyKeyReused, prev.ID)
+	} else if !errors.Is(err, ledger.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %v", dispatch.ErrStoreUnavailable, err)
+	}
+
+	sr, err := s.cfg.Facilitator.Settle(ctx, fr)
+	if err != nil {
+		// No usable answer: the transfer may or may not have happened.
+		// Record it as pending so the key is never settled again.
+		sr = &x402.SettleResponse{Success: false, ErrorReason: x402.ReasonSettlementPending, Payer: x.Payer, Network: req.Network}
+		s.log.Error("settle: no usable answer; recorded as pending", "tenant", t.Slug, "key", key, "err", err)
+	}
+	name, value, herr := x402.SettlementHeader(p, sr)
+	if herr != nil {
+		return nil, fmt.Errorf("%w: encoding the settle response: %v", dispatch.ErrInternal, herr)
+	}
+	entry := ledger.Entry{
+		IdempotencyKey: key, Tenant: t.Slug, Owner: t.OwnerUserID, Payer: x.Payer,
+		Amount: t.PriceUSD.String(), AmountAtomic: req.Amount, Asset: req.Asset, Network: req.Network,
+		PayTo: req.PayTo, TxHash: sr.Transaction, RequestID: x.Payload.RequestID, Resource: req.Resource.URL,
+	}
+
+	switch {
+	case sr.Success:
+		entry.Status = ledger.StatusSettled
+		if err := s.record(ctx, entry); err != nil {
+			return nil, err
+		}
+		settledOrPending, committed = true, true
+		if err := hold.Commit(ctx); err != nil {
+			s.log.Error("spend commit failed", "tenant", t.Slug, "key", key, "err", err)
+		}
+		x.Lifecycle = LifecycleSettled
+		x.BilledUSD = t.PriceUSD.String()
+		out := dispatch.NewResponse(resp.StatusCode, resp.Header.Clone(), body)
+		out.Header.Set(name, value)
+		out.Header.Set(HeaderIdempotencyKey, key)
+		out.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		claim.store(context.WithoutCancel(ctx), stateDone, out, body, ttl)
+		return out, nil
+	case sr.Pending():
+		entry.Status = ledger.StatusPending
+		if err := s.record(ctx, entry); err != nil {
+			return nil, err
+		}
+		settledOrPending, committed = true, true
+		if err := hold.Commit(ctx); err != nil {
+			s.log.Error("spend commit failed", "tenant", t.Slug, "key", key, "err", err)
+		}
+		x.Lifecycle = LifecycleSettlementFailed
+		out, _ := s.challenge(req, "settlement is pending; this payment will not be settled again")
+		out.Header.Set(name, value)
+		out.Header.Set(HeaderIdempotencyKey, key)
+		claim.store(context.WithoutCancel(ctx), statePending, out, readAll(out), ttl)
+		return out, nil
+	default:
+		x.Lifecycle = LifecycleSettlementFailed
+		// A failed settlement is recorded under its own key, so the
+		// payment's key stays free for a retry once the payer can pay.
+		entry.Status = ledger.StatusFailed
+		entry.IdempotencyKey = key + "#failed:" + x.Payload.RequestID
+		if _, _, err := s.cfg.Ledger.RecordSettlement(context.WithoutCancel(ctx), entry); err != nil {
+			s.log.Error("recording a failed settlement failed", "tenant", t.Slug, "key", key, "err", err)
+		}
+		reason := sr.ErrorReason
+		if reason == "" {
+			reason = "settlement failed"
+		}
+		out, _ := s.challenge(req, "settlement failed: "+reason)
+		out.Header.Set(name, value)
+		return out, nil
+	}
+}
+
+// record writes the settlement, retrying a few times: once money has moved
+// the record must not be lost to a blip.
+func (s *Stage) record(ctx context.Context, e ledger.Entry) error {
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+		}
+		_, _, err = s.cfg.Ledger.RecordSettlement(ctx, e)
+		if err == nil || errors.Is(err, ledger.ErrDuplicate) {
+			return nil
+		}
+	}
+	body, _ := json.Marshal(e)
+	s.log.Error("SETTLED BUT NOT RECORDED: reconcile this entry by hand", "entry", string(body), "err", err)
+	return fmt.Errorf("%w: settled but the ledger write failed: %v", dispatch.ErrStoreUnavailable, err)
+}
+
+func (s *Stage) challenge(req x402.Requirement, reason string) (*http.Response, error) {
+	c, err := x402.NewChallenge(req, x402.ChallengeOptions{Error: reason, Extensions: x402.Extensions{
+		"payment-identifier": x402.PaymentIdentifierExtension(false),
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("%w: building the challenge: %v", dispatch.ErrInternal, err)
+	}
+	h := make(http.Header)
+	h.Set(x402.HeaderPaymentRequired, c.Header)
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(c.Body)))
+	return dispatch.NewResponse(http.StatusPaymentRequired, h, c.Body), nil
+}
+
+// invalidPayment is the 400 answer to an undecodable payment: the gateway's
+// error fields and the x402 v1 challenge fields in one body, and the v2
+// challenge header.
+type invalidPayment struct {
+	err       error
+	challenge *x402.Challenge
+}
+
+func (s *Stage) invalid(req x402.Requirement, cause error) error {
+	c, _ := x402.NewChallenge(req, x402.ChallengeOptions{Error: "invalid payment: " + cause.Error()})
+	return &invalidPayment{err: fmt.Errorf("%w: %v", dispatch.ErrInvalidPayment, cause), challenge: c}
+}
+
+func (e *invalidPayment) Error() string { return e.err.Error() }
+func (e *invalidPayment) Unwrap() error { return e.err }
+
+func (e *invalidPayment) ResponseHeader() http.Header {
+	h := make(http.Header)
+	if e.challenge != nil {
+		h.Set(x402.HeaderPaymentRequired, e.challenge.Header)
+	}
+	return h
+}
+
+func (e *invalidPayment) ResponseBody(requestID string) (string, []byte) {
+	body := map[string]any{"ok": false, "error": dispatch.ErrInvalidPayment.Code, "message": e.err.Error(), "requestId": requestID}
+	if e.challenge != nil {
+		body["x402Version"] = e.challenge.PaymentRequiredV1.X402Version
+		body["accepts"] = e.challenge.PaymentRequiredV1.Accepts
+	}
+	b, _ := json.Marshal(body)
+	return "application/json", b
+}
+
+func facilitatorError(step string, err error) error {
+	if errors.Is(err, x402.ErrInvalidPayment) {
+		return fmt.Errorf("%w: %v", dispatch.ErrInvalidPayment, err)
+	}
+	return fmt.Errorf("%w: %s: %v", dispatch.ErrFacilitatorUnavailable, step, err)
+}
+
+func readBounded(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the worker's answer: %v", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("the worker's answer is larger than %d bytes", limit)
+	}
+	return b, nil
+}
+
+func readAll(resp *http.Response) []byte {
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body = io.NopCloser(strings.NewReader(string(b)))
+	return b
+}
+
+type noReservation struct{}
+
+func (noReservation) Commit(context.Context) error  { return nil }
+func (noReservation) Release(context.Context) error { return nil }
