@@ -20,6 +20,7 @@ import (
 
 	"github.com/402claw/dispatcher/dispatch"
 	"github.com/402claw/dispatcher/limits"
+	"github.com/402claw/dispatcher/metrics"
 	"github.com/402claw/dispatcher/tenant"
 )
 
@@ -348,7 +349,7 @@ func TestIdentityOrder(t *testing.T) {
 	require.Equal(t, "ip:1.2.3.4", dispatch.Identity(mk("10.1.1.1:1", map[string]string{"X-Forwarded-For": "6.6.6.6, 1.2.3.4, 10.0.0.9"}), trusted))
 	require.Equal(t, "ip:10.1.1.1", dispatch.Identity(mk("10.1.1.1:1", map[string]string{"X-Forwarded-For": "garbage"}), trusted))
 	require.Equal(t, "anonymous", dispatch.Identity(mk("", nil), nil))
-	require.Len(t, dispatch.HashCaller("agent:bot-1"), 32)
+	require.Equal(t, metrics.HashCaller("agent:bot-1"), dispatch.HashCaller("agent:bot-1"))
 }
 
 func TestDirectorySwapWhileServing(t *testing.T) {
@@ -380,4 +381,34 @@ func TestHeadRequestsHaveNoBody(t *testing.T) {
 	rec := do(t, d, "HEAD", "http://gw/t/acme/x", nil)
 	require.Equal(t, 200, rec.Code)
 	require.Empty(t, rec.Body.String())
+}
+
+type usageRec struct {
+	mu sync.Mutex
+	ev []metrics.UsageEvent
+}
+
+func (u *usageRec) Emit(e metrics.UsageEvent) { u.mu.Lock(); u.ev = append(u.ev, e); u.mu.Unlock() }
+
+func TestOneUsageEventPerRequest(t *testing.T) {
+	t.Parallel()
+	u := &usageRec{}
+	d, _ := newDispatcher(t, func(c *dispatch.Config) { c.Events = dispatch.UsageSink(u) })
+	do(t, d, "GET", "http://gw/t/acme/rows?x=1", map[string]string{"X-Agent-Id": "bot"})
+	do(t, d, "GET", "http://gw/t/ghost/rows", nil)
+	do(t, d, "GET", "http://gw/t/nobody/rows", nil)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	require.Len(t, u.ev, 2, "one per tenant request; unknown tenants have none")
+	ok, fail := u.ev[0], u.ev[1]
+	require.Equal(t, "acme", ok.APIID)
+	require.Equal(t, "/rows", ok.Endpoint)
+	require.Equal(t, 200, ok.Status)
+	require.Equal(t, metrics.LifecycleServed, ok.Lifecycle)
+	require.Equal(t, dispatch.HashCaller("agent:bot"), ok.CallerID)
+	require.NotContains(t, ok.CallerID, "bot")
+	require.Equal(t, 404, fail.Status)
+	require.Equal(t, metrics.Lifecycle("worker_error"), fail.Lifecycle)
+	_, err := metrics.NormalizeUsageEvent(ok)
+	require.NoError(t, err)
 }

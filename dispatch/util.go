@@ -8,17 +8,16 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+
+	"github.com/402claw/dispatcher/metrics"
 )
 
 func unescapePath(p string) (string, error) { return url.PathUnescape(p) }
 
-// HashCaller returns the stored form of a caller identity: the first 32 hex
-// digits of its SHA-256. Raw identities (agent ids, API keys, IPs) are never
-// stored.
-func HashCaller(identity string) string {
-	sum := sha256.Sum256([]byte(identity))
-	return hex.EncodeToString(sum[:16])
-}
+// HashCaller returns the stored form of a caller identity
+// (metrics.HashCaller: SHA-256 based). Raw identities (agent ids, API keys,
+// IPs) are never stored.
+func HashCaller(identity string) string { return metrics.HashCaller(identity) }
 
 // DefaultIdentity is Identity with no trusted proxies.
 func DefaultIdentity(r *http.Request) string { return Identity(r, nil) }
