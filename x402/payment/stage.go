@@ -62,8 +62,8 @@ import (
 
 // Header names of the idempotency contract.
 const (
-	HeaderIdempotencyKey = "X-Payment-Idempotency-Key"
-	HeaderDeduped        = "X-Payment-Deduped"
+	HeaderIdempotencyKey = x402.HeaderPaymentIdempotencyKey
+	HeaderDeduped        = x402.HeaderPaymentDeduped
 )
 
 // Lifecycles the stage assigns (see metrics).

@@ -1,0 +1,291 @@
+package x402_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/402claw/dispatcher/x402"
+	"github.com/stretchr/testify/require"
+)
+
+// answer is a canned facilitator response.
+type answer struct {
+	status int
+	body   string
+	delay  time.Duration
+}
+
+// recorded is what the fake facilitator saw.
+type recorded struct {
+	method, path, auth, contentType string
+	body                            []byte
+}
+
+func fakeFacilitator(t *testing.T, a answer) (*httptest.Server, func() recorded) {
+	t.Helper()
+	var (
+		mu  sync.Mutex
+		got recorded
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = recorded{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Content-Type"), b}
+		mu.Unlock()
+		if a.delay > 0 {
+			select {
+			case <-time.After(a.delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.WriteHeader(a.status)
+		_, _ = io.WriteString(w, a.body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() recorded { mu.Lock(); defer mu.Unlock(); return got }
+}
+
+func fixtureRequest(t testing.TB, name string) x402.FacilitatorRequest {
+	t.Helper()
+	p, err := x402.DecodePaymentHeader(fixtureNamed(t, name).ClientSent.HeaderValue)
+	require.NoError(t, err)
+	return x402.FacilitatorRequest{Payment: p, Requirement: serverRequirement(t)}
+}
+
+func newClient(t testing.TB, url string, cfg x402.FacilitatorConfig) *x402.FacilitatorClient {
+	t.Helper()
+	c, err := x402.NewFacilitatorClient(url, cfg)
+	require.NoError(t, err)
+	return c
+}
+
+func TestVerifyAnswers(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		a       answer
+		valid   bool
+		reason  string
+		unavail bool
+	}{
+		{"valid 200", answer{200, `{"isValid":true,"payer":"0xabc"}`, 0}, true, "", false},
+		{"invalid 200", answer{200, `{"isValid":false,"invalidReason":"insufficient_funds","payer":"0xabc"}`, 0}, false, "insufficient_funds", false},
+		{"invalid 400", answer{400, `{"isValid":false,"invalidReason":"invalid_payload"}`, 0}, false, "invalid_payload", false},
+		{"invalid 402", answer{402, `{"isValid":false,"invalidReason":"invalid_exact_evm_payload_signature"}`, 0}, false, "invalid_exact_evm_payload_signature", false},
+		{"invalid 500", answer{500, `{"isValid":false,"invalidReason":"unexpected_verify_error"}`, 0}, false, "unexpected_verify_error", false},
+		{"reason of wrong type", answer{200, `{"isValid":false,"invalidReason":{"code":1}}`, 0}, false, "", false},
+		{"500 junk", answer{500, `<html>oops</html>`, 0}, false, "", true},
+		{"502 empty", answer{502, ``, 0}, false, "", true},
+		{"200 empty", answer{200, ``, 0}, false, "", true},
+		{"200 junk", answer{200, `isValid: true`, 0}, false, "", true},
+		{"200 without isValid", answer{200, `{"valid":true}`, 0}, false, "", true},
+		{"200 isValid string", answer{200, `{"isValid":"true"}`, 0}, false, "", true},
+		{"200 truncated", answer{200, `{"isValid":tr`, 0}, false, "", true},
+		{"401 error body", answer{401, `{"error":"bad key"}`, 0}, false, "", true},
+		{"valid with 500", answer{500, `{"isValid":true}`, 0}, false, "", true},
+		{"valid with 201", answer{201, `{"isValid":true}`, 0}, true, "", false},
+		{"200 array", answer{200, `[{"isValid":true}]`, 0}, false, "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv, _ := fakeFacilitator(t, tc.a)
+			vr, err := newClient(t, srv.URL, x402.FacilitatorConfig{}).Verify(context.Background(), fixtureRequest(t, "client-v2.json"))
+			if tc.unavail {
+				require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable)
+				require.Nil(t, vr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.valid, vr.IsValid)
+			require.Equal(t, tc.reason, vr.InvalidReason)
+		})
+	}
+}
+
+func TestSettleAnswers(t *testing.T) {
+	t.Parallel()
+	tx := "0x" + strings.Repeat("ab", 32)
+	cases := []struct {
+		name    string
+		a       answer
+		outcome x402.SettleOutcome
+		reason  string
+		unavail bool
+	}{
+		{"success 200", answer{200, `{"success":true,"transaction":"` + tx + `","network":"eip155:84532","payer":"0xabc"}`, 0}, x402.SettleSucceeded, "", false},
+		{"failed 200", answer{200, `{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}`, 0}, x402.SettleFailed, "insufficient_funds", false},
+		{"failed 400", answer{400, `{"success":false,"errorReason":"invalid_payload"}`, 0}, x402.SettleFailed, "invalid_payload", false},
+		{"failed 402", answer{402, `{"success":false,"errorReason":"x"}`, 0}, x402.SettleFailed, "x", false},
+		{"failed 500", answer{500, `{"success":false,"errorReason":"unexpected_settle_error"}`, 0}, x402.SettleFailed, "unexpected_settle_error", false},
+		{"failed 503", answer{503, `{"success":false}`, 0}, x402.SettleFailed, "", false},
+		{"success with 500 is kept (funds moved)", answer{500, `{"success":true,"transaction":"` + tx + `"}`, 0}, x402.SettleSucceeded, "", false},
+		{"pending 500 (CDP)", answer{500, `{"success":false,"errorReason":"settlement_pending","transaction":"` + tx + `","network":"eip155:8453"}`, 0}, x402.SettlePending, "settlement_pending", false},
+		{"pending 200 (Circle)", answer{200, `{"success":false,"errorReason":"settlement_pending","paymentId":"p1"}`, 0}, x402.SettlePending, "settlement_pending", false},
+		{"pending status field", answer{202, `{"success":false,"status":"PENDING","transaction":"` + tx + `"}`, 0}, x402.SettlePending, "settlement_pending", false},
+		{"500 junk", answer{500, `Internal Server Error`, 0}, 0, "", true},
+		{"504 empty", answer{504, ``, 0}, 0, "", true},
+		{"200 empty", answer{200, `   `, 0}, 0, "", true},
+		{"200 no success", answer{200, `{"transaction":"` + tx + `"}`, 0}, 0, "", true},
+		{"200 success null", answer{200, `{"success":null}`, 0}, 0, "", true},
+		{"200 success number", answer{200, `{"success":1}`, 0}, 0, "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv, _ := fakeFacilitator(t, tc.a)
+			sr, err := newClient(t, srv.URL, x402.FacilitatorConfig{}).Settle(context.Background(), fixtureRequest(t, "client-v2.json"))
+			if tc.unavail {
+				require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable)
+				require.Nil(t, sr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.outcome, sr.Outcome())
+			require.Equal(t, tc.outcome == x402.SettlePending, sr.Pending())
+			require.Equal(t, tc.reason, sr.ErrorReason)
+		})
+	}
+}
+
+func TestClientRequestShape(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"client-v2.json", "client-v1.json"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv, got := fakeFacilitator(t, answer{200, `{"isValid":true}`, 0})
+			c := newClient(t, srv.URL+"/", x402.FacilitatorConfig{APIKey: "sekret"})
+			req := fixtureRequest(t, name)
+			_, err := c.Verify(context.Background(), req)
+			require.NoError(t, err)
+			r := got()
+			require.Equal(t, http.MethodPost, r.method)
+			require.Equal(t, "/verify", r.path)
+			require.Equal(t, "Bearer sekret", r.auth)
+			require.Equal(t, "application/json", r.contentType)
+
+			var body struct {
+				X402Version         int             `json:"x402Version"`
+				PaymentPayload      json.RawMessage `json:"paymentPayload"`
+				PaymentRequirements map[string]any  `json:"paymentRequirements"`
+			}
+			require.NoError(t, json.Unmarshal(r.body, &body))
+			require.Equal(t, req.Payment.Version, body.X402Version)
+			require.JSONEq(t, string(fixtureNamed(t, name).ClientSent.Decoded), string(body.PaymentPayload))
+			pr := body.PaymentRequirements
+			if req.Payment.Version == 1 {
+				require.Equal(t, "base-sepolia", pr["network"])
+				require.Equal(t, "10000", pr["maxAmountRequired"])
+				require.Equal(t, "http://127.0.0.1/t/demo/rows", pr["resource"])
+				require.NotContains(t, pr, "amount")
+			} else {
+				require.Equal(t, "eip155:84532", pr["network"])
+				require.Equal(t, "10000", pr["amount"])
+				require.NotContains(t, pr, "maxAmountRequired")
+			}
+			require.Equal(t, "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", pr["payTo"])
+
+			// The facilitator side parses it back to the same thing.
+			parsed, err := x402.ParseFacilitatorRequest(r.body)
+			require.NoError(t, err)
+			require.Equal(t, req.Payment.Authorization, parsed.Payment.Authorization)
+			require.Equal(t, req.Requirement.Amount, parsed.Requirement.Amount)
+			require.Equal(t, req.Requirement.Network, parsed.Requirement.Network)
+
+			_, err = c.Settle(context.Background(), req)
+			require.Error(t, err) // {"isValid":true} is no settle answer
+			require.Equal(t, "/settle", got().path)
+		})
+	}
+}
+
+func TestClientWithoutKeySendsNoAuthorization(t *testing.T) {
+	t.Parallel()
+	srv, got := fakeFacilitator(t, answer{200, `{"isValid":true}`, 0})
+	_, err := newClient(t, srv.URL, x402.FacilitatorConfig{}).Verify(context.Background(), fixtureRequest(t, "client-v2.json"))
+	require.NoError(t, err)
+	require.Empty(t, got().auth)
+}
+
+func TestClientTimeout(t *testing.T) {
+	t.Parallel()
+	srv, _ := fakeFacilitator(t, answer{200, `{"isValid":true}`, 5 * time.Second})
+	c := newClient(t, srv.URL, x402.FacilitatorConfig{Timeout: 50 * time.Millisecond})
+	start := time.Now()
+	_, err := c.Verify(context.Background(), fixtureRequest(t, "client-v2.json"))
+	require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 2*time.Second)
+
+	// The caller's own deadline counts too.
+	c = newClient(t, srv.URL, x402.FacilitatorConfig{Timeout: -1})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = c.Settle(ctx, fixtureRequest(t, "client-v2.json"))
+	require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable)
+}
+
+func TestClientConnectionRefused(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	c := newClient(t, "http://"+addr, x402.FacilitatorConfig{})
+	_, err = c.Verify(context.Background(), fixtureRequest(t, "client-v2.json"))
+	require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable)
+	_, err = c.Supported(context.Background())
+	require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable)
+}
+
+func TestClientOversizeAnswer(t *testing.T) {
+	t.Parallel()
+	big := `{"isValid":true,"payer":"` + strings.Repeat("a", x402.MaxResponseBytes) + `"}`
+	srv, _ := fakeFacilitator(t, answer{200, big, 0})
+	_, err := newClient(t, srv.URL, x402.FacilitatorConfig{}).Verify(context.Background(), fixtureRequest(t, "client-v2.json"))
+	require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable)
+}
+
+func TestClientSupported(t *testing.T) {
+	t.Parallel()
+	srv, got := fakeFacilitator(t, answer{200, `{"kinds":[{"x402Version":2,"scheme":"exact","network":"eip155:84532"}],"extensions":[],"signers":{"eip155:*":["0x1234"]}}`, 0})
+	sup, err := newClient(t, srv.URL, x402.FacilitatorConfig{APIKey: "k"}).Supported(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, http.MethodGet, got().method)
+	require.Equal(t, "/supported", got().path)
+	require.Equal(t, "Bearer k", got().auth)
+	require.Equal(t, []x402.SupportedKind{{X402Version: 2, Scheme: "exact", Network: "eip155:84532"}}, sup.Kinds)
+	require.Equal(t, []string{"0x1234"}, sup.Signers["eip155:*"])
+
+	for _, a := range []answer{{500, `{"kinds":[]}`, 0}, {200, `{}`, 0}, {200, `nope`, 0}} {
+		srv, _ := fakeFacilitator(t, a)
+		_, err := newClient(t, srv.URL, x402.FacilitatorConfig{}).Supported(context.Background())
+		require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable, a.body)
+	}
+}
+
+func TestNewFacilitatorClientValidatesURL(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"", "localhost:8080", "ftp://x", "http://", "::"} {
+		_, err := x402.NewFacilitatorClient(u, x402.FacilitatorConfig{})
+		require.Error(t, err, u)
+	}
+}
+
+func TestClientRefusesRequestWithoutPayment(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, "http://127.0.0.1:1", x402.FacilitatorConfig{})
+	_, err := c.Verify(context.Background(), x402.FacilitatorRequest{Requirement: serverRequirement(t)})
+	require.ErrorIs(t, err, x402.ErrInvalidPayment)
+	require.False(t, errors.Is(err, x402.ErrFacilitatorUnavailable))
+}

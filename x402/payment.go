@@ -1,0 +1,348 @@
+package x402
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// maxUnixSeconds is the last second of year 9999: timestamps beyond it are
+// refused so that they convert to time.Time without overflow.
+const maxUnixSeconds = 253402300799
+
+// Payment is a decoded payment header, whatever its protocol version.
+type Payment struct {
+	// Version is the protocol version of the payload (1 or 2).
+	Version int
+	// Header is the header the payment arrived in (HeaderPaymentSignature
+	// or HeaderXPayment), or "" when parsed from a facilitator request.
+	Header string
+	// Accepted is the requirement the client chose, normalised: CAIP-2
+	// network, canonical amount. A version 1 payload names only scheme and
+	// network, so its Amount and PayTo are the authorization's value and
+	// recipient, and its Asset is the network's USDC when the network is
+	// known (the EIP-712 domain binds the signature to the asset, which the
+	// facilitator checks against the server's requirement).
+	Accepted Requirement
+	// Authorization is the signed EIP-3009 authorization, as sent.
+	Authorization Authorization
+	// Signature is the 0x-prefixed signature over the authorization.
+	Signature string
+	// Payer is the paying address (the authorization's from), as sent.
+	Payer string
+	// Payload is the raw scheme payload ({"authorization", "signature"}).
+	Payload json.RawMessage
+	// Raw is the whole payment JSON as the client sent it, forwarded to the
+	// facilitator as paymentPayload.
+	Raw json.RawMessage
+	// Extensions are the version 2 extensions the client sent.
+	Extensions Extensions
+	// PaymentID is the payment-identifier extension's info.id, or "".
+	PaymentID string
+}
+
+// ResponseHeader is the name of the header that carries the settlement
+// response for this payment: PAYMENT-RESPONSE for version 2,
+// X-PAYMENT-RESPONSE for version 1.
+func (p *Payment) ResponseHeader() string {
+	if p.Version == Version1 {
+		return HeaderXPaymentResponse
+	}
+	return HeaderPaymentResponse
+}
+
+// ValidAfter returns the authorization's validAfter as a time.
+func (p *Payment) ValidAfter() time.Time {
+	return unixString(p.Authorization.ValidAfter)
+}
+
+// ValidBefore returns the authorization's validBefore as a time: the
+// authorization cannot settle from then on, so records about it (nonce,
+// idempotency) need to live at least that long.
+func (p *Payment) ValidBefore() time.Time {
+	return unixString(p.Authorization.ValidBefore)
+}
+
+func unixString(s string) time.Time {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > maxUnixSeconds {
+		return time.Time{}
+	}
+	return time.Unix(n, 0).UTC()
+}
+
+// PaymentFromHeader decodes the payment of a request: PAYMENT-SIGNATURE
+// when present, otherwise X-PAYMENT. With neither it returns ErrNoPayment;
+// an undecodable header, or the same header given twice, wraps
+// ErrInvalidPayment.
+func PaymentFromHeader(h http.Header) (*Payment, error) {
+	for _, name := range [...]string{HeaderPaymentSignature, HeaderXPayment} {
+		vals := h.Values(name)
+		if len(vals) == 0 {
+			continue
+		}
+		if len(vals) > 1 {
+			return nil, fmt.Errorf("%w: %s header given %d times", ErrInvalidPayment, name, len(vals))
+		}
+		p, err := DecodePaymentHeader(vals[0])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		p.Header = name
+		return p, nil
+	}
+	return nil, ErrNoPayment
+}
+
+// DecodePaymentHeader decodes a PAYMENT-SIGNATURE or X-PAYMENT header value:
+// base64 (standard or URL-safe, with or without padding) of a version 1 or
+// version 2 payment JSON. The version is taken from the JSON's x402Version,
+// so either header may carry either version. Errors wrap ErrInvalidPayment
+// and say what is wrong; the function never panics.
+func DecodePaymentHeader(value string) (*Payment, error) {
+	raw, err := decodeBase64Header(value)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidPayment, err)
+	}
+	return ParsePaymentPayload(raw)
+}
+
+// ParsePaymentPayload parses a payment JSON (the decoded header, or the
+// paymentPayload of a facilitator request) of either version. Errors wrap
+// ErrInvalidPayment.
+func ParsePaymentPayload(raw []byte) (*Payment, error) {
+	if len(raw) > MaxHeaderBytes {
+		return nil, fmt.Errorf("%w: payload is %d bytes, over the %d byte limit", ErrInvalidPayment, len(raw), MaxHeaderBytes)
+	}
+	var probe struct {
+		X402Version int `json:"x402Version"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return nil, invalidf("bad JSON: %v", err)
+	}
+	var (
+		p   *Payment
+		err error
+	)
+	switch probe.X402Version {
+	case Version2:
+		p, err = parseV2(raw)
+	case Version1:
+		p, err = parseV1(raw)
+	default:
+		return nil, invalidf("unsupported x402Version %d", probe.X402Version)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.Raw = compactJSON(raw)
+	return p, nil
+}
+
+func parseV2(raw []byte) (*Payment, error) {
+	var pp PaymentPayload
+	if err := json.Unmarshal(raw, &pp); err != nil {
+		return nil, invalidf("bad JSON in version 2 payload: %v", err)
+	}
+	a := pp.Accepted
+	if err := checkSchemeNetwork(a.Scheme, a.Network, "accepted."); err != nil {
+		return nil, err
+	}
+	amount, ok := canonicalUint(a.Amount)
+	if !ok {
+		return nil, invalidf("accepted.amount %q is not an unsigned integer", clip(a.Amount))
+	}
+	if !isHexAddress(a.Asset) {
+		return nil, invalidf("accepted.asset %q is not an address", clip(a.Asset))
+	}
+	if !isHexAddress(a.PayTo) {
+		return nil, invalidf("accepted.payTo %q is not an address", clip(a.PayTo))
+	}
+	if a.MaxTimeoutSeconds < 0 {
+		return nil, invalidf("accepted.maxTimeoutSeconds %d is negative", a.MaxTimeoutSeconds)
+	}
+	ev, err := parseExactEVM(pp.Payload)
+	if err != nil {
+		return nil, err
+	}
+	var res ResourceInfo
+	if pp.Resource != nil {
+		res = *pp.Resource
+	}
+	acc := RequirementFromV2(a, res)
+	acc.Amount = amount
+	p := &Payment{
+		Version:       Version2,
+		Accepted:      acc,
+		Authorization: ev.Authorization,
+		Signature:     ev.Signature,
+		Payer:         ev.Authorization.From,
+		Payload:       compactJSON(pp.Payload),
+		Extensions:    pp.Extensions,
+	}
+	if p.PaymentID, err = paymentIdentifier(pp.Extensions); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func parseV1(raw []byte) (*Payment, error) {
+	var pp PaymentPayloadV1
+	if err := json.Unmarshal(raw, &pp); err != nil {
+		return nil, invalidf("bad JSON in version 1 payload: %v", err)
+	}
+	if err := checkSchemeNetwork(pp.Scheme, pp.Network, ""); err != nil {
+		return nil, err
+	}
+	ev, err := parseExactEVM(pp.Payload)
+	if err != nil {
+		return nil, err
+	}
+	amount, _ := canonicalUint(ev.Authorization.Value)
+	acc := Requirement{
+		Scheme:  pp.Scheme,
+		Network: NormalizeNetwork(pp.Network),
+		Amount:  amount,
+		PayTo:   ev.Authorization.To,
+	}
+	if nw, err := LookupNetwork(pp.Network); err == nil {
+		acc.Asset = nw.USDC.Address
+	}
+	return &Payment{
+		Version:       Version1,
+		Accepted:      acc,
+		Authorization: ev.Authorization,
+		Signature:     ev.Signature,
+		Payer:         ev.Authorization.From,
+		Payload:       compactJSON(pp.Payload),
+	}, nil
+}
+
+func checkSchemeNetwork(scheme, network, prefix string) error {
+	if scheme == "" {
+		return invalidf("%sscheme is missing", prefix)
+	}
+	if scheme != SchemeExact {
+		return invalidf("unsupported %sscheme %q", prefix, clip(scheme))
+	}
+	if network == "" {
+		return invalidf("%snetwork is missing", prefix)
+	}
+	if _, ok := EVMChainID(network); !ok {
+		return invalidf("unsupported %snetwork %q", prefix, clip(network))
+	}
+	return nil
+}
+
+func parseExactEVM(raw json.RawMessage) (*ExactEVMPayload, error) {
+	if len(raw) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return nil, invalidf("payload is missing")
+	}
+	var ev ExactEVMPayload
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return nil, invalidf("bad JSON in exact payload: %v", err)
+	}
+	a := ev.Authorization
+	switch {
+	case !isHexAddress(a.From):
+		return nil, invalidf("authorization.from %q is not an address", clip(a.From))
+	case !isHexAddress(a.To):
+		return nil, invalidf("authorization.to %q is not an address", clip(a.To))
+	case !isUint256(a.Value):
+		return nil, invalidf("authorization.value %q is not an unsigned 256-bit integer", clip(a.Value))
+	case !isTimestamp(a.ValidAfter):
+		return nil, invalidf("authorization.validAfter %q is not a timestamp", clip(a.ValidAfter))
+	case !isTimestamp(a.ValidBefore):
+		return nil, invalidf("authorization.validBefore %q is not a timestamp", clip(a.ValidBefore))
+	case !isHexString(a.Nonce, 64):
+		return nil, invalidf("authorization.nonce %q is not 32 bytes of hex", clip(a.Nonce))
+	}
+	s := ev.Signature
+	if len(s) < 4 || len(s)%2 != 0 || (s[:2] != "0x" && s[:2] != "0X") || !isHexDigits(s[2:]) {
+		return nil, invalidf("signature %q is not 0x-prefixed hex", clip(s))
+	}
+	return &ev, nil
+}
+
+// paymentIdentifier extracts extensions["payment-identifier"].info.id and
+// checks the format the extension prescribes: 16 to 128 characters of
+// letters, digits, '-' and '_'.
+func paymentIdentifier(ext Extensions) (string, error) {
+	raw, ok := ext[ExtensionPaymentIdentifier]
+	if !ok || len(raw) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return "", nil
+	}
+	var e struct {
+		Info *struct {
+			ID *string `json:"id"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return "", invalidf("bad %s extension: %v", ExtensionPaymentIdentifier, err)
+	}
+	if e.Info == nil || e.Info.ID == nil {
+		return "", nil
+	}
+	id := *e.Info.ID
+	if !validPaymentID(id) {
+		return "", invalidf("%s id %q must be 16 to 128 letters, digits, '-' or '_'", ExtensionPaymentIdentifier, clip(id))
+	}
+	return id, nil
+}
+
+func validPaymentID(id string) bool {
+	if len(id) < 16 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func isUint256(s string) bool {
+	_, ok := parseUint256(s)
+	return ok
+}
+
+func isTimestamp(s string) bool {
+	if s == "" || len(s) > 12 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return err == nil && n <= maxUnixSeconds
+}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidPayment, fmt.Sprintf(format, args...))
+}
+
+// clip shortens untrusted text quoted in error messages.
+func clip(s string) string {
+	const n = 80
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// compactJSON returns raw without insignificant whitespace, or raw itself
+// when it cannot be compacted.
+func compactJSON(raw []byte) json.RawMessage {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return append(json.RawMessage(nil), raw...)
+	}
+	return buf.Bytes()
+}
