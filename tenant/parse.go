@@ -91,7 +91,7 @@ func ParseDirectory(data []byte) (*Directory, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidDirectory, err)
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
 		return nil, fmt.Errorf("%w: trailing data after the directory object", ErrInvalidDirectory)
 	}
 	if raw.Tenants == nil && raw.ByHost == nil && raw.BySlug == nil {

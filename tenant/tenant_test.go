@@ -103,7 +103,7 @@ func TestValidationNamesTenantAndField(t *testing.T) {
 
 func TestMalformedDirectories(t *testing.T) {
 	t.Parallel()
-	for _, in := range []string{``, `[]`, `{}`, `{"tenants":{}}`, `{"tenants":[1]}`, `{"tenants":[]} {}`, `nul`} {
+	for _, in := range []string{``, `[]`, `{}`, `{"tenants":{}}`, `{"tenants":[1]}`, `{"tenants":[]} {}`, `{"tenants":[]} ]`, `{"tenants":[]}}`, `nul`} {
 		_, err := tenant.ParseDirectory([]byte(in))
 		require.ErrorIs(t, err, tenant.ErrInvalidDirectory, in)
 	}
