@@ -227,29 +227,39 @@ func (s *KV) IncrAll(ctx context.Context, keys []string, ins []kv.Increment) ([]
 			}
 		}
 	}()
+	// First decide, applying the steps in order to a scratch copy, so that
+	// a key named twice sees its earlier step; then write.
 	values := make([]int64, len(keys))
-	refused := -1
+	next := make(map[string]int64, len(keys))
 	for i, k := range keys {
-		n, ok := s.shard(k).incr(k, ins[i], now, false)
-		values[i] = n
-		if !ok && refused < 0 {
-			refused = i
-		}
-	}
-	if refused >= 0 {
-		for i, k := range keys {
+		cur, seen := next[k]
+		if !seen {
 			it, _ := s.shard(k).live(k, now)
-			values[i] = it.n
+			cur = it.n
 		}
-		return values, refused, nil
+		n, ok := Apply(cur, ins[i])
+		if !ok {
+			for j, k := range keys {
+				it, _ := s.shard(k).live(k, now)
+				values[j] = it.n
+			}
+			return values, i, nil
+		}
+		next[k] = n
+		values[i] = n
 	}
 	for i, k := range keys {
-		values[i], _ = s.shard(k).incr(k, ins[i], now, true)
+		sh := s.shard(k)
+		it, _ := sh.live(k, now)
+		it.counter, it.value, it.n = true, nil, next[k]
+		if ins[i].TTL > 0 {
+			it.expires = expiry(now, ins[i].TTL)
+		}
+		sh.items[k] = it
 	}
 	return values, -1, nil
 }
 
-// shardIndex hashes key with FNV-1a, inlined so that it does not allocate.
 func (s *KV) shardIndex(key string) int {
 	h := uint32(2166136261)
 	for i := 0; i < len(key); i++ {

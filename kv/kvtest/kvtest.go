@@ -281,6 +281,17 @@ func testIncrAll(t *testing.T, s kv.Store) {
 		_, _, err := b.IncrAll(ctx, []string{"{v}:a"}, nil)
 		require.Error(t, err, "mismatched lengths are an error")
 	}
+	// A key named twice sees its earlier step: together they must fit.
+	_, refused, err = kv.IncrAll(ctx, s, []string{"{w}:k", "{w}:k"}, []kv.Increment{{Delta: 3, Max: 5}, {Delta: 3, Max: 5}})
+	require.NoError(t, err)
+	require.Equal(t, 1, refused)
+	n, _, err = s.Incr(ctx, "{w}:k", kv.Increment{Max: kv.Unbounded})
+	require.NoError(t, err)
+	require.Equal(t, int64(0), n, "nothing applied")
+	vals, refused, err = kv.IncrAll(ctx, s, []string{"{w}:k", "{w}:k"}, []kv.Increment{{Delta: 2, Max: 5}, {Delta: 3, Max: 5}})
+	require.NoError(t, err)
+	require.Equal(t, -1, refused)
+	require.Equal(t, []int64{2, 5}, vals)
 }
 
 const (
