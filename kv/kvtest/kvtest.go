@@ -82,9 +82,9 @@ func testSetGet(t *testing.T, s kv.Store) {
 
 func testSetTTL(t *testing.T, s kv.Store) {
 	ctx := context.Background()
-	require.NoError(t, s.Set(ctx, "short", []byte("x"), 50*time.Millisecond))
+	require.NoError(t, s.Set(ctx, "short", []byte("x"), 300*time.Millisecond))
 	require.NoError(t, s.Set(ctx, "long", []byte("y"), time.Hour))
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond)
 	_, err := s.Get(ctx, "short")
 	require.ErrorIs(t, err, kv.ErrNotFound)
 	v, err := s.Get(ctx, "long")
@@ -94,7 +94,7 @@ func testSetTTL(t *testing.T, s kv.Store) {
 
 func testSetNX(t *testing.T, s kv.Store) {
 	ctx := context.Background()
-	ok, err := s.SetNX(ctx, "nx", []byte("first"), 50*time.Millisecond)
+	ok, err := s.SetNX(ctx, "nx", []byte("first"), 300*time.Millisecond)
 	require.NoError(t, err)
 	require.True(t, ok)
 	ok, err = s.SetNX(ctx, "nx", []byte("second"), time.Hour)
@@ -103,7 +103,7 @@ func testSetNX(t *testing.T, s kv.Store) {
 	v, err := s.Get(ctx, "nx")
 	require.NoError(t, err)
 	require.Equal(t, []byte("first"), v)
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond)
 	ok, err = s.SetNX(ctx, "nx", []byte("third"), time.Hour)
 	require.NoError(t, err)
 	require.True(t, ok, "SetNX must succeed once the key expired")
@@ -232,11 +232,11 @@ func testIncrFloor(t *testing.T, s kv.Store) {
 
 func testIncrTTL(t *testing.T, s kv.Store) {
 	ctx := context.Background()
-	_, _, err := s.Incr(ctx, "ttl", kv.Increment{Delta: 5, Max: kv.Unbounded, TTL: 50 * time.Millisecond})
+	_, _, err := s.Incr(ctx, "ttl", kv.Increment{Delta: 5, Max: kv.Unbounded, TTL: 300 * time.Millisecond})
 	require.NoError(t, err)
 	_, _, err = s.Incr(ctx, "keep", kv.Increment{Delta: 5, Max: kv.Unbounded, TTL: time.Hour})
 	require.NoError(t, err)
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond)
 	n, _, err := s.Incr(ctx, "ttl", kv.Increment{Max: kv.Unbounded})
 	require.NoError(t, err)
 	require.Equal(t, int64(0), n, "an expired counter reads as 0")

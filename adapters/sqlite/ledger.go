@@ -1,0 +1,222 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/402claw/dispatcher/ledger"
+)
+
+var _ ledger.Store = (*Store)(nil)
+
+const entryColumns = `id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset,
+	network, pay_to, tx_hash, status, request_id, resource, time_us`
+
+const auditColumns = `seq, time_us, kind, tenant, subject, data, prev_hash, hash`
+
+// AppendSettlement implements ledger.Store: the duplicate check, the read of
+// the chain's tail, and both inserts happen in one immediate transaction.
+func (s *Store) AppendSettlement(ctx context.Context, e ledger.Entry, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
+	var sealed ledger.AuditRecord
+	err := s.writeTx(ctx, func(q querier) error {
+		var one int
+		err := q.QueryRowContext(ctx, `SELECT 1 FROM ledger WHERE tenant = ? AND idempotency_key = ?`,
+			e.Tenant, e.IdempotencyKey).Scan(&one)
+		if err == nil {
+			return ledger.ErrDuplicate
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if sealed, err = appendAudit(ctx, q, rec); err != nil {
+			return err
+		}
+		_, err = q.ExecContext(ctx, `INSERT INTO ledger (`+entryColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount, e.AmountAtomic, e.Asset,
+			e.Network, e.PayTo, e.TxHash, string(e.Status), e.RequestID, e.Resource, e.Time.UnixMicro())
+		if isConstraint(err) && strings.Contains(err.Error(), "idempotency_key") {
+			return ledger.ErrDuplicate
+		}
+		return err
+	})
+	if errors.Is(err, ledger.ErrDuplicate) {
+		return ledger.AuditRecord{}, ledger.ErrDuplicate
+	}
+	if err != nil {
+		return ledger.AuditRecord{}, fmt.Errorf("sqlite: append settlement: %w", err)
+	}
+	return sealed, nil
+}
+
+// AppendAudit implements ledger.Store.
+func (s *Store) AppendAudit(ctx context.Context, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
+	var sealed ledger.AuditRecord
+	err := s.writeTx(ctx, func(q querier) error {
+		var err error
+		sealed, err = appendAudit(ctx, q, rec)
+		return err
+	})
+	if err != nil {
+		return ledger.AuditRecord{}, fmt.Errorf("sqlite: append audit: %w", err)
+	}
+	return sealed, nil
+}
+
+// appendAudit seals rec against the chain's tail and inserts it; it must run
+// inside a write transaction.
+func appendAudit(ctx context.Context, q querier, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
+	tailSeq, tailHash := int64(0), ledger.GenesisHash
+	err := q.QueryRowContext(ctx, `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&tailSeq, &tailHash)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return ledger.AuditRecord{}, fmt.Errorf("read chain tail: %w", err)
+	}
+	sealed := ledger.Seal(rec, tailSeq, tailHash)
+	sealed.Data = append([]byte(nil), rec.Data...)
+	_, err = q.ExecContext(ctx, `INSERT INTO audit_log (`+auditColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		sealed.Seq, sealed.Time.UnixMicro(), sealed.Kind, sealed.Tenant, sealed.Subject, string(sealed.Data),
+		sealed.PrevHash, sealed.Hash)
+	if err != nil {
+		return ledger.AuditRecord{}, fmt.Errorf("insert audit record %d: %w", sealed.Seq, err)
+	}
+	return sealed, nil
+}
+
+// GetEntry implements ledger.Store.
+func (s *Store) GetEntry(ctx context.Context, tenant, idempotencyKey string) (ledger.Entry, error) {
+	var e ledger.Entry
+	err := s.read(ctx, func() error {
+		var err error
+		e, err = scanEntry(s.db.QueryRowContext(ctx, `SELECT `+entryColumns+` FROM ledger
+			WHERE tenant = ? AND idempotency_key = ?`, tenant, idempotencyKey))
+		return err
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return ledger.Entry{}, ledger.ErrNotFound
+	}
+	if err != nil {
+		return ledger.Entry{}, fmt.Errorf("sqlite: get entry: %w", err)
+	}
+	return e, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanEntry(r scanner) (ledger.Entry, error) {
+	var (
+		e      ledger.Entry
+		id     string
+		status string
+		us     int64
+	)
+	err := r.Scan(&id, &e.Tenant, &e.IdempotencyKey, &e.Owner, &e.Payer, &e.Amount, &e.AmountAtomic, &e.Asset,
+		&e.Network, &e.PayTo, &e.TxHash, &status, &e.RequestID, &e.Resource, &us)
+	if err != nil {
+		return ledger.Entry{}, err
+	}
+	if e.ID, err = uuid.Parse(id); err != nil {
+		return ledger.Entry{}, fmt.Errorf("entry id %q: %w", id, err)
+	}
+	e.Status = ledger.Status(status)
+	e.Time = time.UnixMicro(us).UTC()
+	return e, nil
+}
+
+// ceilMicro is the first whole microsecond at or after t: entries carry
+// microsecond times, so e.Time >= t exactly when time_us >= ceilMicro(t).
+func ceilMicro(t time.Time) int64 {
+	us := t.UnixMicro()
+	if time.UnixMicro(us).Before(t) {
+		us++
+	}
+	return us
+}
+
+// ListEntries implements ledger.Store.
+func (s *Store) ListEntries(ctx context.Context, p ledger.ListEntriesParams) ([]ledger.Entry, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if p.Tenant != "" {
+		where, args = append(where, "tenant = ?"), append(args, p.Tenant)
+	}
+	if !p.Since.IsZero() {
+		where, args = append(where, "time_us >= ?"), append(args, ceilMicro(p.Since))
+	}
+	if !p.Until.IsZero() {
+		where, args = append(where, "time_us < ?"), append(args, ceilMicro(p.Until))
+	}
+	query := `SELECT ` + entryColumns + ` FROM ledger`
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	query += ` ORDER BY time_us, rowid`
+	if p.Limit > 0 {
+		query += ` LIMIT ?`
+		args = append(args, p.Limit)
+	}
+	var out []ledger.Entry
+	err := s.read(ctx, func() error {
+		out = out[:0]
+		rows, err := s.db.QueryContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			e, err := scanEntry(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list entries: %w", err)
+	}
+	return out, nil
+}
+
+// ListAudit implements ledger.Store.
+func (s *Store) ListAudit(ctx context.Context, p ledger.ListAuditParams) ([]ledger.AuditRecord, error) {
+	limit := int64(-1) // SQLite: a negative LIMIT means none
+	if p.Limit > 0 {
+		limit = int64(p.Limit)
+	}
+	var out []ledger.AuditRecord
+	err := s.read(ctx, func() error {
+		out = out[:0]
+		rows, err := s.db.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit_log
+			WHERE seq >= ? ORDER BY seq LIMIT ?`, p.FromSeq, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				r    ledger.AuditRecord
+				us   int64
+				data string
+			)
+			if err := rows.Scan(&r.Seq, &us, &r.Kind, &r.Tenant, &r.Subject, &data, &r.PrevHash, &r.Hash); err != nil {
+				return err
+			}
+			r.Time = time.UnixMicro(us).UTC()
+			r.Data = []byte(data)
+			out = append(out, r)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list audit: %w", err)
+	}
+	return out, nil
+}
