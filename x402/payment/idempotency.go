@@ -51,10 +51,16 @@ func authKey(slug, id string) string    { return "x402:{" + slug + "}:auth:" + i
 // claim takes the idempotency key (and the authorization) for this request.
 // It returns a replayed answer, or an error for 409/422, when another
 // request holds or used them.
+//
+// The authorization record is claimed whatever the key's source, the
+// derived key included: a payment first sent without a client key and then
+// again under one (or the other way round) finds the first request's
+// record through it, and is replayed, refused 409 or 422, never verified
+// and served a second time.
 func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim, *http.Response, error) {
 	c := &claim{s: s, key: key, fp: fp, keyKey: recordKey(slug, key)}
+	rec, _ := json.Marshal(record{State: stateInFlight, Fingerprint: fp, Key: key})
 	for attempt := 0; ; attempt++ {
-		rec, _ := json.Marshal(record{State: stateInFlight, Fingerprint: fp, Key: key})
 		ok, err := s.cfg.KV.SetNX(ctx, c.keyKey, rec, s.cfg.InFlightTTL)
 		if err != nil {
 			return nil, nil, kvError(err)
@@ -63,12 +69,15 @@ func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim
 			break
 		}
 		resp, err := s.decide(ctx, c.keyKey, fp)
-		if errors.Is(err, kv.ErrNotFound) && attempt < 3 {
-			continue // the holder let go between our SetNX and Get
+		if errors.Is(err, kv.ErrNotFound) {
+			if attempt < 3 {
+				continue // the holder let go between our SetNX and Get
+			}
+			return nil, nil, fmt.Errorf("%w: key %q", dispatch.ErrIdempotencyKeyInUse, key)
 		}
 		return nil, resp, err
 	}
-	if authID == "" || "auth:"+authID == key {
+	if authID == "" {
 		return c, nil, nil
 	}
 	c.authKey = authKey(slug, authID)
@@ -81,9 +90,15 @@ func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim
 		c.ownAuth = true
 		return c, nil, nil
 	}
+	other, err := s.cfg.KV.Get(ctx, c.authKey)
+	if err == nil && string(other) == key {
+		// A leftover pointing at the key this request now holds (its
+		// record expired or was lost): the key's holder owns it.
+		c.ownAuth = true
+		return c, nil, nil
+	}
 	// The same authorization is held under another key.
 	c.drop(ctx)
-	other, err := s.cfg.KV.Get(ctx, c.authKey)
 	if err != nil {
 		if errors.Is(err, kv.ErrNotFound) {
 			return nil, nil, fmt.Errorf("%w: the same payment authorization is being processed", dispatch.ErrIdempotencyKeyInUse)
@@ -113,8 +128,13 @@ func (s *Stage) decide(ctx context.Context, key, fp string) (*http.Response, err
 	if rec.Fingerprint != fp {
 		return nil, fmt.Errorf("%w: key %q was used for a different request", dispatch.ErrIdempotencyKeyReused, rec.Key)
 	}
-	if rec.State == stateInFlight {
+	switch {
+	case rec.State == stateInFlight:
 		return nil, fmt.Errorf("%w: key %q", dispatch.ErrIdempotencyKeyInUse, rec.Key)
+	case rec.State != stateDone && rec.State != statePending, rec.Status < 100, rec.Status > 999:
+		// Never replay a record that is not a whole answer (a status out of
+		// range would make net/http panic).
+		return nil, fmt.Errorf("%w: idempotency record of key %q is in state %q with status %d", dispatch.ErrInternal, rec.Key, rec.State, rec.Status)
 	}
 	h := rec.Header.Clone()
 	if h == nil {

@@ -18,28 +18,39 @@
 //     X-Payment-Deduped: true; while in flight, 409 idempotency_key_in_use;
 //     a different fingerprint (or the same authorization under another key),
 //     422 idempotency_key_reused;
-//  5. verifies with the facilitator (only the server's requirement is sent):
+//  5. checks the ledger is reachable and holds no entry for the key (else
+//     503 store_unavailable or 422 idempotency_key_reused, nothing called);
+//  6. verifies with the facilitator (only the server's requirement is sent):
 //     invalid is a 402 with the reason, no usable answer is
 //     502 facilitator_unavailable, and the worker is not called;
-//  6. reserves the price against the tenant's spend caps;
-//  7. calls the rest of the pipeline (usage quota, the worker) and buffers
+//  7. reserves the price against the tenant's spend caps;
+//  8. calls the rest of the pipeline (usage quota, the worker) and buffers
 //     the worker's answer, bounded by MaxResponseBytes;
-//  8. when the worker answered below 400, checks the ledger is reachable
-//     and the key unsettled, settles, writes the ledger entry and its audit
-//     record in one step, commits the spend reservation, stores the answer
-//     for replays, and releases the answer with PAYMENT-RESPONSE (or
-//     X-PAYMENT-RESPONSE for v1). A worker answer of 400 or more is
-//     returned as it is, not settled, and the reservation released.
+//  9. when the worker answered below 400, settles (detached from the
+//     client's context, bounded by SettleTimeout), writes the ledger entry
+//     and its audit record in one step, commits the spend reservation,
+//     stores the answer for replays, and releases the answer with
+//     PAYMENT-RESPONSE (or X-PAYMENT-RESPONSE for version 1). A worker
+//     answer of 400 or more is returned as it is, not settled, and the
+//     reservation released.
 //
 // A failed settlement answers 402 with the failed settle response in the
 // payment response header; the worker's body is dropped and the failure is
-// written to the audit log. A pending settlement is recorded in the ledger
-// with status pending and kept in the idempotency record, so it is never
-// settled twice. Failures before settlement leave no idempotency record, so
-// the client may retry with the same payment.
+// written to the ledger (status failed, under a key of its own) and audit
+// log. A pending settlement, or a settle call with no usable answer, is
+// recorded in the ledger with status pending and kept in the idempotency
+// record, so it is never settled twice. Once money has (or may have) moved
+// the stage never answers with an error: the spend stays committed, the
+// idempotency record is stored, and a ledger write that fails after retries
+// is logged for reconciliation rather than turned into a 503 for a client
+// who paid. Failures before settlement leave no idempotency record and
+// release the spend hold, so the client may retry with the same payment.
+//
+// Every answer to a decodable payment carries X-Payment-Idempotency-Key.
 package payment
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -78,12 +89,21 @@ const (
 )
 
 // SpendReserver reserves a paid request's price against a tenant's spend
-// caps (quota.Limiter implements it through quota.SpendReserver).
+// caps. A *quota.Limiter plugs in through SpendFromQuota.
 type SpendReserver interface {
 	// Reserve holds price for t, or returns an error wrapping
 	// dispatch.ErrSpendCapExceeded (a dispatch.HeaderError with the
 	// X-Spend-* headers).
 	Reserve(ctx context.Context, t *tenant.Tenant, price decimal.Decimal) (Reservation, error)
+}
+
+// ExchangeSpendReserver is an optional ability of a SpendReserver: reserve
+// for a request in the pipeline, so that the reservation can set the
+// X-Spend-* headers on x.Header (and refresh them when released). The stage
+// prefers it to Reserve when the configured SpendReserver has it.
+type ExchangeSpendReserver interface {
+	SpendReserver
+	ReserveExchange(ctx context.Context, x *dispatch.Exchange, price decimal.Decimal) (Reservation, error)
 }
 
 // Reservation is a held amount: Commit keeps it counted (settled), Release
@@ -110,6 +130,11 @@ type Config struct {
 	// MaxResponseBytes bounds the buffered worker answer of a paid request
 	// (default 8 MiB). A larger answer fails the request unsettled.
 	MaxResponseBytes int64
+	// SettleTimeout bounds settling and recording a paid request once the
+	// worker has answered (default 30 seconds). That step runs detached
+	// from the request's context: a client that goes away must not cut a
+	// settlement short and leave it pending.
+	SettleTimeout time.Duration
 	// MaxTimeoutSeconds is advertised in challenges (default 60).
 	MaxTimeoutSeconds int
 	// InFlightTTL bounds how long a key stays "in flight" if a gateway dies
@@ -150,6 +175,9 @@ func NewStage(cfg Config) (*Stage, error) {
 	}
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 8 << 20
+	}
+	if cfg.SettleTimeout <= 0 {
+		cfg.SettleTimeout = 30 * time.Second
 	}
 	if cfg.MaxTimeoutSeconds <= 0 {
 		cfg.MaxTimeoutSeconds = 60
@@ -214,15 +242,16 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		x.Lifecycle = LifecycleInvalid
 		return nil, s.invalid(req, err)
 	}
+	// Every answer to a decodable payment names its idempotency key, the
+	// refusals included.
+	key := x402.IdempotencyKey(p, r.Header)
+	x.Header.Set(HeaderIdempotencyKey, key)
 	if err := x402.Match(req, p); err != nil {
 		x.Lifecycle = LifecycleInvalid
 		return s.challenge(req, "payment does not match the requirement: "+err.Error())
 	}
 
-	key := x402.IdempotencyKey(p, r.Header)
-	x.Header.Set(HeaderIdempotencyKey, key)
 	fp := x402.Fingerprint(r.Method, r.URL.RequestURI(), p)
-	ttl := x402.IdempotencyTTL(p, s.cfg.Now(), s.cfg.RecordTTL)
 	claim, replay, err := s.claim(ctx, t.Slug, key, x402.AuthorizationID(p), fp)
 	if err != nil {
 		return nil, err
@@ -232,17 +261,30 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		x.Payer = p.Payer
 		return replay, nil
 	}
-	settledOrPending := false
+	kept := false // the claim becomes a stored record
 	defer func() {
-		if !settledOrPending {
+		if !kept {
 			claim.drop(context.WithoutCancel(ctx))
 		}
 	}()
 
+	// The ledger must be reachable, and the key unsettled, before anything
+	// is consumed: no verify, no spend hold, no worker call for a key the
+	// ledger already holds (its idempotency record expired or was lost).
+	if prev, err := s.cfg.Ledger.Entry(ctx, t.Slug, key); err == nil {
+		return nil, fmt.Errorf("%w: this payment was already settled (ledger entry %s, %s)", dispatch.ErrIdempotencyKeyReused, prev.ID, prev.Status)
+	} else if !errors.Is(err, ledger.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %v", dispatch.ErrStoreUnavailable, err)
+	}
+
 	fr := x402.FacilitatorRequest{Payment: p, Requirement: req}
 	vr, err := s.cfg.Facilitator.Verify(ctx, fr)
 	if err != nil {
-		return nil, facilitatorError("verify", err)
+		if errors.Is(err, x402.ErrInvalidPayment) {
+			x.Lifecycle = LifecycleInvalid
+			return nil, s.invalid(req, err)
+		}
+		return nil, fmt.Errorf("%w: verify: %v", dispatch.ErrFacilitatorUnavailable, err)
 	}
 	if !vr.IsValid {
 		x.Lifecycle = LifecycleInvalid
@@ -261,7 +303,11 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 
 	var hold Reservation = noReservation{}
 	if s.cfg.Spend != nil {
-		hold, err = s.cfg.Spend.Reserve(ctx, t, t.PriceUSD)
+		if xr, ok := s.cfg.Spend.(ExchangeSpendReserver); ok {
+			hold, err = xr.ReserveExchange(ctx, x, t.PriceUSD)
+		} else {
+			hold, err = s.cfg.Spend.Reserve(ctx, t, t.PriceUSD)
+		}
 		if err != nil {
 			if errors.Is(err, dispatch.ErrSpendCapExceeded) {
 				x.Lifecycle = LifecycleSpendCapExceeded
@@ -289,29 +335,31 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		return nil, fmt.Errorf("%w: %v; the payment was not settled", dispatch.ErrWorkerFailure, err)
 	}
 	if resp.StatusCode >= 400 {
-		x.Lifecycle = LifecycleWorkerError
-		resp.Body = io.NopCloser(strings.NewReader(string(body)))
+		// Not settled, not charged. The lifecycle follows the dispatcher's
+		// rule for any worker answer: 5xx is worker_error, 4xx served.
+		if resp.StatusCode >= 500 {
+			x.Lifecycle = LifecycleWorkerError
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
 		return resp, nil
 	}
 
-	// The ledger must be reachable, and the key unsettled, before money
-	// moves: a settlement that cannot be recorded is not made.
-	if prev, err := s.cfg.Ledger.Entry(ctx, t.Slug, key); err == nil {
-		return nil, fmt.Errorf("%w: this payment was already settled (ledger entry %s)", dispatch.ErrIdempotencyKeyReused, prev.ID)
-	} else if !errors.Is(err, ledger.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %v", dispatch.ErrStoreUnavailable, err)
-	}
-
-	sr, err := s.cfg.Facilitator.Settle(ctx, fr)
+	// From here on money may move: the client going away must not cut the
+	// settlement or its records short.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.SettleTimeout)
+	defer cancel()
+	sr, err := s.cfg.Facilitator.Settle(sctx, fr)
 	if err != nil {
 		// No usable answer: the transfer may or may not have happened.
 		// Record it as pending so the key is never settled again.
 		sr = &x402.SettleResponse{Success: false, ErrorReason: x402.ReasonSettlementPending, Payer: x.Payer, Network: req.Network}
 		s.log.Error("settle: no usable answer; recorded as pending", "tenant", t.Slug, "key", key, "err", err)
 	}
-	name, value, herr := x402.SettlementHeader(p, sr)
+	value, herr := settlementValue(p, sr)
 	if herr != nil {
-		return nil, fmt.Errorf("%w: encoding the settle response: %v", dispatch.ErrInternal, herr)
+		// Cannot happen for a decoded payment and a non-nil answer; the
+		// settlement is still recorded below.
+		s.log.Error("encoding the settle response failed", "tenant", t.Slug, "key", key, "err", herr)
 	}
 	entry := ledger.Entry{
 		IdempotencyKey: key, Tenant: t.Slug, Owner: t.OwnerUserID, Payer: x.Payer,
@@ -320,37 +368,33 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 	}
 
 	switch {
-	case sr.Success:
-		entry.Status = ledger.StatusSettled
-		if err := s.record(ctx, entry); err != nil {
-			return nil, err
-		}
-		settledOrPending, committed = true, true
-		if err := hold.Commit(ctx); err != nil {
+	case sr.Success, sr.Pending():
+		// Money moved (or may have): whatever happens to the records, the
+		// amount stays counted against the caps, the key is never settled
+		// again, and the client gets what it paid for.
+		kept, committed = true, true
+		if err := hold.Commit(sctx); err != nil {
 			s.log.Error("spend commit failed", "tenant", t.Slug, "key", key, "err", err)
 		}
-		x.Lifecycle = LifecycleSettled
-		x.BilledUSD = t.PriceUSD.String()
-		out := dispatch.NewResponse(resp.StatusCode, resp.Header.Clone(), body)
-		out.Header.Set(name, value)
-		out.Header.Set(HeaderIdempotencyKey, key)
-		out.Header.Set("Content-Length", strconv.Itoa(len(body)))
-		claim.store(context.WithoutCancel(ctx), stateDone, out, body, ttl)
-		return out, nil
-	case sr.Pending():
-		entry.Status = ledger.StatusPending
-		if err := s.record(ctx, entry); err != nil {
-			return nil, err
+		var out *http.Response
+		state := stateDone
+		if sr.Success {
+			entry.Status = ledger.StatusSettled
+			x.Lifecycle = LifecycleSettled
+			x.BilledUSD = t.PriceUSD.String()
+			out = dispatch.NewResponse(resp.StatusCode, resp.Header.Clone(), body)
+			out.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		} else {
+			entry.Status = ledger.StatusPending
+			state = statePending
+			x.Lifecycle = LifecycleSettlementFailed
+			out = s.mustChallenge(req, "settlement is pending; this payment will not be settled again")
+			body = readAll(out)
 		}
-		settledOrPending, committed = true, true
-		if err := hold.Commit(ctx); err != nil {
-			s.log.Error("spend commit failed", "tenant", t.Slug, "key", key, "err", err)
-		}
-		x.Lifecycle = LifecycleSettlementFailed
-		out, _ := s.challenge(req, "settlement is pending; this payment will not be settled again")
-		out.Header.Set(name, value)
+		s.record(sctx, entry)
+		setSettlementHeaders(out.Header, p, value)
 		out.Header.Set(HeaderIdempotencyKey, key)
-		claim.store(context.WithoutCancel(ctx), statePending, out, readAll(out), ttl)
+		claim.store(sctx, state, out, body, x402.IdempotencyTTL(p, s.cfg.Now(), s.cfg.RecordTTL))
 		return out, nil
 	default:
 		x.Lifecycle = LifecycleSettlementFailed
@@ -358,42 +402,89 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		// payment's key stays free for a retry once the payer can pay.
 		entry.Status = ledger.StatusFailed
 		entry.IdempotencyKey = key + "#failed:" + x.Payload.RequestID
-		if _, _, err := s.cfg.Ledger.RecordSettlement(context.WithoutCancel(ctx), entry); err != nil {
+		if _, _, err := s.cfg.Ledger.RecordSettlement(sctx, entry); err != nil {
 			s.log.Error("recording a failed settlement failed", "tenant", t.Slug, "key", key, "err", err)
 		}
 		reason := sr.ErrorReason
 		if reason == "" {
 			reason = "settlement failed"
 		}
-		out, _ := s.challenge(req, "settlement failed: "+reason)
-		out.Header.Set(name, value)
+		out := s.mustChallenge(req, "settlement failed: "+reason)
+		setSettlementHeaders(out.Header, p, value)
 		return out, nil
 	}
 }
 
+// settlementValue encodes the settle response for the client who sent p.
+func settlementValue(p *x402.Payment, sr *x402.SettleResponse) (string, error) {
+	_, value, err := x402.SettlementHeader(p, sr)
+	return value, err
+}
+
+// setSettlementHeaders sets the payment response header for p: the one its
+// protocol version names (PAYMENT-RESPONSE for version 2, X-PAYMENT-RESPONSE
+// for version 1) and, when the payment came in the other generation's
+// header (a version 1 payload in PAYMENT-SIGNATURE, or version 2 in
+// X-PAYMENT), also the response header matching that request header, so
+// the client finds its answer whichever way it reads it.
+func setSettlementHeaders(h http.Header, p *x402.Payment, value string) {
+	if value == "" {
+		return
+	}
+	h.Set(p.ResponseHeader(), value)
+	switch p.Header {
+	case x402.HeaderPaymentSignature:
+		h.Set(x402.HeaderPaymentResponse, value)
+	case x402.HeaderXPayment:
+		h.Set(x402.HeaderXPaymentResponse, value)
+	}
+}
+
 // record writes the settlement, retrying a few times: once money has moved
-// the record must not be lost to a blip.
-func (s *Stage) record(ctx context.Context, e ledger.Entry) error {
-	ctx = context.WithoutCancel(ctx)
+// the record must not be lost to a blip. It does not fail the request: the
+// client has paid, so it gets its answer, and a write that still fails is
+// logged for reconciliation by hand. A duplicate that is not this request's
+// own entry (a second settlement under one key, possible only when an
+// in-flight claim outlived InFlightTTL) is recorded under a derived key, so
+// every settlement is in the ledger.
+func (s *Stage) record(ctx context.Context, e ledger.Entry) {
 	var err error
+	derived := false
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
 		}
-		_, _, err = s.cfg.Ledger.RecordSettlement(ctx, e)
-		if err == nil || errors.Is(err, ledger.ErrDuplicate) {
-			return nil
+		var prev ledger.Entry
+		prev, _, err = s.cfg.Ledger.RecordSettlement(ctx, e)
+		if err == nil {
+			return
 		}
+		if !errors.Is(err, ledger.ErrDuplicate) {
+			continue
+		}
+		if derived || prev.RequestID == e.RequestID {
+			return // this request's own entry, written by an earlier attempt
+		}
+		s.log.Error("a second settlement under one idempotency key; recording it under a derived key",
+			"tenant", e.Tenant, "key", e.IdempotencyKey, "first", prev.ID, "requestId", e.RequestID)
+		e.IdempotencyKey += "#dup:" + e.RequestID
+		derived = true
+		attempt = -1 // a fresh round of attempts for the derived key
 	}
 	body, _ := json.Marshal(e)
 	s.log.Error("SETTLED BUT NOT RECORDED: reconcile this entry by hand", "entry", string(body), "err", err)
-	return fmt.Errorf("%w: settled but the ledger write failed: %v", dispatch.ErrStoreUnavailable, err)
+}
+
+// challengeOptions are the options of every challenge the stage sends: the
+// reason, and the payment-identifier extension offered (not required).
+func challengeOptions(reason string) x402.ChallengeOptions {
+	return x402.ChallengeOptions{Error: reason, Extensions: x402.Extensions{
+		x402.ExtensionPaymentIdentifier: x402.PaymentIdentifierExtension(false),
+	}}
 }
 
 func (s *Stage) challenge(req x402.Requirement, reason string) (*http.Response, error) {
-	c, err := x402.NewChallenge(req, x402.ChallengeOptions{Error: reason, Extensions: x402.Extensions{
-		"payment-identifier": x402.PaymentIdentifierExtension(false),
-	}})
+	c, err := x402.NewChallenge(req, challengeOptions(reason))
 	if err != nil {
 		return nil, fmt.Errorf("%w: building the challenge: %v", dispatch.ErrInternal, err)
 	}
@@ -402,6 +493,22 @@ func (s *Stage) challenge(req x402.Requirement, reason string) (*http.Response, 
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(c.Body)))
 	return dispatch.NewResponse(http.StatusPaymentRequired, h, c.Body), nil
+}
+
+// mustChallenge is challenge for the answers after settlement, which must
+// not fail: should the challenge not build, a bare 402 still carries the
+// payment response header.
+func (s *Stage) mustChallenge(req x402.Requirement, reason string) *http.Response {
+	out, err := s.challenge(req, reason)
+	if err != nil {
+		s.log.Error("building a challenge failed", "err", err)
+		body := []byte(`{"x402Version":1,"error":` + strconv.Quote(reason) + `,"accepts":[]}`)
+		h := make(http.Header)
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		return dispatch.NewResponse(http.StatusPaymentRequired, h, body)
+	}
+	return out
 }
 
 // invalidPayment is the 400 answer to an undecodable payment: the gateway's
@@ -413,7 +520,7 @@ type invalidPayment struct {
 }
 
 func (s *Stage) invalid(req x402.Requirement, cause error) error {
-	c, _ := x402.NewChallenge(req, x402.ChallengeOptions{Error: "invalid payment: " + cause.Error()})
+	c, _ := x402.NewChallenge(req, challengeOptions("invalid payment: "+cause.Error()))
 	return &invalidPayment{err: fmt.Errorf("%w: %v", dispatch.ErrInvalidPayment, cause), challenge: c}
 }
 
@@ -438,13 +545,6 @@ func (e *invalidPayment) ResponseBody(requestID string) (string, []byte) {
 	return "application/json", b
 }
 
-func facilitatorError(step string, err error) error {
-	if errors.Is(err, x402.ErrInvalidPayment) {
-		return fmt.Errorf("%w: %v", dispatch.ErrInvalidPayment, err)
-	}
-	return fmt.Errorf("%w: %s: %v", dispatch.ErrFacilitatorUnavailable, step, err)
-}
-
 func readBounded(r io.Reader, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
@@ -458,7 +558,7 @@ func readBounded(r io.Reader, limit int64) ([]byte, error) {
 
 func readAll(resp *http.Response) []byte {
 	b, _ := io.ReadAll(resp.Body)
-	resp.Body = io.NopCloser(strings.NewReader(string(b)))
+	resp.Body = io.NopCloser(bytes.NewReader(b))
 	return b
 }
 

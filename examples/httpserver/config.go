@@ -1,0 +1,109 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+// config is the example server's configuration: flags, with environment
+// variables as defaults (DESIGN section 11).
+type config struct {
+	addr              string
+	tenantsFile       string
+	tenantsJSON       string
+	workersFile       string
+	store             string
+	kv                string
+	facilitatorURL    string
+	facilitatorAPIKey string
+	payTo             string
+	network           string
+	adminToken        string
+	trustedProxies    []netip.Prefix
+	drainTimeoutSecs  int
+}
+
+// defaultPayTo receives the demo's test payments. It is a public test
+// address; nothing is ever really paid to it by the local facilitator.
+const defaultPayTo = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	env := func(names ...string) string {
+		for _, n := range names {
+			if v := getenv(n); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	or := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	var c config
+	var trusted string
+	fs := flag.NewFlagSet("httpserver", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", or(env("ADDR"), "127.0.0.1:8402"), "listen address (env ADDR)")
+	fs.StringVar(&c.tenantsFile, "tenants", "", "tenant directory JSON file, either form (env TENANT_DIRECTORY_JSON holds the JSON itself); default: the built-in demo directory")
+	fs.StringVar(&c.workersFile, "workers", "", "JSON object workerName -> base URL for the HTTP upstream fetcher; names not listed use the built-in demo workers")
+	fs.StringVar(&c.store, "store", or(env("STORE_URL"), "sqlite:./data/dispatcher.db"), "ledger, audit, events and tenants store: memory, sqlite:PATH or postgres://... (env STORE_URL)")
+	fs.StringVar(&c.kv, "kv", env("KV_URL"), "counter store: memory, sqlite:PATH, redis://... or postgres://... (env KV_URL); default: same as -store")
+	fs.StringVar(&c.facilitatorURL, "facilitator-url", env("FACILITATOR_URL", "X402_FACILITATOR_URL"), "remote x402 facilitator base URL (env FACILITATOR_URL, X402_FACILITATOR_URL); default: the built-in local facilitator")
+	fs.StringVar(&c.facilitatorAPIKey, "facilitator-api-key", env("FACILITATOR_API_KEY"), "bearer API key for the facilitator (env FACILITATOR_API_KEY)")
+	fs.StringVar(&c.payTo, "pay-to", or(env("PAY_TO_ADDRESS"), defaultPayTo), "platform payTo address (env PAY_TO_ADDRESS)")
+	fs.StringVar(&c.network, "network", or(env("X402_NETWORK"), "eip155:84532"), "payment network: eip155:84532 (Base Sepolia) or eip155:8453 (Base) (env X402_NETWORK)")
+	fs.StringVar(&c.adminToken, "admin-token", env("PLATFORM_ADMIN_TOKEN"), "bearer token for /__platform/events (env PLATFORM_ADMIN_TOKEN); generated and printed when unset")
+	fs.StringVar(&trusted, "trusted-proxies", env("TRUSTED_PROXIES"), "comma-separated CIDRs whose X-Forwarded-For is believed (env TRUSTED_PROXIES)")
+	fs.IntVar(&c.drainTimeoutSecs, "drain-timeout", 15, "seconds in-flight requests get to finish on shutdown")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.tenantsFile == "" {
+		c.tenantsJSON = getenv("TENANT_DIRECTORY_JSON")
+	}
+	if c.kv == "" {
+		c.kv = c.store
+	}
+	for _, s := range strings.Split(trusted, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return c, fmt.Errorf("-trusted-proxies: %q is not a CIDR or an address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.trustedProxies = append(c.trustedProxies, p)
+	}
+	switch c.network {
+	case "eip155:84532", "base-sepolia", "eip155:8453", "base":
+	default:
+		return c, fmt.Errorf("-network: %q is not eip155:84532 or eip155:8453", c.network)
+	}
+	if c.drainTimeoutSecs <= 0 {
+		return c, errors.New("-drain-timeout must be positive")
+	}
+	return c, nil
+}
+
+func readFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}

@@ -1,0 +1,152 @@
+package demo_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/shopspring/decimal"
+	"github.com/stretchr/testify/require"
+
+	"github.com/402claw/dispatcher/adapters/upstream"
+	"github.com/402claw/dispatcher/dispatch"
+	"github.com/402claw/dispatcher/examples/httpserver/demo"
+	"github.com/402claw/dispatcher/tenant"
+)
+
+func TestDemoDirectory(t *testing.T) {
+	t.Parallel()
+	dir, err := tenant.ParseDirectory([]byte(demo.DemoDirectoryJSON))
+	require.NoError(t, err)
+	require.Equal(t, 3, dir.Len())
+
+	free, ok := dir.Lookup("demo")
+	require.True(t, ok)
+	require.Equal(t, demo.WorkerName, free.WorkerName)
+	require.Equal(t, "free", free.Plan)
+	require.False(t, free.Charges())
+	require.Empty(t, free.Hosts)
+
+	paid, ok := dir.Lookup("demo-paid")
+	require.True(t, ok)
+	require.Equal(t, demo.WorkerName, paid.WorkerName)
+	require.Equal(t, "pro", paid.Plan)
+	require.True(t, paid.Charges())
+	require.True(t, paid.PriceUSD.Equal(decimal.RequireFromString("0.01")))
+	require.Positive(t, paid.UsageLimit.DailyRequests)
+	require.Positive(t, paid.UsageLimit.MonthlyRequests)
+	require.True(t, paid.SpendLimit.DailySpendUSD.IsPositive())
+	require.True(t, paid.SpendLimit.MonthlySpendUSD.IsPositive())
+	require.Equal(t, "data", paid.Directory)
+
+	weather, ok := dir.Lookup("weather")
+	require.True(t, ok)
+	require.Equal(t, demo.WorkerName, weather.WorkerName)
+	require.False(t, weather.Charges())
+	require.NotEqual(t, paid.Directory, weather.Directory, "a second marketplace directory")
+
+	workers := demo.Workers()
+	require.Len(t, workers, 1)
+	require.NotNil(t, workers[demo.WorkerName])
+}
+
+// gatewayFor serves the demo directory through a dispatcher over fetcher.
+func gatewayFor(t *testing.T, fetcher dispatch.Fetcher) *httptest.Server {
+	t.Helper()
+	dir, err := tenant.ParseDirectory([]byte(demo.DemoDirectoryJSON))
+	require.NoError(t, err)
+	d, err := dispatch.NewDispatcher(dispatch.Config{Tenants: tenant.NewRegistry(dir), Fetcher: fetcher})
+	require.NoError(t, err)
+	gw := httptest.NewServer(d)
+	t.Cleanup(gw.Close)
+	return gw
+}
+
+// climateServer is the enrichment target: the demo worker's own /climate.
+func climateServer(t *testing.T) (*httptest.Server, func() int) {
+	t.Helper()
+	calls := make(chan struct{}, 1000)
+	h := demo.NewCSVAPI()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls <- struct{}{}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() int { return len(calls) }
+}
+
+// TestEnrichmentCountsSubrequests runs enrich=1 in process and over HTTP:
+// within the free plan's 10 subrequests the rows come back enriched; a page
+// that needs more is 503 worker_limit_exceeded, having made exactly 10.
+func TestEnrichmentCountsSubrequests(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"in process", "http upstream"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			climate, calls := climateServer(t)
+			worker := demo.NewCSVAPI(demo.WithEnrichURL(climate.URL + "/climate"))
+			var fetcher dispatch.Fetcher = dispatch.NewHandlerFetcher(map[string]http.Handler{demo.WorkerName: worker})
+			if mode == "http upstream" {
+				ws := httptest.NewServer(worker)
+				t.Cleanup(ws.Close)
+				f, err := upstream.New(upstream.Config{Workers: map[string]string{demo.WorkerName: ws.URL}})
+				require.NoError(t, err)
+				t.Cleanup(f.CloseIdleConnections)
+				fetcher = f
+			}
+			gw := gatewayFor(t, fetcher)
+
+			resp, err := http.Get(gw.URL + "/t/demo/rows?country=FR&limit=3&enrich=1")
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+			var page struct {
+				Rows []struct {
+					Name       string `json:"name"`
+					Enrichment struct {
+						City string `json:"city"`
+					} `json:"enrichment"`
+				} `json:"rows"`
+			}
+			require.NoError(t, json.Unmarshal(body, &page))
+			require.Len(t, page.Rows, 3)
+			for _, r := range page.Rows {
+				require.Equal(t, r.Name, r.Enrichment.City)
+			}
+			require.Equal(t, 3, calls())
+
+			resp, err = http.Get(gw.URL + "/t/demo/rows?limit=20&enrich=1")
+			require.NoError(t, err)
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, string(body))
+			require.Contains(t, string(body), `"error":"worker_limit_exceeded"`)
+			require.Equal(t, 3+10, calls(), "exactly the free plan's 10 subrequests went out")
+		})
+	}
+}
+
+func TestThroughDispatcher(t *testing.T) {
+	t.Parallel()
+	gw := gatewayFor(t, dispatch.NewHandlerFetcher(demo.Workers()))
+	for _, c := range []struct {
+		path   string
+		status int
+	}{
+		{"/t/demo/rows?country=JP&limit=2", http.StatusOK},
+		{"/t/weather/climate?city=Oslo", http.StatusOK},
+		{"/t/demo/rows/9999", http.StatusNotFound},
+		{"/t/demo/rows?limit=0", http.StatusBadRequest},
+	} {
+		resp, err := http.Get(gw.URL + c.path)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, c.status, resp.StatusCode, fmt.Sprintf("%s: %s", c.path, body))
+		require.NotEmpty(t, resp.Header.Get("X-Request-Id"))
+	}
+}

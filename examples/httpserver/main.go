@@ -1,0 +1,365 @@
+// Command httpserver runs a paid-API marketplace gateway on localhost: the
+// dispatcher with a demo CSV API (free and paid routes), x402 payments
+// through the built-in local facilitator, rate limits, quotas and spend
+// caps, the settlement ledger with its audit chain, and marketplace
+// analytics, on an embedded SQLite file by default.
+//
+//	go run ./examples/httpserver
+//	go run ./examples/httpserver -store memory -addr 127.0.0.1:9000
+//	go run ./examples/httpserver verify -store sqlite:./data/dispatcher.db
+//
+// See -help for every flag and its environment variable.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/402claw/dispatcher/adapters/upstream"
+	"github.com/402claw/dispatcher/dispatch"
+	"github.com/402claw/dispatcher/examples/httpserver/demo"
+	"github.com/402claw/dispatcher/ledger"
+	"github.com/402claw/dispatcher/metrics"
+	"github.com/402claw/dispatcher/quota"
+	"github.com/402claw/dispatcher/tenant"
+	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/localfacilitator"
+	"github.com/402claw/dispatcher/x402/payment"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if len(os.Args) > 1 && os.Args[1] == "verify" {
+		os.Exit(verifyCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "httpserver: "+oneLine(err))
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout, log); err != nil {
+		fmt.Fprintln(os.Stderr, "httpserver: "+oneLine(err))
+		os.Exit(1)
+	}
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// server is the wired gateway, ready to serve.
+type server struct {
+	handler    http.Handler
+	registry   *tenant.Registry
+	backends   *backends
+	sink       *metrics.AsyncSink
+	adminToken string
+	local      bool
+}
+
+func (s *server) Close(ctx context.Context) {
+	if err := s.sink.Close(ctx); err != nil {
+		slog.Default().Warn("flushing usage events", "err", err)
+	}
+	s.backends.Close()
+}
+
+// build wires every part from cfg; main.go is where the whole system is put
+// together in plain sight.
+func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
+	b, err := openBackends(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			b.Close()
+		}
+	}()
+	led, err := ledger.New(b.ledger, ledger.Config{})
+	if err != nil {
+		return nil, err
+	}
+
+	// Tenants: -tenants, else TENANT_DIRECTORY_JSON, else what the store
+	// holds, else the demo directory.
+	dir, source, err := loadDirectory(ctx, cfg, b)
+	if err != nil {
+		return nil, err
+	}
+	if b.tenants != nil && source != "store" {
+		if err := b.tenants.SaveTenants(ctx, dir.Tenants()); err != nil {
+			return nil, fmt.Errorf("saving tenants: %w", err)
+		}
+	}
+	raw, _ := dir.MarshalJSON()
+	sum := sha256.Sum256(raw)
+	if _, err := led.Audit(ctx, ledger.KindDirectorySwap, "", hex.EncodeToString(sum[:8]), map[string]any{"source": source, "tenants": dir.Len()}); err != nil {
+		return nil, fmt.Errorf("auditing the directory load: %w", err)
+	}
+	registry := tenant.NewRegistry(dir)
+
+	// Workers: the built-in demo workers in process, and -workers over HTTP.
+	var fetcher dispatch.Fetcher = dispatch.NewHandlerFetcher(demo.Workers())
+	if cfg.workersFile != "" {
+		data, err := readFile(cfg.workersFile)
+		if err != nil {
+			return nil, fmt.Errorf("-workers: %w", err)
+		}
+		var urls map[string]string
+		if err := json.Unmarshal(data, &urls); err != nil {
+			return nil, fmt.Errorf("-workers %s: not a JSON object of workerName -> base URL: %v", cfg.workersFile, err)
+		}
+		up, err := upstream.New(upstream.Config{Workers: urls})
+		if err != nil {
+			return nil, fmt.Errorf("-workers: %w", err)
+		}
+		fetcher = routeFetcher{upstream: up, names: urls, fallback: fetcher}
+	}
+
+	// Payments: a remote facilitator, or the local one over the KV store.
+	var fac x402.Facilitator
+	var facHandler http.Handler
+	if cfg.facilitatorURL != "" {
+		fac, err = x402.NewFacilitatorClient(cfg.facilitatorURL, x402.FacilitatorConfig{APIKey: cfg.facilitatorAPIKey})
+		if err != nil {
+			return nil, fmt.Errorf("-facilitator-url: %w", err)
+		}
+	} else {
+		lf, err := localfacilitator.New(localfacilitator.Config{Store: b.kv})
+		if err != nil {
+			return nil, err
+		}
+		fac, facHandler = lf, lf.Handler()
+	}
+
+	limiter, err := quota.New(b.kv, quota.Config{})
+	if err != nil {
+		return nil, err
+	}
+	pay, err := payment.NewStage(payment.Config{
+		Facilitator: fac, KV: b.kv, Ledger: led, Spend: payment.SpendFromQuota(limiter),
+		Network: cfg.network, PayTo: cfg.payTo, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	sink, err := metrics.NewAsyncSink(b.events, metrics.AsyncSinkConfig{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	token := cfg.adminToken
+	if token == "" {
+		var raw [16]byte
+		_, _ = rand.Read(raw[:])
+		token = hex.EncodeToString(raw[:])
+	}
+	platform, err := metrics.NewPlatformHandler(b.events, metrics.PlatformConfig{
+		AdminToken: token, Logger: log,
+		PublishedAPIs: func() []metrics.APIInfo {
+			ts := registry.Load().Tenants()
+			out := make([]metrics.APIInfo, len(ts))
+			for i, t := range ts {
+				out[i] = metrics.APIInfo{APIID: t.Slug, Owner: t.OwnerUserID, Directory: t.Directory}
+			}
+			return out
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	identity := func(r *http.Request) string { return dispatch.Identity(r, cfg.trustedProxies) }
+	d, err := dispatch.NewDispatcher(dispatch.Config{
+		Tenants:  registry,
+		Fetcher:  fetcher,
+		Stages:   []dispatch.Stage{limiter.RateLimitStage(), pay, limiter.UsageStage()},
+		Events:   dispatch.UsageSink(sink),
+		Platform: platform,
+		Identity: identity,
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", d)
+	if facHandler != nil {
+		mux.Handle("/__facilitator/", http.StripPrefix("/__facilitator", facHandler))
+	}
+	ok = true
+	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil}, nil
+}
+
+func loadDirectory(ctx context.Context, cfg config, b *backends) (*tenant.Directory, string, error) {
+	switch {
+	case cfg.tenantsFile != "":
+		data, err := readFile(cfg.tenantsFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("-tenants: %w", err)
+		}
+		d, err := tenant.ParseDirectory(data)
+		if err != nil {
+			return nil, "", fmt.Errorf("-tenants %s: %w", cfg.tenantsFile, err)
+		}
+		return d, "file", nil
+	case cfg.tenantsJSON != "":
+		d, err := tenant.ParseDirectory([]byte(cfg.tenantsJSON))
+		if err != nil {
+			return nil, "", fmt.Errorf("TENANT_DIRECTORY_JSON: %w", err)
+		}
+		return d, "env", nil
+	case b.tenants != nil:
+		ts, err := b.tenants.LoadTenants(ctx)
+		if err != nil {
+			return nil, "", fmt.Errorf("loading tenants from the store: %w", err)
+		}
+		if len(ts) > 0 {
+			d, err := tenant.NewDirectory(ts)
+			if err != nil {
+				return nil, "", fmt.Errorf("tenants in the store: %w", err)
+			}
+			return d, "store", nil
+		}
+	}
+	d, err := tenant.ParseDirectory([]byte(demo.DemoDirectoryJSON))
+	if err != nil {
+		return nil, "", fmt.Errorf("demo directory: %w", err)
+	}
+	return d, "demo", nil
+}
+
+// routeFetcher sends the workers named in -workers upstream and the rest to
+// the built-in demo workers.
+type routeFetcher struct {
+	upstream dispatch.Fetcher
+	names    map[string]string
+	fallback dispatch.Fetcher
+}
+
+func (f routeFetcher) Fetch(ctx context.Context, req *http.Request, p *dispatch.Payload) (*http.Response, error) {
+	if _, ok := f.names[p.WorkerName]; ok {
+		return f.upstream.Fetch(ctx, req, p)
+	}
+	return f.fallback.Fetch(ctx, req, p)
+}
+
+func run(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
+	s, err := build(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		s.Close(context.Background())
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	printBanner(stdout, "http://"+ln.Addr().String(), cfg, s)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		s.Close(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: letting in-flight requests finish", "timeout", fmt.Sprintf("%ds", cfg.drainTimeoutSecs))
+	drain, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.drainTimeoutSecs)*time.Second)
+	defer cancel()
+	err = srv.Shutdown(drain)
+	s.Close(drain)
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func printBanner(w io.Writer, base string, cfg config, s *server) {
+	fac := "built-in local facilitator (" + base + "/__facilitator)"
+	if !s.local {
+		fac = cfg.facilitatorURL
+	}
+	fmt.Fprintf(w, `402claw dispatcher listening on %s
+  store: %s   kv: %s   network: %s   facilitator: %s
+  tenants: %d   admin token: %s
+
+Try:
+  curl -s '%s/t/demo/rows?limit=3'
+  curl -s -H 'Accept: text/csv' '%s/t/demo/rows?country=Japan'
+  curl -si '%s/t/demo-paid/premium/rows?limit=2'          # 402 Payment Required
+  go run ./examples/payclient -url '%s/t/demo-paid/premium/rows?limit=2'   # pays with a test key
+  curl -s '%s/__platform/health'
+  curl -s '%s/__platform/analytics?window=today'
+  curl -s -H 'Authorization: Bearer %s' '%s/__platform/events?limit=5'
+`, base, cfg.store, cfg.kv, cfg.network, fac, s.registry.Load().Len(), s.adminToken,
+		base, base, base, base, base, base, s.adminToken, base)
+}
+
+// verifyCommand walks the audit chain of a store: httpserver verify -store URL.
+func verifyCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	store := fs.String("store", envOr("STORE_URL", "sqlite:./data/dispatcher.db"), "store whose audit chain to verify")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx := context.Background()
+	b := &backends{}
+	defer b.Close()
+	st, err := openURL(ctx, *store, b)
+	if err != nil {
+		fmt.Fprintln(stderr, "verify: "+oneLine(err))
+		return 2
+	}
+	ls, ok := st.(ledger.Store)
+	if !ok {
+		fmt.Fprintln(stderr, "verify: the store holds no ledger")
+		return 2
+	}
+	led, err := ledger.New(ls, ledger.Config{})
+	if err != nil {
+		fmt.Fprintln(stderr, "verify: "+oneLine(err))
+		return 2
+	}
+	n, err := led.Verify(ctx)
+	if err != nil {
+		fmt.Fprintf(stdout, "audit chain BROKEN after %d good records: %s\n", n, oneLine(err))
+		return 1
+	}
+	fmt.Fprintf(stdout, "audit chain OK: %d records verified\n", n)
+	return 0
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

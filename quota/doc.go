@@ -1,0 +1,131 @@
+// Package quota enforces the dispatcher's per-tenant rate limits, usage
+// quotas and spend caps (DESIGN section 6) over the kv port, exactly under
+// any concurrency and across gateway replicas that share a store.
+//
+// A [Limiter] is built with [New] over a kv.Store. Its two pipeline stages
+// are [RateLimitStage] (step 4) and [UsageStage] (step 6); the x402 payment
+// stage (step 5) calls [Limiter.Reserve] (or [Limiter.ReserveExchange])
+// after verifying a payment and before calling next, then
+// [Reservation.Commit] after settlement or [Reservation.Release] on any
+// failure.
+//
+// # Rate limits
+//
+// Each limit is a GCRA (generic cell rate algorithm) over one counter that
+// holds the theoretical arrival time (TAT) in Unix microseconds. For
+// "Requests per WindowSeconds" the emission interval is
+// T = window/requests (µs, rounded down) and a request at now is one
+// kv.Increment{Floor: now, Delta: T, Max: now + requests·T, TTL: window+1s}:
+// admitted, it moves the TAT to max(TAT, now)+T; refused, it writes
+// nothing, so refused requests never count. Max is requests·T rather than
+// the window so that exactly Requests fit in a burst whatever the rounding.
+// Microseconds keep every value below 2^53 (until the year 2255), so
+// adapters that compute in floating point (Redis Lua) stay exact.
+//
+// Two limits apply to each request: per caller per tenant (keyed by
+// dispatch.Exchange.CallerID, already a hash) and, optionally, per tenant
+// over all callers. A tenant's rateLimit.perCaller and rateLimit.global
+// ({requests, windowSeconds}) replace its plan's defaults one by one;
+// Config.Plans replaces the default table, where a zero Rate turns a limit
+// off. The defaults:
+//
+//	plan        per caller    per tenant (global)
+//	free        60/min        600/min
+//	pro         300/min       3,000/min
+//	business    1,200/min     12,000/min
+//	enterprise  6,000/min     60,000/min
+//	quarantine  10/min        60/min
+//
+// Unknown plans get the free rates. A rate asking for more than one
+// request per microsecond is capped at that, and windows at 366 days.
+//
+// When the store has a batch ability (kv.BatchIncrementer) both limits are
+// checked in one atomic IncrAll, so a request the tenant-wide limit refuses
+// never touches the per-caller counter: exact. Without it, the per-caller
+// limit is checked first and, when the tenant-wide one then refuses, the
+// per-caller unit is given back by subtracting T. Alone, that restores the
+// counter exactly (a TAT in the past is worth the same as "now"). It is not
+// exact when another request of the same caller lands in between: during
+// the give-back's round trip that request may be refused by the per-caller
+// limit it would otherwise have passed (a transient false 429), or, when
+// the caller was idle before, the give-back may leave its TAT earlier than
+// it would have been by at most the time between the two arrivals (less
+// than the round trip, and never more than T). The tenant-wide limit is
+// never exceeded, and the per-caller error is bounded by the store's
+// latency per race.
+//
+// Every tenant response carries X-RateLimit-Limit, X-RateLimit-Remaining
+// and X-RateLimit-Reset of the binding limit (the refusing one, else the
+// one with fewer requests remaining). Reset is the Unix second, rounded up,
+// at which the allowance is fully restored (the TAT). A refusal is
+// 429 rate_limited with Retry-After: the exact time until both limits
+// would admit the request, rounded up to whole seconds. With
+// Config.DraftHeaders the responses also carry the IETF draft fields
+// (draft-ietf-httpapi-ratelimit-headers), one item per limit:
+//
+//	RateLimit-Policy: "caller";q=60;w=60, "tenant";q=600;w=60
+//	RateLimit: "caller";r=59;t=1, "tenant";r=599;t=1
+//
+// # Usage quotas
+//
+// usageLimit.dailyRequests and usageLimit.monthlyRequests count requests
+// per calendar UTC day and month. The window id (2026-11-24, 2026-11) is
+// part of the counter key, so a new window starts from zero without any
+// reset, and a counter expires at its window end plus Config.Slack
+// (DefaultSlack, an hour). A request reserves one unit in both counters in
+// one all-or-none kv.IncrAll (one round trip on stores with a batch
+// ability), before the worker runs. When a later step refuses the request
+// before the worker is called, UsageStage gives the unit back; a request
+// the worker answered stays counted, whatever its status. A rate-limited
+// request, a 402 challenge or a rejected payment never reaches the usage
+// stage, so it consumes no quota.
+//
+// Headers: X-Usage-Day-Limit, X-Usage-Day-Remaining, X-Usage-Day-Reset and
+// the same for Month, for each limited window; Reset is the Unix second the
+// window ends. A refusal is 429 usage_quota_exceeded with X-Usage-Limit,
+// X-Usage-Remaining, X-Usage-Reset, X-Usage-Window (day or month) and
+// Retry-After (until the window ends, rounded up). When both windows are
+// exhausted the month is named, since it resets last.
+//
+// # Spend caps
+//
+// spendLimit.dailySpendUsd and spendLimit.monthlySpendUsd bound what a
+// tenant settles per UTC day and month. Amounts are exact decimals counted
+// as integer micro-USD (caps rounded down to a micro-USD; prices must have
+// at most six decimals). A paid request reserves its price in both counters
+// atomically before the worker runs; Commit keeps it counted, Release gives
+// it back; each is idempotent and excludes the other. Concurrent requests
+// can therefore never settle more than a cap. Headers are X-Spend-Day-*,
+// X-Spend-Month-* (amounts as decimal USD strings such as "10" or "0.25")
+// and, on a 429 spend_cap_exceeded, X-Spend-Limit, X-Spend-Remaining,
+// X-Spend-Reset, X-Spend-Window and Retry-After.
+//
+// # Keys
+//
+// Every key of a tenant starts with "<prefix>:{<slug>}:" (prefix "q" by
+// default), so that the slug is the Redis Cluster hash tag and all the
+// keys of one IncrAll live in one slot:
+//
+//	q:{acme}:rate:c:<callerID>   GCRA TAT of one caller (µs)
+//	q:{acme}:rate:t              GCRA TAT of the whole tenant (µs)
+//	q:{acme}:use:d:2026-11-24    requests that day
+//	q:{acme}:use:m:2026-11       requests that month
+//	q:{acme}:spend:d:2026-11-24  micro-USD reserved that day
+//	q:{acme}:spend:m:2026-11     micro-USD reserved that month
+//
+// The names are short because they are hashed on every request.
+//
+// # Failures
+//
+// A store error fails the request (500 internal_error through the
+// dispatcher's error table) rather than letting it through unlimited: the
+// limits are a contract. Give-backs run with a context that is not
+// cancelled, since a unit that is not given back is lost until its window
+// ends.
+//
+// # Cost
+//
+// A full check (both rate limits, day and month quota) is two store calls
+// and four small allocations on the memory adapter; see BenchmarkCheck and
+// BENCHMARKS.md.
+package quota

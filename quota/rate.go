@@ -1,0 +1,291 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/402claw/dispatcher/kv"
+	"github.com/402claw/dispatcher/tenant"
+)
+
+// Rate policy names: LimitError.Window of a rate refusal and the policy
+// names of the draft RateLimit headers.
+const (
+	PolicyCaller = "caller"
+	PolicyTenant = "tenant"
+)
+
+// gcra is one GCRA rate limit in integer microseconds.
+//
+// The counter holds the theoretical arrival time (TAT). A request at now
+// is admitted when max(TAT, now)+t <= now+burst, and then TAT becomes
+// max(TAT, now)+t: exactly one kv.Increment{Floor: now, Delta: t,
+// Max: now+burst}. burst is limit·t rather than the window itself, so that
+// exactly limit requests fit in a burst even when the window is not a
+// multiple of limit microseconds.
+type gcra struct {
+	limit int64 // requests per window (and the largest burst)
+	t     int64 // emission interval, µs
+	burst int64 // limit·t, µs
+	ttl   time.Duration
+}
+
+func newGCRA(r tenant.Rate) gcra {
+	ws := r.WindowSeconds
+	if ws > maxRateWindow {
+		ws = maxRateWindow
+	}
+	w := ws * 1_000_000
+	n := r.Requests
+	if n > w {
+		n = w // at most one request per microsecond
+	}
+	t := w / n
+	// The TAT never runs more than burst ahead of now, so once the window
+	// (and a second for clock skew between replicas) has passed the key
+	// holds nothing worth keeping.
+	return gcra{limit: n, t: t, burst: n * t, ttl: time.Duration(ws)*time.Second + time.Second}
+}
+
+func (g gcra) incr(nowUS int64) kv.Increment {
+	return kv.Increment{Floor: nowUS, Delta: g.t, Max: nowUS + g.burst, TTL: g.ttl}
+}
+
+// remaining is how many requests would be admitted right now.
+func (g gcra) remaining(nowUS, tat int64) int64 {
+	if tat < nowUS {
+		tat = nowUS
+	}
+	r := (nowUS + g.burst - tat) / g.t
+	return max(0, min(r, g.limit))
+}
+
+// wait is how long (µs) until one more request is admitted.
+func (g gcra) wait(nowUS, tat int64) int64 {
+	if tat < nowUS {
+		tat = nowUS
+	}
+	return max(0, tat+g.t-g.burst-nowUS)
+}
+
+// RatePolicy is the state of one rate limit after a check.
+type RatePolicy struct {
+	// Name is PolicyCaller or PolicyTenant.
+	Name string
+	// Rate is the limit as configured.
+	Rate tenant.Rate
+	// Limit is how many requests the policy admits per window (Rate's
+	// requests, unless the rate asks for more than one per microsecond).
+	Limit int64
+	// Remaining is how many more requests it would admit right now.
+	Remaining int64
+	// ResetAfter is the exact time until the allowance is fully restored;
+	// Reset is that instant rounded up to a whole second.
+	ResetAfter time.Duration
+	Reset      time.Time
+}
+
+// RateStatus is the outcome of a rate-limit check. Its summary fields
+// (Limit, Remaining, Reset) describe the binding policy: the refusing one,
+// else the one with the fewest requests remaining (the per-caller one on a
+// tie).
+type RateStatus struct {
+	Allowed   bool
+	Policy    string
+	Limit     int64
+	Remaining int64
+	Reset     time.Time
+	// RetryAfter is, for a refusal, the exact time until every policy would
+	// admit the request.
+	RetryAfter time.Duration
+
+	policies [2]RatePolicy
+	n        int
+	draft    bool
+}
+
+// Policies returns the state of each rate limit in force: the per-caller
+// one first, then the tenant-wide one. It is empty when none is.
+func (s *RateStatus) Policies() []RatePolicy { return s.policies[:s.n] }
+
+// SetHeaders sets X-RateLimit-Limit, X-RateLimit-Remaining and
+// X-RateLimit-Reset (Unix seconds) on h, and with Config.DraftHeaders the
+// draft RateLimit-Policy and RateLimit headers. It sets nothing when no
+// rate limit is in force.
+func (s *RateStatus) SetHeaders(h http.Header) {
+	if s.n == 0 {
+		return
+	}
+	h.Set(HeaderRateLimitLimit, itoa(s.Limit))
+	h.Set(HeaderRateLimitRemaining, itoa(s.Remaining))
+	h.Set(HeaderRateLimitReset, itoa(s.Reset.Unix()))
+	if !s.draft {
+		return
+	}
+	// draft-ietf-httpapi-ratelimit-headers: structured-field lists of
+	// policy items, q = quota, w = window (s), r = remaining, t = seconds
+	// until the quota is restored.
+	var pol, cur []byte
+	for i, p := range s.Policies() {
+		if i > 0 {
+			pol = append(pol, ", "...)
+			cur = append(cur, ", "...)
+		}
+		pol = strconv.AppendQuote(pol, p.Name)
+		pol = append(pol, ";q="...)
+		pol = strconv.AppendInt(pol, p.Limit, 10)
+		pol = append(pol, ";w="...)
+		pol = strconv.AppendInt(pol, min(p.Rate.WindowSeconds, maxRateWindow), 10)
+		cur = strconv.AppendQuote(cur, p.Name)
+		cur = append(cur, ";r="...)
+		cur = strconv.AppendInt(cur, p.Remaining, 10)
+		cur = append(cur, ";t="...)
+		cur = strconv.AppendInt(cur, ceilDuration(p.ResetAfter), 10)
+	}
+	h.Set(HeaderRateLimitPolicy, string(pol))
+	h.Set(HeaderRateLimit, string(cur))
+}
+
+// Allow checks and counts one request of callerID (the hashed caller id of
+// dispatch.Exchange.CallerID) to t against the per-caller and the
+// tenant-wide rate limits. A refused request is not counted by either: a
+// GCRA refusal writes nothing, and when the tenant-wide limit refuses a
+// request the per-caller limit admitted, the per-caller unit is given back
+// (see the package documentation on how exact that is).
+//
+// A refusal returns the status and a *LimitError wrapping
+// dispatch.ErrRateLimited; a store failure returns a plain error.
+func (l *Limiter) Allow(ctx context.Context, t *tenant.Tenant, callerID string) (RateStatus, error) {
+	st := RateStatus{Allowed: true, draft: l.draft}
+	pc, gl := l.Rates(t)
+	var g [2]gcra
+	if !pc.IsZero() {
+		g[st.n] = newGCRA(pc)
+		st.policies[st.n] = RatePolicy{Name: PolicyCaller, Rate: pc}
+		st.n++
+	}
+	if !gl.IsZero() {
+		g[st.n] = newGCRA(gl)
+		st.policies[st.n] = RatePolicy{Name: PolicyTenant, Rate: gl}
+		st.n++
+	}
+	if st.n == 0 {
+		return st, nil
+	}
+	now := l.now()
+	nowUS := now.UnixMicro()
+	keys := l.keysFor(l.calendarAt(now, nowUS), t.Slug)
+
+	sc := l.getScratch()
+	defer l.putScratch(sc)
+	for i := 0; i < st.n; i++ {
+		if st.policies[i].Name == PolicyCaller {
+			sc.keys[i] = keys.callerPrefix + callerID
+		} else {
+			sc.keys[i] = keys.rateTenant
+		}
+		sc.ins[i] = g[i].incr(nowUS)
+	}
+
+	refused, err := l.incrGCRA(ctx, sc, &g, st.n)
+	if err != nil {
+		return st, fmt.Errorf("quota: rate limit: %w", err)
+	}
+	report := 0
+	var wait int64
+	for i := 0; i < st.n; i++ {
+		tat := max(sc.vals[i], nowUS)
+		p := &st.policies[i]
+		p.Limit = g[i].limit
+		p.Remaining = g[i].remaining(nowUS, tat)
+		p.ResetAfter = time.Duration(tat-nowUS) * time.Microsecond
+		p.Reset = time.Unix(ceilUnix(tat), 0)
+		if refused >= 0 {
+			wait = max(wait, g[i].wait(nowUS, tat))
+		} else if p.Remaining < st.policies[report].Remaining {
+			report = i
+		}
+	}
+	if refused >= 0 {
+		report = refused
+		st.Allowed = false
+		st.RetryAfter = time.Duration(wait) * time.Microsecond
+	}
+	p := st.policies[report]
+	st.Policy, st.Limit, st.Remaining, st.Reset = p.Name, p.Limit, p.Remaining, p.Reset
+	if st.Allowed {
+		return st, nil
+	}
+	return st, l.rateError(&st)
+}
+
+// incrGCRA applies the GCRA increments of sc to its keys, all or none, and
+// leaves the TATs in sc.vals (current ones on a refusal).
+func (l *Limiter) incrGCRA(ctx context.Context, sc *scratch, g *[2]gcra, n int) (int, error) {
+	if n == 1 {
+		return l.incrCounters(ctx, sc, 1)
+	}
+	if l.batch != nil {
+		// One atomic step over both counters: exact, one round trip.
+		vals, refused, err := l.batch.IncrAll(ctx, sc.keys[:n], sc.ins[:n])
+		if err != nil {
+			return -1, err
+		}
+		copy(sc.vals[:n], vals)
+		return refused, nil
+	}
+	// No batch ability: per caller first, then the tenant-wide limit, and
+	// give the per-caller unit back when the latter refuses. kv.IncrAll's
+	// fallback is not used: its undo assumes plain counters.
+	v0, ok, err := l.store.Incr(ctx, sc.keys[0], sc.ins[0])
+	if err != nil {
+		return -1, err
+	}
+	if !ok {
+		sc.vals[0] = v0
+		v1, _, err := l.store.Incr(ctx, sc.keys[1], kv.Increment{Max: kv.Unbounded}) // read, for Retry-After
+		sc.vals[1] = v1
+		return 0, err
+	}
+	v1, ok, err := l.store.Incr(ctx, sc.keys[1], sc.ins[1])
+	if err == nil && ok {
+		sc.vals[0], sc.vals[1] = v0, v1
+		return -1, nil
+	}
+	back, _, berr := l.store.Incr(context.WithoutCancel(ctx), sc.keys[0], kv.Increment{Delta: -g[0].t, Max: kv.Unbounded, TTL: g[0].ttl})
+	if err != nil || berr != nil {
+		return -1, errors.Join(err, berr)
+	}
+	sc.vals[0], sc.vals[1] = back, v1
+	return 1, nil
+}
+
+func (l *Limiter) rateError(st *RateStatus) *LimitError {
+	p := st.policies[0]
+	for _, q := range st.Policies() {
+		if q.Name == st.Policy {
+			p = q
+		}
+	}
+	who := "per caller"
+	if p.Name == PolicyTenant {
+		who = "for the whole API"
+	}
+	e := &LimitError{
+		Kind:       KindRate,
+		Window:     st.Policy,
+		Limit:      st.Limit,
+		Remaining:  st.Remaining,
+		Reset:      st.Reset,
+		RetryAfter: st.RetryAfter,
+		header:     make(http.Header, 6),
+		desc:       fmt.Sprintf("rate limit of %d requests per %ds %s exceeded", p.Rate.Requests, p.Rate.WindowSeconds, who),
+	}
+	st.SetHeaders(e.header)
+	e.header.Set(HeaderRetryAfter, itoa(e.RetryAfterSeconds()))
+	return e
+}

@@ -1,0 +1,180 @@
+package payment_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"github.com/stretchr/testify/require"
+
+	"github.com/402claw/dispatcher/adapters/memory"
+	"github.com/402claw/dispatcher/dispatch"
+	"github.com/402claw/dispatcher/ledger"
+	"github.com/402claw/dispatcher/quota"
+	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/localfacilitator"
+	"github.com/402claw/dispatcher/x402/payment"
+)
+
+// quotaEnv is an env whose spend caps are the real quota.Limiter over the
+// memory KV, through SpendFromQuota; the paid tenant's daily cap is k
+// prices.
+func quotaEnv(t *testing.T, k int) (*env, *quota.Limiter) {
+	t.Helper()
+	e := newEnv(t, nil)
+	store := memory.NewKV()
+	lim, err := quota.New(store, quota.Config{})
+	require.NoError(t, err)
+	capUSD := decimal.RequireFromString("0.01").Mul(decimal.NewFromInt(int64(k)))
+	e.rebuild(rebuildOpts{
+		kv:     store,
+		mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim) },
+		dir: fmt.Sprintf(`{"tenants":[
+		 {"slug":"paid","workerName":"w","priceUsd":"0.01","x402Enabled":true,"ownerUserId":"owner-1",
+		  "spendLimit":{"dailySpendUsd":"%s"}}]}`, capUSD),
+	})
+	return e, lim
+}
+
+func TestSpendFromQuotaSatisfiesTheStage(t *testing.T) {
+	t.Parallel()
+	require.Nil(t, payment.SpendFromQuota(nil))
+	lim, err := quota.New(memory.NewKV(), quota.Config{})
+	require.NoError(t, err)
+	s := payment.SpendFromQuota(lim)
+	_, ok := s.(payment.ExchangeSpendReserver)
+	require.True(t, ok, "the adapter reserves through ReserveExchange, which sets the X-Spend-* headers")
+}
+
+// With a daily cap of k prices, 20·k concurrent requests carrying distinct
+// valid payments settle exactly k times; every other answer is
+// 429 spend_cap_exceeded, with no worker call and no settlement.
+func TestSpendCapExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	const k = 5
+	e, lim := quotaEnv(t, k)
+	n := 20 * k
+	hdrs := make([]http.Header, n)
+	for i := range hdrs {
+		hdrs[i] = e.pay(target, 1+i%2, localfacilitator.SignOptions{})
+	}
+	recs := make([]*httptest.ResponseRecorder, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			recs[i] = e.do(target, hdrs[i])
+		}()
+	}
+	close(start)
+	wg.Wait()
+	settled, refused := 0, 0
+	for _, rec := range recs {
+		switch rec.Code {
+		case 200:
+			settled++
+			require.NotEmpty(t, rec.Header().Get("X-Spend-Day-Limit"))
+		case 429:
+			refused++
+			require.Contains(t, rec.Body.String(), "spend_cap_exceeded")
+			require.Equal(t, "day", rec.Header().Get("X-Spend-Window"))
+			require.NotEmpty(t, rec.Header().Get("Retry-After"))
+		default:
+			t.Fatalf("unexpected answer %d %s", rec.Code, rec.Body.String())
+		}
+	}
+	require.Equal(t, k, settled)
+	require.Equal(t, n-k, refused)
+	require.Equal(t, int64(k), e.calls.Load())
+	require.Equal(t, int64(k), e.fac.settles.Load())
+	require.Len(t, e.entries(), k)
+	tn, _ := e.dir.Lookup("paid")
+	st, err := lim.PeekSpend(context.Background(), tn)
+	require.NoError(t, err)
+	require.Equal(t, int64(k*10_000), st.Day.Used, "micro-USD counted: exactly the settled amount")
+}
+
+// A request whose worker fails gives its reservation back: with a cap of one
+// price, a failed request leaves room for the next, which settles, and the
+// one after that is refused.
+func TestSpendReservationGivenBackOnWorkerFailure(t *testing.T) {
+	t.Parallel()
+	e, lim := quotaEnv(t, 1)
+	tn, _ := e.dir.Lookup("paid")
+	used := func() int64 {
+		st, err := lim.PeekSpend(context.Background(), tn)
+		require.NoError(t, err)
+		return st.Day.Used
+	}
+
+	e.status.Store(500)
+	rec := e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
+	require.Equal(t, 500, rec.Code)
+	require.Equal(t, int64(0), used())
+	require.Equal(t, "0.01", rec.Header().Get("X-Spend-Day-Remaining"), "the headers show the amount given back")
+
+	// An oversized answer (a worker failure after the worker ran) too.
+	e.status.Store(200)
+	e.rebuild(rebuildOpts{
+		kv:     memory.NewKV(),
+		mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim); c.MaxResponseBytes = 4 },
+	})
+	rec = e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
+	require.Equal(t, 502, rec.Code)
+	require.Equal(t, int64(0), used())
+
+	// A settlement failure gives it back as well.
+	e.rebuild(rebuildOpts{kv: memory.NewKV(), mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim) }})
+	e.fac.SettleFn = func(context.Context, x402.FacilitatorRequest) (*x402.SettleResponse, error) {
+		return &x402.SettleResponse{ErrorReason: "insufficient_funds"}, nil
+	}
+	rec = e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
+	require.Equal(t, 402, rec.Code)
+	require.Equal(t, int64(0), used())
+	e.fac.SettleFn = nil
+
+	rec = e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
+	require.Equal(t, 200, rec.Code, rec.Body.String())
+	require.Equal(t, int64(10_000), used())
+	require.Equal(t, "0", rec.Header().Get("X-Spend-Day-Remaining"))
+
+	rec = e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
+	require.Equal(t, 429, rec.Code)
+	require.Contains(t, rec.Body.String(), "spend_cap_exceeded")
+	require.Equal(t, int64(10_000), used())
+	settled := 0
+	for _, en := range e.entries() {
+		if en.Status == ledger.StatusSettled {
+			settled++
+		}
+	}
+	require.Equal(t, 1, settled)
+}
+
+// The spend hold is taken only after verification: an invalid payment or
+// a 402 challenge reserves nothing.
+func TestSpendNotReservedForRefusedPayments(t *testing.T) {
+	t.Parallel()
+	e, lim := quotaEnv(t, 1)
+	tn, _ := e.dir.Lookup("paid")
+	require.Equal(t, 402, e.do(target, nil).Code)
+	h := http.Header{}
+	h.Set("PAYMENT-SIGNATURE", "garbage")
+	require.Equal(t, 400, e.do(target, h).Code)
+	expired := e.pay(target, 2, localfacilitator.SignOptions{Now: time.Now().Add(-time.Hour)})
+	require.Equal(t, 402, e.do(target, expired).Code)
+	st, err := lim.PeekSpend(context.Background(), tn)
+	require.NoError(t, err)
+	require.Equal(t, int64(0), st.Day.Used)
+	require.Equal(t, int64(0), e.calls.Load())
+}
+
+var _ = dispatch.ErrSpendCapExceeded
