@@ -209,49 +209,52 @@ func (s *KV) IncrAll(ctx context.Context, keys []string, ins []kv.Increment) ([]
 		return nil, -1, errLengths
 	}
 	now := s.now().UnixNano()
-	// Lock each distinct shard once, in index order, so batches never
-	// deadlock with each other.
-	var locked [kvShards]bool
+	// Hash each key once; lock each distinct shard once, in index order,
+	// so that batches never deadlock with each other.
+	var idxBuf, lockBuf [8]int
+	idx := idxBuf[:0]
 	for _, k := range keys {
-		locked[s.shardIndex(k)] = true
+		idx = append(idx, s.shardIndex(k))
 	}
-	for i := range locked {
-		if locked[i] {
-			s.shards[i].mu.Lock()
-		}
+	locks := append(lockBuf[:0], idx...)
+	sortSmall(locks)
+	locks = dedupSorted(locks)
+	for _, i := range locks {
+		s.shards[i].mu.Lock()
 	}
 	defer func() {
-		for i := range locked {
-			if locked[i] {
-				s.shards[i].mu.Unlock()
-			}
+		for _, i := range locks {
+			s.shards[i].mu.Unlock()
 		}
 	}()
-	// First decide, applying the steps in order to a scratch copy, so that
-	// a key named twice sees its earlier step; then write.
 	values := make([]int64, len(keys))
-	next := make(map[string]int64, len(keys))
+	// Decide first, applying the steps in order so that a key named twice
+	// sees its earlier step; then write.
 	for i, k := range keys {
-		cur, seen := next[k]
-		if !seen {
-			it, _ := s.shard(k).live(k, now)
+		var cur int64
+		if j := earlier(keys, i); j >= 0 {
+			cur = values[j]
+		} else {
+			it, _ := s.shards[idx[i]].live(k, now)
 			cur = it.n
 		}
 		n, ok := Apply(cur, ins[i])
 		if !ok {
 			for j, k := range keys {
-				it, _ := s.shard(k).live(k, now)
+				it, _ := s.shards[idx[j]].live(k, now)
 				values[j] = it.n
 			}
 			return values, i, nil
 		}
-		next[k] = n
 		values[i] = n
 	}
 	for i, k := range keys {
-		sh := s.shard(k)
+		if later(keys, i) {
+			continue // the last step on a key writes its final value
+		}
+		sh := &s.shards[idx[i]]
 		it, _ := sh.live(k, now)
-		it.counter, it.value, it.n = true, nil, next[k]
+		it.counter, it.value, it.n = true, nil, values[i]
 		if ins[i].TTL > 0 {
 			it.expires = expiry(now, ins[i].TTL)
 		}
@@ -260,6 +263,45 @@ func (s *KV) IncrAll(ctx context.Context, keys []string, ins []kv.Increment) ([]
 	return values, -1, nil
 }
 
+// earlier returns the last index before i that names keys[i], or -1.
+func earlier(keys []string, i int) int {
+	for j := i - 1; j >= 0; j-- {
+		if keys[j] == keys[i] {
+			return j
+		}
+	}
+	return -1
+}
+
+// later reports whether keys[i] is named again after i.
+func later(keys []string, i int) bool {
+	for j := i + 1; j < len(keys); j++ {
+		if keys[j] == keys[i] {
+			return true
+		}
+	}
+	return false
+}
+
+func sortSmall(a []int) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}
+
+func dedupSorted(a []int) []int {
+	out := a[:0]
+	for i, v := range a {
+		if i == 0 || v != a[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// shardIndex hashes key with FNV-1a, inlined so that it does not allocate.
 func (s *KV) shardIndex(key string) int {
 	h := uint32(2166136261)
 	for i := 0; i < len(key); i++ {
