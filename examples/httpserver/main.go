@@ -73,6 +73,31 @@ type server struct {
 	sink       *metrics.AsyncSink
 	adminToken string
 	local      bool
+	pay        *payment.Stage
+	log        *slog.Logger
+}
+
+// recoverAge is how old a settlement intent must be before a running
+// gateway takes it for one a crashed replica left behind: well above the
+// payment stage's settle timeout (30 s).
+const recoverAge = 2 * time.Minute
+
+// recoverLoop looks for settlements crashed replicas left unrecorded.
+func (s *server) recoverLoop(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if rep, err := s.pay.Recover(ctx, recoverAge); err != nil {
+				s.log.Warn("settlement recovery", "err", err)
+			} else if len(rep.Recovered) > 0 {
+				s.log.Warn("recorded settlements a crashed replica left unrecorded as pending", "count", len(rep.Recovered))
+			}
+		}
+	}
 }
 
 func (s *server) Close(ctx context.Context) {
@@ -164,6 +189,20 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		return nil, err
 	}
 
+	// Settlements a killed gateway left without a ledger entry are recorded
+	// as pending. A single gateway on SQLite (or memory) has no other
+	// process settling, so at start-up every open intent is a crashed one;
+	// on a shared PostgreSQL store only old intents are.
+	startAge := time.Duration(0)
+	if strings.HasPrefix(cfg.store, "postgres") {
+		startAge = recoverAge
+	}
+	if rep, err := pay.Recover(ctx, startAge); err != nil {
+		return nil, fmt.Errorf("recovering settlements: %w", err)
+	} else if len(rep.Recovered) > 0 {
+		log.Warn("recorded settlements a previous run left unrecorded as pending", "count", len(rep.Recovered))
+	}
+
 	sink, err := metrics.NewAsyncSink(b.events, metrics.AsyncSinkConfig{Logger: log})
 	if err != nil {
 		return nil, err
@@ -207,7 +246,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		mux.Handle("/__facilitator/", http.StripPrefix("/__facilitator", facHandler))
 	}
 	ok = true
-	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil}, nil
+	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log}, nil
 }
 
 func loadDirectory(ctx context.Context, cfg config, b *backends) (*tenant.Directory, string, error) {
@@ -283,6 +322,9 @@ func run(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) er
 	printBanner(stdout, "http://"+ln.Addr().String(), cfg, s)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	rctx, stopRecover := context.WithCancel(context.Background())
+	defer stopRecover()
+	go s.recoverLoop(rctx)
 	select {
 	case err := <-errc:
 		s.Close(context.Background())

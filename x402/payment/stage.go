@@ -153,6 +153,7 @@ type Config struct {
 type Stage struct {
 	cfg Config
 	log *slog.Logger
+	rec recovery
 }
 
 var _ dispatch.Stage = (*Stage)(nil)
@@ -348,6 +349,18 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 	// settlement or its records short.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.SettleTimeout)
 	defer cancel()
+	entry := ledger.Entry{
+		IdempotencyKey: key, Tenant: t.Slug, Owner: t.OwnerUserID, Payer: x.Payer,
+		Amount: t.PriceUSD.String(), AmountAtomic: req.Amount, Asset: req.Asset, Network: req.Network,
+		PayTo: req.PayTo, Status: ledger.StatusPending, RequestID: x.Payload.RequestID, Resource: req.Resource.URL,
+	}
+	// The intent goes to the audit log before money moves: if this process
+	// dies between the settlement and its ledger entry, Recover finds the
+	// intent without an outcome and records the payment as pending. When the
+	// intent cannot be written, nothing is settled.
+	if _, err := s.cfg.Ledger.Audit(sctx, KindSettlementIntent, t.Slug, key, entry); err != nil {
+		return nil, fmt.Errorf("%w: recording the settlement intent: %v; the payment was not settled", dispatch.ErrStoreUnavailable, err)
+	}
 	sr, err := s.cfg.Facilitator.Settle(sctx, fr)
 	if err != nil {
 		// No usable answer: the transfer may or may not have happened.
@@ -355,18 +368,13 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		sr = &x402.SettleResponse{Success: false, ErrorReason: x402.ReasonSettlementPending, Payer: x.Payer, Network: req.Network}
 		s.log.Error("settle: no usable answer; recorded as pending", "tenant", t.Slug, "key", key, "err", err)
 	}
+	entry.TxHash = sr.Transaction
 	value, herr := settlementValue(p, sr)
 	if herr != nil {
 		// Cannot happen for a decoded payment and a non-nil answer; the
 		// settlement is still recorded below.
 		s.log.Error("encoding the settle response failed", "tenant", t.Slug, "key", key, "err", herr)
 	}
-	entry := ledger.Entry{
-		IdempotencyKey: key, Tenant: t.Slug, Owner: t.OwnerUserID, Payer: x.Payer,
-		Amount: t.PriceUSD.String(), AmountAtomic: req.Amount, Asset: req.Asset, Network: req.Network,
-		PayTo: req.PayTo, TxHash: sr.Transaction, RequestID: x.Payload.RequestID, Resource: req.Resource.URL,
-	}
-
 	switch {
 	case sr.Success, sr.Pending():
 		// Money moved (or may have): whatever happens to the records, the
@@ -447,7 +455,7 @@ func setSettlementHeaders(h http.Header, p *x402.Payment, value string) {
 // own entry (a second settlement under one key, possible only when an
 // in-flight claim outlived InFlightTTL) is recorded under a derived key, so
 // every settlement is in the ledger.
-func (s *Stage) record(ctx context.Context, e ledger.Entry) {
+func (s *Stage) record(ctx context.Context, e ledger.Entry) bool {
 	var err error
 	derived := false
 	for attempt := 0; attempt < 3; attempt++ {
@@ -457,13 +465,13 @@ func (s *Stage) record(ctx context.Context, e ledger.Entry) {
 		var prev ledger.Entry
 		prev, _, err = s.cfg.Ledger.RecordSettlement(ctx, e)
 		if err == nil {
-			return
+			return true
 		}
 		if !errors.Is(err, ledger.ErrDuplicate) {
 			continue
 		}
 		if derived || prev.RequestID == e.RequestID {
-			return // this request's own entry, written by an earlier attempt
+			return true // this request's own entry, written by an earlier attempt
 		}
 		s.log.Error("a second settlement under one idempotency key; recording it under a derived key",
 			"tenant", e.Tenant, "key", e.IdempotencyKey, "first", prev.ID, "requestId", e.RequestID)
@@ -473,6 +481,7 @@ func (s *Stage) record(ctx context.Context, e ledger.Entry) {
 	}
 	body, _ := json.Marshal(e)
 	s.log.Error("SETTLED BUT NOT RECORDED: reconcile this entry by hand", "entry", string(body), "err", err)
+	return false
 }
 
 // challengeOptions are the options of every challenge the stage sends: the

@@ -244,7 +244,7 @@ func TestPaysV2AndV1AndReplays(t *testing.T) {
 			require.Contains(t, other.Body.String(), "idempotency_key_reused")
 			n, err := e.ledger.Verify(context.Background())
 			require.NoError(t, err)
-			require.Equal(t, int64(1), n)
+			require.Equal(t, int64(2), n, "the settlement intent and the settlement")
 		})
 	}
 }
@@ -363,7 +363,9 @@ func TestSettlementFailure(t *testing.T) {
 	require.True(t, strings.HasPrefix(es[0].IdempotencyKey, rec.Header().Get("X-Payment-Idempotency-Key")+"#failed:"))
 	audit, err := e.ledger.AuditLog(context.Background(), ledger.ListAuditParams{})
 	require.NoError(t, err)
-	require.Len(t, audit, 1)
+	require.Len(t, audit, 2)
+	require.Equal(t, payment.KindSettlementIntent, audit[0].Kind)
+	require.Equal(t, ledger.KindSettlementFailed, audit[1].Kind)
 	_, err = e.ledger.Verify(context.Background())
 	require.NoError(t, err)
 }

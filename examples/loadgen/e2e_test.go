@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestEndToEnd runs the harness for a few seconds against the real server,
+// with faults and two SIGKILL restarts, on SQLite. It builds the server
+// unless LOADGEN_SERVER names a built binary. Skipped with -short.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run of the gateway; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := os.Getenv("LOADGEN_SERVER")
+	if bin == "" {
+		var err error
+		bin, err = buildServer(ctx, t.TempDir(), io.Discard)
+		require.NoError(t, err)
+	}
+	cfg := defaultConfig()
+	cfg.server = bin
+	cfg.workDir = t.TempDir()
+	cfg.duration = 5 * time.Second
+	cfg.concurrency = 8
+	cfg.killEvery = 2 * time.Second
+	cfg.freeTenants, cfg.paidTenants = 5, 5
+	cfg.quiet = true
+	// Heavier faults than the default, so a short run sees each kind.
+	cfg.worker.Fail, cfg.worker.Reset = 0.05, 0.03
+	cfg.fac.SettleFail, cfg.fac.Settle5xx = 0.05, 0.03
+
+	var out bytes.Buffer
+	ok, err := run(ctx, cfg, &out)
+	t.Log(out.String())
+	require.NoError(t, err)
+	require.True(t, ok, "money invariants breached")
+	s := out.String()
+	for _, want := range []string{"SIGKILLed the gateway", "paid", "402 challenge", "[PASS] audit chain verifies"} {
+		require.Contains(t, s, want)
+	}
+	require.NotContains(t, s, "[FAIL]")
+}
