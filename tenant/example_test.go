@@ -1,0 +1,43 @@
+package tenant_test
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/402claw/dispatcher/tenant"
+)
+
+func ExampleParseDirectory() {
+	dir, err := tenant.ParseDirectory([]byte(`{"tenants":[
+	  {"slug":"acme","workerName":"tenant-acme-worker","plan":"PRO","hosts":["acme.api.402claw.dev"],"priceUsd":"0.01","x402Enabled":true}
+	]}`))
+	if err != nil {
+		panic(err)
+	}
+	byHost, _ := dir.Resolve("ACME.api.402claw.dev:443", "/v1/quote")
+	byPath, _ := dir.Resolve("gateway.local", "/t/acme/v1/quote")
+	fmt.Println(byHost.Tenant.Slug, byHost.Path, byHost.Tenant.Plan, byHost.Tenant.Charges())
+	fmt.Println(byPath.Tenant.Slug, byPath.Path)
+
+	_, err = tenant.ParseDirectory([]byte(`{"tenants":[{"slug":"acme","workerName":"w","priceUsd":"0.0000001"}]}`))
+	var ve *tenant.ValidationError
+	fmt.Println(errors.As(err, &ve), ve.Tenant, ve.Field)
+	// Output:
+	// acme /v1/quote pro true
+	// acme /v1/quote
+	// true acme priceUsd
+}
+
+func ExampleRegistry_Replace() {
+	reg := tenant.NewRegistry(nil)
+	if _, err := reg.Replace([]byte(`{"tenants":[{"slug":"a","workerName":"w"}]}`)); err != nil {
+		panic(err)
+	}
+	// A bad directory is refused whole; the one in force stays.
+	_, err := reg.Replace([]byte(`{"tenants":[{"slug":"b"}]}`))
+	fmt.Println(err)
+	fmt.Println(reg.Load().Len())
+	// Output:
+	// tenant directory: tenant "b": field "workerName": is required
+	// 1
+}
