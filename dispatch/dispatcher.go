@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -259,7 +260,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r *http.Request) *http.Respon
 		Start:      start,
 		Caller:     caller,
 		CallerID:   HashCaller(caller),
-		Header:     make(http.Header, 8),
+		Header:     make(http.Header),
 		PriceUSD:   t.PriceUSD.String(),
 		BilledUSD:  "0",
 	}
@@ -280,8 +281,9 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r *http.Request) *http.Respon
 			resp.Header[k] = vs
 		}
 	}
-	resp.Header.Set(HeaderRequestID, rid)
-	resp.Header.Set(HeaderTenantID, t.Slug)
+	ids := []string{rid, t.Slug} // one allocation for both values
+	resp.Header[HeaderRequestID] = ids[0:1:1]
+	resp.Header[HeaderTenantID] = ids[1:2:2]
 	x.Status = resp.StatusCode
 	if x.Lifecycle == "" {
 		x.Lifecycle = defaultLifecycle(x)
@@ -350,13 +352,13 @@ func (d *Dispatcher) platform(r *http.Request, rid string) *http.Response {
 
 // fetch is the last step: the worker call under the request's limits.
 func (d *Dispatcher) fetch(ctx context.Context, x *Exchange) (*http.Response, error) {
-	out, err := outgoingRequest(x)
+	ctx, budget := withNewBudget(ctx, x.Payload.Limits.SubRequests)
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.WallClock(x.Payload.Limits))
+	out, err := outgoingRequest(ctx, x) // one clone, with the final context
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	budget := NewBudget(x.Payload.Limits.SubRequests)
-	ctx, cancel := context.WithTimeout(WithBudget(ctx, budget), d.cfg.WallClock(x.Payload.Limits))
-	out = out.WithContext(ctx)
 	x.WorkerCalled = true
 	resp, err := d.cfg.Fetcher.Fetch(ctx, out, &x.Payload)
 	if err != nil {
@@ -385,9 +387,9 @@ func classifyFetchError(ctx context.Context, err error) error {
 
 // outgoingRequest derives the request the worker gets: the incoming one
 // with the worker's path.
-func outgoingRequest(x *Exchange) (*http.Request, error) {
+func outgoingRequest(ctx context.Context, x *Exchange) (*http.Request, error) {
 	in := x.Request
-	out := in.Clone(in.Context())
+	out := in.Clone(ctx)
 	out.RequestURI = ""
 	if !x.Resolution.ByHost {
 		u := *in.URL
@@ -428,7 +430,7 @@ func (bytesBody) Close() error { return nil }
 func newResponse(status int, h http.Header, body []byte) *http.Response {
 	return &http.Response{
 		StatusCode:    status,
-		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
+		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,

@@ -44,6 +44,27 @@ func WithBudget(ctx context.Context, b *Budget) context.Context {
 	return context.WithValue(ctx, budgetKey{}, b)
 }
 
+// budgetCtx is a context carrying a budget: the two in one allocation. It
+// passes every other key to its parent, so context.WithTimeout still finds
+// the request's own cancel context.
+type budgetCtx struct {
+	context.Context
+	b Budget
+}
+
+func (c *budgetCtx) Value(key any) any {
+	if key == (budgetKey{}) {
+		return &c.b
+	}
+	return c.Context.Value(key)
+}
+
+// withNewBudget returns ctx carrying a new budget of limit subrequests.
+func withNewBudget(ctx context.Context, limit int) (context.Context, *Budget) {
+	c := &budgetCtx{Context: ctx, b: Budget{limit: int64(limit)}}
+	return c, &c.b
+}
+
 // BudgetFrom returns the budget in ctx, if any.
 func BudgetFrom(ctx context.Context) (*Budget, bool) {
 	b, ok := ctx.Value(budgetKey{}).(*Budget)

@@ -85,6 +85,9 @@ func (p Policy) NormalizePlan(name string) string {
 // names are "free").
 func (p Policy) PlanLimits(name string) Limits {
 	plans := p.plans()
+	if l, ok := plans[name]; ok { // the directory keeps plans canonical
+		return l
+	}
 	if l, ok := plans[strings.ToLower(strings.TrimSpace(name))]; ok {
 		return l
 	}

@@ -15,7 +15,7 @@ func TestDefaultPlans(t *testing.T) {
 		"free": {CPUMs: 50, SubRequests: 10}, "pro": {CPUMs: 200, SubRequests: 50},
 		"business": {CPUMs: 350, SubRequests: 100}, "enterprise": {CPUMs: 600, SubRequests: 250},
 		"quarantine": {CPUMs: 25, SubRequests: 3},
-		"PRO": {CPUMs: 200, SubRequests: 50}, " Enterprise ": {CPUMs: 600, SubRequests: 250},
+		"PRO":        {CPUMs: 200, SubRequests: 50}, " Enterprise ": {CPUMs: 600, SubRequests: 250},
 		"gold": {CPUMs: 50, SubRequests: 10}, "": {CPUMs: 50, SubRequests: 10},
 	}
 	for plan, want := range cases {

@@ -134,7 +134,8 @@ type target struct {
 }
 
 // Fetcher forwards requests to HTTP workers. It is safe for concurrent use,
-// and its worker table can be swapped while serving (SetWorkers).
+// and its worker table can be swapped while serving (SetWorkers). Make one
+// with New; the zero Fetcher is not usable.
 type Fetcher struct {
 	table          atomic.Pointer[map[string]*target]
 	rt             http.RoundTripper
