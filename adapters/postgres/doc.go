@@ -1,8 +1,9 @@
 // Package postgres implements the dispatcher's storage ports on PostgreSQL
 // through one *pgxpool.Pool, for deployments that run several gateway
-// replicas. For now it implements the KV port ([kv.Store] and
-// [kv.BatchIncrementer]); the ledger and audit store, the event store and the
-// tenant source join the same [Store] (and its numbered migrations) later.
+// replicas. One [Store] implements every storage port: the KV port
+// ([kv.Store] and [kv.BatchIncrementer]), the settlement ledger and audit
+// log ([ledger.Store]), usage events and hourly rollups ([metrics.Store] and
+// [metrics.RollupScanner]) and the tenant directory ([tenant.Store]).
 //
 // The adapter takes a pool the caller built and never parses a DSN. All of
 // its objects live in one schema (Config.Schema, "public" by default), so
@@ -16,6 +17,39 @@
 // once. Running New again is a no-op. A schema migrated by a newer build (a
 // version this build does not know) is refused with [ErrSchemaTooNew] rather
 // than used.
+//
+// # Ledger and audit chain
+//
+// Migration 0002 creates tenants, users, api_keys, ledger and audit_log.
+// Triggers refuse UPDATE, DELETE and TRUNCATE of ledger and audit_log
+// (SQLSTATE 2F003, see [IsAppendOnlyViolation]) and any audit record that is
+// not the successor of the chain's tail. Entries are unique per (tenant,
+// idempotency key); audit data is bytea, kept byte for byte; times are
+// timestamptz (microseconds).
+//
+// Appends to the audit chain are serialised across every replica by a
+// transaction-scoped advisory lock (pg_advisory_xact_lock) taken before the
+// tail is read; the record is sealed with [ledger.Seal] in that transaction
+// and the lock is released only once the commit is visible, so the chain
+// never forks or gaps. Because that makes the chain's throughput one commit
+// at a time, a Store groups the appends that arrive while a write is in
+// flight and writes them in one transaction (two round trips per group; see
+// chain.go): concurrent settlements share one WAL flush.
+//
+// # Usage events
+//
+// Append inserts events with ON CONFLICT (request_id) DO NOTHING and, in the
+// same transaction, adds the ones actually inserted to usage_rollups (per API
+// and UTC hour) and usage_rollup_callers (per API, hour and caller), taking
+// row locks in a fixed order so concurrent appends cannot deadlock. Raw
+// events are kept until [Store.PurgeUsageEvents] removes them.
+//
+// # Tenants
+//
+// Each tenant is stored as its JSON (tenant.Tenant's encoding) in directory
+// order; LoadTenants parses them back with tenant.ParseDirectory and
+// SaveTenants replaces them all in one transaction, serialised by an
+// advisory lock.
 //
 // # KV semantics
 //

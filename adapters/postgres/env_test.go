@@ -68,6 +68,26 @@ func newStore(t testing.TB) (*postgres.Store, *pgxpool.Pool, string) {
 	return s, pool, schema
 }
 
+// newFastStore is newStore on a pool of 16 connections with
+// synchronous_commit off: commits do not wait for the WAL flush. Admission
+// and atomicity are the same (the adapter documents the setting as an
+// option); only durability through a server crash differs, which these
+// tests do not exercise. It keeps the heavily concurrent conformance suites
+// quick.
+func newFastStore(t testing.TB) *postgres.Store {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(databaseURL(t))
+	require.NoError(t, err)
+	cfg.MaxConns = 16
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	s, err := postgres.New(context.Background(), pool, postgres.Config{Schema: freshSchema(t, pool)})
+	require.NoError(t, err)
+	return s
+}
+
 // replicas returns n stores over n pools sharing one schema.
 func replicas(t *testing.T, n int) []*postgres.Store {
 	t.Helper()

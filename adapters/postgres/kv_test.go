@@ -25,10 +25,7 @@ import (
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	kvtest.Run(t, func(t *testing.T) kv.Store {
-		s, _, _ := newStore(t)
-		return s
-	})
+	kvtest.Run(t, func(t *testing.T) kv.Store { return newFastStore(t) })
 }
 
 func BenchmarkKV(b *testing.B) {

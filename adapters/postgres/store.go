@@ -33,6 +33,10 @@ type Store struct {
 	pool   *pgxpool.Pool
 	schema string
 	q      queries
+	lq     ledgerQueries
+	mq     metricsQueries
+	tq     tenantQueries
+	chain  chainWriter
 }
 
 //go:embed migrations/*.sql
@@ -61,7 +65,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{pool: pool, schema: schema, q: buildQueries(schema)}
+	s := &Store{pool: pool, schema: schema, q: buildQueries(schema),
+		lq: buildLedgerQueries(schema), mq: buildMetricsQueries(schema), tq: buildTenantQueries(schema)}
 	if err := s.migrate(ctx, migs); err != nil {
 		return nil, err
 	}

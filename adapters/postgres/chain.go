@@ -1,0 +1,283 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/402claw/dispatcher/ledger"
+)
+
+// The audit chain is a single sequence: appending record n+1 needs record
+// n's hash, so appends are serialised by one transaction-scoped advisory
+// lock per schema, taken before the tail is read and held until the commit
+// is visible, on every replica. Done one append per transaction, the chain's
+// throughput would be one commit (one WAL flush) at a time, whatever the
+// number of replicas. So each Store groups the appends that arrive while a
+// write is in progress and writes them together, in one transaction:
+//
+//	round trip 1: BEGIN; pg_advisory_xact_lock(chain); read the tail;
+//	              read which of the group's (tenant, key) already exist
+//	(in Go)       drop duplicates, Seal each record against the running tail
+//	round trip 2: INSERT the entries; INSERT the records in seq order; COMMIT
+//
+// The caller whose append opens a group writes it (no background
+// goroutine); appends that arrive meanwhile queue, and the first of them
+// writes the next group. Every append still gets its own answer: its sealed
+// record, ErrDuplicate, or the group's error. If the server refuses a group
+// (a constraint, not a lost connection), each of its appends is retried
+// alone, so one bad append cannot fail others.
+
+// maxGroup bounds the appends written in one transaction.
+const maxGroup = 256
+
+// flushTimeout bounds the write of one group. A group is written on behalf
+// of several callers, so it does not stop when the writing caller's context
+// is cancelled; callers that give up stop waiting for their answer.
+const flushTimeout = 15 * time.Second
+
+type appendReq struct {
+	entry *ledger.Entry // nil for an audit record alone
+	rec   ledger.AuditRecord
+	ctx   context.Context
+	done  chan appendResult // buffered: the writer never blocks on it
+	lead  chan struct{}     // closed when this caller must write the queue
+	led   bool              // lead was closed (under chainWriter.mu)
+}
+
+type appendResult struct {
+	rec ledger.AuditRecord
+	err error
+}
+
+type chainWriter struct {
+	mu      sync.Mutex
+	queue   []*appendReq
+	writing bool
+}
+
+// appendChain appends one record (with its entry, when e is not nil) and
+// returns it sealed, or ErrDuplicate.
+func (s *Store) appendChain(ctx context.Context, e *ledger.Entry, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
+	req := &appendReq{entry: e, rec: rec, ctx: ctx, done: make(chan appendResult, 1), lead: make(chan struct{})}
+	w := &s.chain
+	w.mu.Lock()
+	w.queue = append(w.queue, req)
+	if w.writing {
+		w.mu.Unlock()
+		select {
+		case r := <-req.done:
+			return r.rec, r.err
+		case <-req.lead:
+		case <-ctx.Done():
+			w.mu.Lock()
+			if i := slices.Index(w.queue, req); i >= 0 && !req.led {
+				// Still queued: withdraw it, nothing was written.
+				w.queue = slices.Delete(w.queue, i, i+1)
+				w.mu.Unlock()
+				return ledger.AuditRecord{}, ctx.Err()
+			}
+			led := req.led
+			w.mu.Unlock()
+			if !led {
+				// In a group being written: the outcome is unknown, as for a
+				// commit whose answer is lost.
+				return ledger.AuditRecord{}, ctx.Err()
+			}
+			// Handed the lead: write the queue for the others (this
+			// append, cancelled, is answered without being written).
+		}
+	} else {
+		w.writing = true
+		w.mu.Unlock()
+	}
+	// This caller writes the queue (which holds its own append) once.
+	w.mu.Lock()
+	n := min(len(w.queue), maxGroup)
+	group := w.queue[:n:n]
+	w.queue = append([]*appendReq(nil), w.queue[n:]...)
+	w.mu.Unlock()
+
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	s.writeGroup(fctx, group)
+	cancel()
+
+	// Hand over: the oldest waiter writes the next group.
+	w.mu.Lock()
+	if len(w.queue) > 0 {
+		w.queue[0].led = true
+		close(w.queue[0].lead)
+	} else {
+		w.writing = false
+	}
+	w.mu.Unlock()
+	r := <-req.done
+	return r.rec, r.err
+}
+
+// writeGroup writes the appends of group and answers each of them.
+func (s *Store) writeGroup(ctx context.Context, group []*appendReq) {
+	live := group[:0:0]
+	for _, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- appendResult{err: err} // never written
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	results, err := s.writeTx(ctx, live)
+	var pe *pgconn.PgError
+	if err != nil && len(live) > 1 && errors.As(err, &pe) {
+		// The server refused the group: find the culprit by writing each
+		// append alone.
+		for _, r := range live {
+			res, err := s.writeTx(ctx, []*appendReq{r})
+			if err != nil {
+				r.done <- appendResult{err: err}
+			} else {
+				r.done <- res[0]
+			}
+		}
+		return
+	}
+	for i, r := range live {
+		if err != nil {
+			r.done <- appendResult{err: err}
+		} else {
+			r.done <- results[i]
+		}
+	}
+}
+
+// writeTx writes reqs in one transaction under the chain's lock.
+func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResult, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	done := false
+	defer func() {
+		if done {
+			return
+		}
+		// Part-way: roll back, or close the connection if even that fails,
+		// so the server aborts the transaction and drops the lock and the
+		// pool does not reuse the connection.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, rerr := conn.Exec(rctx, "ROLLBACK"); rerr != nil {
+			_ = conn.Conn().Close(rctx)
+		}
+	}()
+
+	var tenants, keys []string
+	for _, r := range reqs {
+		if r.entry != nil {
+			tenants = append(tenants, r.entry.Tenant)
+			keys = append(keys, r.entry.IdempotencyKey)
+		}
+	}
+	type ek struct{ tenant, key string }
+	exists := map[ek]bool{}
+	tailSeq, tailHash := int64(0), ledger.GenesisHash
+
+	b := &pgx.Batch{}
+	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	b.Queue("SELECT pg_advisory_xact_lock($1)", s.lq.chainLock)
+	b.Queue(s.lq.tail)
+	if len(keys) > 0 {
+		b.Queue(s.lq.existing, tenants, keys)
+	}
+	err = func() error {
+		br := conn.SendBatch(ctx, b)
+		defer br.Close()
+		for range 2 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		if err := br.QueryRow().Scan(&tailSeq, &tailHash); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read chain tail: %w", err)
+		}
+		if len(keys) > 0 {
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var k ek
+				if err := rows.Scan(&k.tenant, &k.key); err != nil {
+					rows.Close()
+					return err
+				}
+				exists[k] = true
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		return br.Close()
+	}()
+	if err != nil {
+		return nil, err
+	}
+
+	results := make([]appendResult, len(reqs))
+	var (
+		ids                                                                [][16]byte
+		eTenant, eKey, owner, payer, amount, atomic, asset, network, payTo []string
+		txHash, status, requestID, resource                                []string
+		eTime                                                              []time.Time
+		seqs                                                               []int64
+		aTime                                                              []time.Time
+		kind, aTenant, subject, prevHash, hash                             []string
+		data                                                               [][]byte
+	)
+	for i, r := range reqs {
+		if e := r.entry; e != nil {
+			k := ek{e.Tenant, e.IdempotencyKey}
+			if exists[k] {
+				results[i] = appendResult{err: ledger.ErrDuplicate}
+				continue
+			}
+			exists[k] = true // a second append of the key in this group
+			ids = append(ids, e.ID)
+			eTenant, eKey, owner, payer = append(eTenant, e.Tenant), append(eKey, e.IdempotencyKey), append(owner, e.Owner), append(payer, e.Payer)
+			amount, atomic, asset, network = append(amount, e.Amount), append(atomic, e.AmountAtomic), append(asset, e.Asset), append(network, e.Network)
+			payTo, txHash, status = append(payTo, e.PayTo), append(txHash, e.TxHash), append(status, string(e.Status))
+			requestID, resource, eTime = append(requestID, e.RequestID), append(resource, e.Resource), append(eTime, e.Time)
+		}
+		sealed := ledger.Seal(r.rec, tailSeq, tailHash)
+		sealed.Data = append([]byte{}, r.rec.Data...)
+		tailSeq, tailHash = sealed.Seq, sealed.Hash
+		results[i] = appendResult{rec: sealed}
+		seqs, aTime, kind, aTenant = append(seqs, sealed.Seq), append(aTime, sealed.Time), append(kind, sealed.Kind), append(aTenant, sealed.Tenant)
+		subject, data, prevHash, hash = append(subject, sealed.Subject), append(data, sealed.Data), append(prevHash, sealed.PrevHash), append(hash, sealed.Hash)
+	}
+
+	b = &pgx.Batch{}
+	if len(ids) > 0 {
+		b.Queue(s.lq.insertEntries, ids, eTenant, eKey, owner, payer, amount, atomic, asset, network, payTo,
+			txHash, status, requestID, resource, eTime)
+	}
+	if len(seqs) > 0 {
+		b.Queue(s.lq.insertAudit, seqs, aTime, kind, aTenant, subject, data, prevHash, hash)
+	}
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	done = true
+	return results, nil
+}

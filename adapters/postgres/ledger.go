@@ -1,0 +1,187 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/402claw/dispatcher/ledger"
+)
+
+var _ ledger.Store = (*Store)(nil)
+
+const entryColumns = `id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset,
+	network, pay_to, tx_hash, status, request_id, resource, time`
+
+const auditColumns = `seq, time, kind, tenant, subject, data, prev_hash, hash`
+
+type ledgerQueries struct {
+	tail, existing, insertEntries, insertAudit, getEntry, listEntries, listAudit string
+	chainLock                                                                    int64
+}
+
+func buildLedgerQueries(schema string) ledgerQueries {
+	r := strings.NewReplacer(
+		"{ledger}", pgx.Identifier{schema, "ledger"}.Sanitize(),
+		"{audit}", pgx.Identifier{schema, "audit_log"}.Sanitize(),
+		"{entryColumns}", entryColumns,
+		"{auditColumns}", auditColumns,
+	)
+	return ledgerQueries{
+		chainLock: lockKey("audit_chain:" + schema),
+		tail:      r.Replace(`SELECT seq, hash FROM {audit} ORDER BY seq DESC LIMIT 1`),
+		// One statement inserts the entry and, only when the entry was new,
+		// its audit record: a duplicate writes nothing and returns no row.
+		// Under the chain's lock no other writer inserts ledger rows, so
+		// this read decides which entries of a group are duplicates.
+		existing: r.Replace(`SELECT u.tenant, u.idempotency_key
+			FROM unnest($1::text[], $2::text[]) AS u(tenant, idempotency_key)
+			CROSS JOIN LATERAL (SELECT 1 FROM {ledger} l
+				WHERE l.tenant = u.tenant AND l.idempotency_key = u.idempotency_key LIMIT 1) x`),
+		insertEntries: r.Replace(`INSERT INTO {ledger} ({entryColumns})
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+				$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[])`),
+		// In seq order: each row's link trigger sees the rows before it.
+		insertAudit: r.Replace(`INSERT INTO {audit} ({auditColumns})
+			SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::bytea[],
+				$7::text[], $8::text[]) AS u(seq, time, kind, tenant, subject, data, prev_hash, hash)
+			ORDER BY u.seq`),
+		getEntry: r.Replace(`SELECT {entryColumns} FROM {ledger} WHERE tenant = $1 AND idempotency_key = $2`),
+		listEntries: r.Replace(`SELECT {entryColumns} FROM {ledger}
+			WHERE ($1::text = '' OR tenant = $1)
+			  AND ($2::timestamptz IS NULL OR time >= $2)
+			  AND ($3::timestamptz IS NULL OR time < $3)
+			ORDER BY time, pos
+			LIMIT $4`),
+		listAudit: r.Replace(`SELECT {auditColumns} FROM {audit} WHERE seq >= $1 ORDER BY seq LIMIT $2`),
+	}
+}
+
+// AppendSettlement implements ledger.Store: the entry and its audit record
+// are written in one transaction that holds the chain's lock (see
+// appendChain). A duplicate (tenant, idempotency key) writes neither.
+func (s *Store) AppendSettlement(ctx context.Context, e ledger.Entry, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
+	e.Time = e.Time.UTC().Truncate(time.Microsecond)
+	sealed, err := s.appendChain(ctx, &e, rec)
+	if errors.Is(err, ledger.ErrDuplicate) {
+		return ledger.AuditRecord{}, ledger.ErrDuplicate
+	}
+	if err != nil {
+		return ledger.AuditRecord{}, fmt.Errorf("postgres: append settlement %s/%s: %w", e.Tenant, e.IdempotencyKey, err)
+	}
+	return sealed, nil
+}
+
+// AppendAudit implements ledger.Store.
+func (s *Store) AppendAudit(ctx context.Context, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
+	sealed, err := s.appendChain(ctx, nil, rec)
+	if err != nil {
+		return ledger.AuditRecord{}, fmt.Errorf("postgres: append audit %s: %w", rec.Kind, err)
+	}
+	return sealed, nil
+}
+
+func scanEntry(row pgx.Row) (ledger.Entry, error) {
+	var (
+		e      ledger.Entry
+		status string
+	)
+	err := row.Scan(&e.ID, &e.Tenant, &e.IdempotencyKey, &e.Owner, &e.Payer, &e.Amount, &e.AmountAtomic, &e.Asset,
+		&e.Network, &e.PayTo, &e.TxHash, &status, &e.RequestID, &e.Resource, &e.Time)
+	if err != nil {
+		return ledger.Entry{}, err
+	}
+	e.Status = ledger.Status(status)
+	e.Time = e.Time.UTC()
+	return e, nil
+}
+
+// GetEntry implements ledger.Store.
+func (s *Store) GetEntry(ctx context.Context, tenant, idempotencyKey string) (ledger.Entry, error) {
+	e, err := scanEntry(s.pool.QueryRow(ctx, s.lq.getEntry, tenant, idempotencyKey))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ledger.Entry{}, ledger.ErrNotFound
+	}
+	if err != nil {
+		return ledger.Entry{}, fmt.Errorf("postgres: get entry %s/%s: %w", tenant, idempotencyKey, err)
+	}
+	return e, nil
+}
+
+// ceilMicro is the first whole microsecond at or after t: entries carry
+// microsecond times, so e.Time >= t exactly when e.Time >= ceilMicro(t).
+func ceilMicro(t time.Time) time.Time {
+	c := t.Truncate(time.Microsecond)
+	if c.Before(t) {
+		c = c.Add(time.Microsecond)
+	}
+	return c.UTC()
+}
+
+// ListEntries implements ledger.Store.
+func (s *Store) ListEntries(ctx context.Context, p ledger.ListEntriesParams) ([]ledger.Entry, error) {
+	var since, until *time.Time
+	if !p.Since.IsZero() {
+		t := ceilMicro(p.Since)
+		since = &t
+	}
+	if !p.Until.IsZero() {
+		t := ceilMicro(p.Until)
+		until = &t
+	}
+	var limit *int64
+	if p.Limit > 0 {
+		n := int64(p.Limit)
+		limit = &n
+	}
+	rows, err := s.pool.Query(ctx, s.lq.listEntries, p.Tenant, since, until, limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list entries: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ledger.Entry, error) { return scanEntry(r) })
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list entries: %w", err)
+	}
+	return out, nil
+}
+
+// ListAudit implements ledger.Store.
+func (s *Store) ListAudit(ctx context.Context, p ledger.ListAuditParams) ([]ledger.AuditRecord, error) {
+	var limit *int64
+	if p.Limit > 0 {
+		n := int64(p.Limit)
+		limit = &n
+	}
+	rows, err := s.pool.Query(ctx, s.lq.listAudit, p.FromSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list audit: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ledger.AuditRecord, error) {
+		var a ledger.AuditRecord
+		if err := r.Scan(&a.Seq, &a.Time, &a.Kind, &a.Tenant, &a.Subject, &a.Data, &a.PrevHash, &a.Hash); err != nil {
+			return a, err
+		}
+		a.Time = a.Time.UTC()
+		if a.Data == nil {
+			a.Data = []byte{}
+		}
+		return a, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list audit: %w", err)
+	}
+	return out, nil
+}
+
+// IsAppendOnlyViolation reports whether err is PostgreSQL refusing an
+// UPDATE, DELETE or TRUNCATE of the ledger or audit log (the append-only
+// triggers of migration 0002).
+func IsAppendOnlyViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "2F003"
+}
