@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	goredis "github.com/redis/go-redis/v9"
@@ -92,6 +93,13 @@ func openURL(ctx context.Context, url string, b *backends) (any, error) {
 		opt, err := goredis.ParseURL(url)
 		if err != nil {
 			return nil, fmt.Errorf("redis: %w", err)
+		}
+		// Fail fast while Redis is away: requests are refused (fail closed)
+		// at once instead of after seconds of client-side retries.
+		opt.MaxRetries = -1
+		opt.DialerRetries = 1
+		if opt.DialTimeout == 0 || opt.DialTimeout > 2*time.Second {
+			opt.DialTimeout = 2 * time.Second
 		}
 		c := goredis.NewClient(opt)
 		if err := c.Ping(ctx).Err(); err != nil {
