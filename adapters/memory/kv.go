@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"hash/maphash"
 	"strconv"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ const kvShards = 64
 // KV is an in-memory kv.Store and kv.BatchIncrementer. Expired keys are
 // dropped lazily when touched and by a sweep every so many writes.
 type KV struct {
+	seed   maphash.Seed
 	now    func() time.Time
 	shards [kvShards]kvShard
 }
@@ -44,7 +46,7 @@ func NewKV() *KV { return NewKVWithClock(time.Now) }
 // NewKVWithClock returns an empty store whose expiry follows now, for tests
 // that move time by hand.
 func NewKVWithClock(now func() time.Time) *KV {
-	s := &KV{now: now}
+	s := &KV{now: now, seed: maphash.MakeSeed()}
 	for i := range s.shards {
 		s.shards[i].items = make(map[string]kvItem)
 	}
@@ -301,14 +303,9 @@ func dedupSorted(a []int) []int {
 	return out
 }
 
-// shardIndex hashes key with FNV-1a, inlined so that it does not allocate.
+// shardIndex hashes key with the runtime's fast string hash.
 func (s *KV) shardIndex(key string) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
-		h *= 16777619
-	}
-	return int(h % kvShards)
+	return int(maphash.String(s.seed, key) % kvShards)
 }
 
 // Len returns the number of live keys, for tests of expiry.
