@@ -87,7 +87,7 @@ func (l *Limiter) reserve(ctx context.Context, kind counterKind, slug string, da
 	}
 	refused, err := l.incrCounters(ctx, sc, n)
 	if err != nil {
-		return r, fmt.Errorf("quota: %s: %w", kind.name, err)
+		return r, storeError(kind.name, err)
 	}
 	for i := 0; i < n; i++ {
 		which[i].Used = sc.vals[i]

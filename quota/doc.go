@@ -115,20 +115,46 @@
 //
 // The names are short because they are hashed on every request.
 //
+// # One round trip for a paid request
+//
+// On a store with a batch ability, a paid request's counters (both rate
+// limits, the day and month usage quota and the day and month spend
+// reservation) are checked in ONE all-or-none kv.IncrAll: one Lua script
+// on Redis, all its keys in the tenant's {slug} slot. RateLimitStage defers
+// its check when the tenant charges and the request carries a payment
+// header (and the limiter's UsageStage is in use); the x402 payment stage,
+// once the payment is verified, calls ReserveExchange, which counts the
+// deferred rate limits, the usage unit and the price together and answers
+// a refusal by any of them with that limit's 429 and headers. The rate
+// limits keep the order of the design's pipeline for everything that
+// consumes: a 402 challenge, an undecodable or invalid payment, a replay or
+// an idempotency conflict consume no quota and no spend, and still cost one
+// rate unit (the rate stage counts it when the payment stage answered
+// without the combined check, and answers 429 instead when the caller is
+// over its limit). A request refused by one counter consumes none of the
+// others: inside one all-or-none IncrAll no GCRA unit needs undoing. The
+// usage unit is held by the spend Reservation: Release gives it back with
+// the price, in one call, when the worker was not called; a request the
+// worker answered keeps it. What the deferral changes is when a caller over
+// its rate limit learns it: after the payment stage has looked at the
+// payment (idempotency records, ledger lookup, facilitator verify), not
+// before.
+//
 // # Failures
 //
-// A store error fails the request (500 internal_error through the
-// dispatcher's error table) rather than letting it through unlimited: the
-// limits are a contract. Give-backs run with a context that is not
-// cancelled, since a unit that is not given back is lost until its window
-// ends.
+// A store error fails the request rather than letting it through
+// unlimited (the limits are a contract), as 503 store_unavailable with
+// nothing counted and nothing charged: the error is a *StoreError wrapping
+// dispatch.ErrStoreUnavailable, whose body carries no internals. Give-backs
+// run with a context that is not cancelled, since a unit that is not given
+// back is lost until its window ends.
 //
 // # Cost
 //
-// A full check (both rate limits, then day and month quota) is two store
-// calls. Keys are built once per tenant and UTC day and cached, so the
-// quota package itself allocates only the caller's key; on the memory
-// adapter the check makes 3 allocations (96 B). See BenchmarkCheck and
-// BenchmarkCheckOverhead (the package's own cost, over a store that does
-// nothing).
+// A free request's full check (both rate limits, then day and month quota)
+// is two store calls; a paid request's is one (above). Keys are built once
+// per tenant and UTC day and cached, so the quota package itself allocates
+// only the caller's key; on the memory adapter the free check makes 3
+// allocations (96 B). See BenchmarkCheck and BenchmarkCheckOverhead (the
+// package's own cost, over a store that does nothing).
 package quota

@@ -1,6 +1,7 @@
 package quota
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -130,3 +131,38 @@ const (
 )
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// StoreError is a failure of the counter store. The request is refused
+// (the limits are a contract) but nothing was counted or charged, so it is
+// 503 store_unavailable: it wraps dispatch.ErrStoreUnavailable and the
+// store's error. Error() names the store's error for logs; the answer's
+// body carries only the generic message, so that no internals (addresses,
+// key names) reach the client.
+type StoreError struct {
+	// Op names the check that failed ("rate limit", "usage", "spend", ...).
+	Op  string
+	Err error
+}
+
+var _ dispatch.BodyError = (*StoreError)(nil)
+
+func storeError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &StoreError{Op: op, Err: err}
+}
+
+func (e *StoreError) Error() string {
+	return fmt.Sprintf("%s: quota: %s: %v", dispatch.ErrStoreUnavailable.Message, e.Op, e.Err)
+}
+
+// Unwrap returns dispatch.ErrStoreUnavailable and the store's error.
+func (e *StoreError) Unwrap() []error { return []error{dispatch.ErrStoreUnavailable, e.Err} }
+
+// ResponseBody implements dispatch.BodyError: the gateway's JSON error body
+// with the generic message of dispatch.ErrStoreUnavailable.
+func (e *StoreError) ResponseBody(requestID string) (string, []byte) {
+	b, _ := json.Marshal(dispatch.ErrorBody{Error: dispatch.ErrStoreUnavailable.Code, Message: dispatch.ErrStoreUnavailable.Message, RequestID: requestID})
+	return "application/json", b
+}

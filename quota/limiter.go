@@ -92,16 +92,23 @@ type Limiter struct {
 	slack  time.Duration
 	cal    atomic.Pointer[calendar]
 	pool   sync.Pool // *scratch
+	// staged is set once UsageStage has been called: a usage stage then
+	// runs before the worker, and the combined check may count its unit.
+	staged atomic.Bool
 }
 
 // scratch holds the per-call arrays of the hot path: slices of them go to
 // the store's interface methods, where local arrays would escape to the
 // heap on every call.
 type scratch struct {
-	keys [4]string
-	ins  [4]kv.Increment
-	vals [4]int64
+	keys [maxBatch]string
+	ins  [maxBatch]kv.Increment
+	vals [maxBatch]int64
 }
+
+// maxBatch is the most counters one check touches: two rate limits, two
+// usage windows and two spend windows.
+const maxBatch = 6
 
 // New returns a Limiter over store.
 func New(store kv.Store, cfg Config) (*Limiter, error) {
@@ -175,7 +182,7 @@ func (l *Limiter) Rates(t *tenant.Tenant) (perCaller, global tenant.Rate) {
 func (l *Limiter) getScratch() *scratch { return l.pool.Get().(*scratch) }
 
 func (l *Limiter) putScratch(sc *scratch) {
-	sc.keys = [4]string{} // do not keep key text alive in the pool
+	sc.keys = [maxBatch]string{} // do not keep key text alive in the pool
 	l.pool.Put(sc)
 }
 

@@ -158,23 +158,12 @@ func (s *RateStatus) SetHeaders(h http.Header) {
 // (see the package documentation on how exact that is).
 //
 // A refusal returns the status and a *LimitError wrapping
-// dispatch.ErrRateLimited; a store failure returns a plain error.
+// dispatch.ErrRateLimited; a store failure returns a *StoreError (wrapping
+// dispatch.ErrStoreUnavailable and the store's error).
 func (l *Limiter) Allow(ctx context.Context, t *tenant.Tenant, callerID string) (RateStatus, error) {
-	st := RateStatus{Allowed: true, draft: l.draft}
-	pc, gl := l.Rates(t)
-	var g [2]gcra
-	if !pc.IsZero() {
-		g[st.n] = newGCRA(pc)
-		st.policies[st.n] = RatePolicy{Name: PolicyCaller, Rate: pc}
-		st.n++
-	}
-	if !gl.IsZero() {
-		g[st.n] = newGCRA(gl)
-		st.policies[st.n] = RatePolicy{Name: PolicyTenant, Rate: gl}
-		st.n++
-	}
-	if st.n == 0 {
-		return st, nil
+	rc := l.rateCheck(t)
+	if rc.st.n == 0 {
+		return rc.st, nil
 	}
 	now := l.now()
 	nowUS := now.UnixMicro()
@@ -182,30 +171,74 @@ func (l *Limiter) Allow(ctx context.Context, t *tenant.Tenant, callerID string) 
 
 	sc := l.getScratch()
 	defer l.putScratch(sc)
-	for i := 0; i < st.n; i++ {
-		if st.policies[i].Name == PolicyCaller {
-			sc.keys[i] = keys.callerPrefix + callerID
-		} else {
-			sc.keys[i] = keys.rateTenant
-		}
-		sc.ins[i] = g[i].incr(nowUS)
-	}
-
-	refused, err := l.incrGCRA(ctx, sc, &g, st.n)
+	rc.fill(keys, callerID, nowUS, sc.keys[:], sc.ins[:])
+	refused, err := l.incrGCRA(ctx, sc, &rc.g, rc.st.n)
 	if err != nil {
-		return st, fmt.Errorf("quota: rate limit: %w", err)
+		return rc.st, storeError("rate limit", err)
+	}
+	rc.finish(nowUS, sc.vals[:rc.st.n], refused)
+	if rc.st.Allowed {
+		return rc.st, nil
+	}
+	return rc.st, l.rateError(&rc.st)
+}
+
+// rateCheck is one rate-limit check of a tenant's policies: the GCRA of
+// each policy in force and the status being built.
+type rateCheck struct {
+	g  [2]gcra
+	st RateStatus
+}
+
+// rateCheck returns the policies in force for t (st.n of them).
+func (l *Limiter) rateCheck(t *tenant.Tenant) rateCheck {
+	rc := rateCheck{st: RateStatus{Allowed: true, draft: l.draft}}
+	pc, gl := l.Rates(t)
+	if !pc.IsZero() {
+		rc.g[rc.st.n] = newGCRA(pc)
+		rc.st.policies[rc.st.n] = RatePolicy{Name: PolicyCaller, Rate: pc}
+		rc.st.n++
+	}
+	if !gl.IsZero() {
+		rc.g[rc.st.n] = newGCRA(gl)
+		rc.st.policies[rc.st.n] = RatePolicy{Name: PolicyTenant, Rate: gl}
+		rc.st.n++
+	}
+	return rc
+}
+
+// fill puts the keys and increments of the check's policies in keys and
+// ins (st.n of each).
+func (rc *rateCheck) fill(keys *tenantKeys, callerID string, nowUS int64, k []string, ins []kv.Increment) {
+	for i := 0; i < rc.st.n; i++ {
+		if rc.st.policies[i].Name == PolicyCaller {
+			k[i] = keys.callerPrefix + callerID
+		} else {
+			k[i] = keys.rateTenant
+		}
+		ins[i] = rc.g[i].incr(nowUS)
+	}
+}
+
+// finish completes the status from the TATs after the check (the current
+// ones when an increment was refused): refused is the index of the refusing
+// policy, or -1 when the rate limits admitted the request.
+func (rc *rateCheck) finish(nowUS int64, vals []int64, refused int) {
+	st := &rc.st
+	if st.n == 0 {
+		return
 	}
 	report := 0
 	var wait int64
 	for i := 0; i < st.n; i++ {
-		tat := max(sc.vals[i], nowUS)
+		tat := max(vals[i], nowUS)
 		p := &st.policies[i]
-		p.Limit = g[i].limit
-		p.Remaining = g[i].remaining(nowUS, tat)
+		p.Limit = rc.g[i].limit
+		p.Remaining = rc.g[i].remaining(nowUS, tat)
 		p.ResetAfter = time.Duration(tat-nowUS) * time.Microsecond
 		p.Reset = time.Unix(ceilUnix(tat), 0)
 		if refused >= 0 {
-			wait = max(wait, g[i].wait(nowUS, tat))
+			wait = max(wait, rc.g[i].wait(nowUS, tat))
 		} else if p.Remaining < st.policies[report].Remaining {
 			report = i
 		}
@@ -217,10 +250,6 @@ func (l *Limiter) Allow(ctx context.Context, t *tenant.Tenant, callerID string) 
 	}
 	p := st.policies[report]
 	st.Policy, st.Limit, st.Remaining, st.Reset = p.Name, p.Limit, p.Remaining, p.Reset
-	if st.Allowed {
-		return st, nil
-	}
-	return st, l.rateError(&st)
 }
 
 // incrGCRA applies the GCRA increments of sc to its keys, all or none, and

@@ -497,6 +497,10 @@ func TestStagesStoreFailure(t *testing.T) {
 	ten.WorkerName = "w"
 	_, err = l.Allow(context.Background(), &ten, "c")
 	require.ErrorIs(t, err, down)
+	require.ErrorIs(t, err, dispatch.ErrStoreUnavailable, "a store failure is 503 store_unavailable")
+	var se *quota.StoreError
+	require.True(t, errors.As(err, &se))
+	require.Equal(t, "rate limit", se.Op)
 	var le *quota.LimitError
 	require.False(t, errors.As(err, &le))
 
@@ -513,8 +517,9 @@ func TestStagesStoreFailure(t *testing.T) {
 		failUsage.Store(usage)
 		rec := httptest.NewRecorder()
 		d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/t/acme/x", nil))
-		require.Equal(t, http.StatusInternalServerError, rec.Code)
-		require.Contains(t, rec.Body.String(), `"error":"internal_error"`)
+		require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+		require.Contains(t, rec.Body.String(), `"error":"store_unavailable"`)
+		require.Contains(t, rec.Body.String(), "nothing was charged")
 		require.NotContains(t, rec.Body.String(), "store down", "internals do not leak")
 		require.Empty(t, rec.Header().Get("X-Usage-Day-Limit"), "no made-up headers")
 		if !usage {

@@ -77,16 +77,21 @@ func describe(cmd goredis.Cmder, prefix string) string {
 
 // TestRedisRoundTripsPerPaidRequest counts the Redis round trips of one
 // settled paid request (and of a free request with a usage quota) through
-// the whole pipeline and names them. It records what the pipeline does
-// today rather than a target: see the report of issue 8.
+// the whole pipeline and names them. The counter checks of a paid request
+// (both rate limits, the day and month usage quota, the day and month spend
+// reservation) are ONE script call (issue 8); the other round trips are the
+// idempotency records and the local facilitator's nonce.
 func TestRedisRoundTripsPerPaidRequest(t *testing.T) {
 	h := &rttCounter{}
 	c := newCluster(t, clusterConfig{replicas: 1, redisHook: h})
 	h.prefix = c.prefix
-	const paid = "/t/capped/rows"
-	pays := c.signPayments(t, "capped", paid, 3)
+	pays := map[string][]string{}
+	for _, slug := range []string{"capped", "full"} {
+		pays[slug] = c.signPayments(t, slug, "/t/"+slug+"/rows", 3)
+	}
 	// Warm up: scripts loaded, connections open.
-	require.Equal(t, http.StatusOK, c.do(0, paid, pays[0]).status)
+	require.Equal(t, http.StatusOK, c.do(0, "/t/capped/rows", pays["capped"][0]).status)
+	require.Equal(t, http.StatusOK, c.do(0, "/t/full/rows", pays["full"][0]).status)
 	require.Equal(t, http.StatusOK, c.do(0, "/t/quota/rows", "").status)
 
 	measure := func(path, pay string) (int64, []string) {
@@ -101,8 +106,28 @@ func TestRedisRoundTripsPerPaidRequest(t *testing.T) {
 		h.rec = false
 		return h.n.Load() - before, h.names
 	}
-	n, names := measure(paid, pays[1])
-	t.Logf("paid request (rate limit, spend cap, no usage quota): %d Redis round trips:\n  %s", n, strings.Join(names, "\n  "))
+	// counterTrips are the quota scripts: every quota key starts with "q:{".
+	counterTrips := func(names []string) int {
+		n := 0
+		for _, s := range names {
+			if strings.HasPrefix(s, "EVALSHA q:{") || strings.HasPrefix(s, "EVAL q:{") {
+				n++
+			}
+		}
+		return n
+	}
+	n, names := measure("/t/capped/rows", pays["capped"][1])
+	t.Logf("paid request (rate limits, spend cap, no usage quota): %d Redis round trips, %d for counters:\n  %s", n, counterTrips(names), strings.Join(names, "\n  "))
+	require.Equal(t, 1, counterTrips(names), "one counter round trip per paid request")
+	n, names = measure("/t/full/rows", pays["full"][1])
+	t.Logf("paid request (rate limits, usage quota, spend cap): %d Redis round trips, %d for counters:\n  %s", n, counterTrips(names), strings.Join(names, "\n  "))
+	require.Equal(t, 1, counterTrips(names), "one counter round trip per paid request")
+	for _, s := range names {
+		if strings.HasPrefix(s, "EVALSHA q:{") {
+			require.Len(t, strings.Split(strings.TrimPrefix(s, "EVALSHA "), ","), 6,
+				"the one script holds both rate limits, both usage windows and both spend windows")
+		}
+	}
 	n, names = measure("/t/quota/rows", "")
 	t.Logf("free request with a daily quota: %d Redis round trips:\n  %s", n, strings.Join(names, "\n  "))
 }

@@ -60,7 +60,10 @@ func directoryJSON(dailyRequests int, dailySpendUSD string) string {
 		{"slug":"quota","workerName":"echo","plan":"enterprise","usageLimit":{"dailyRequests":` + strconv.Itoa(dailyRequests) + `},` + rate + `},
 		{"slug":"capped","workerName":"echo","plan":"enterprise","priceUsd":"0.01","x402Enabled":true,"ownerUserId":"owner-1",
 		 "spendLimit":{"dailySpendUsd":"` + dailySpendUSD + `"},` + rate + `},
-		{"slug":"paid","workerName":"echo","plan":"enterprise","priceUsd":"0.01","x402Enabled":true,"ownerUserId":"owner-1",` + rate + `}
+		{"slug":"paid","workerName":"echo","plan":"enterprise","priceUsd":"0.01","x402Enabled":true,"ownerUserId":"owner-1",` + rate + `},
+		{"slug":"full","workerName":"echo","plan":"enterprise","priceUsd":"0.01","x402Enabled":true,"ownerUserId":"owner-1",
+		 "usageLimit":{"dailyRequests":` + strconv.Itoa(dailyRequests) + `,"monthlyRequests":1000000},
+		 "spendLimit":{"dailySpendUsd":"1000","monthlySpendUsd":"10000"},` + rate + `}
 	]}`
 }
 

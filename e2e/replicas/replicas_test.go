@@ -11,6 +11,7 @@ import (
 
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/metrics"
+	"github.com/402claw/dispatcher/quota"
 )
 
 // TestQuotaExactAcrossReplicas: a daily quota of 100 and 1,000 concurrent
@@ -127,4 +128,33 @@ func TestOnePaymentSettlesOnceAcrossReplicas(t *testing.T) {
 		t.Logf("round %d: 1 settled, %d replays, %d in use", round, replays, inUse)
 	}
 	c.verifyChain(t)
+}
+
+// TestPaidQuotaExactAcrossReplicas: a paid tenant with a daily usage quota
+// of N, 20·N concurrent requests with distinct valid payments spread over
+// two replicas: the combined check (rate limits, usage and spend in one
+// script) serves exactly N, settles exactly N, and counts exactly N units
+// and N prices; every other answer is 429 usage_quota_exceeded and never
+// reached the worker.
+func TestPaidQuotaExactAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	c := newCluster(t, clusterConfig{dailyRequests: n})
+	const path = "/t/full/rows"
+	pays := c.signPayments(t, "full", path, 20*n)
+	rs := c.fire(len(pays), func(i int) (string, string) { return path, pays[i] })
+	got := count(rs)
+	require.Equal(t, n, got["200"], "%v", got)
+	require.Equal(t, 19*n, got["429 usage_quota_exceeded"], "%v", got)
+	require.EqualValues(t, n, c.workerCalls.Load())
+	require.EqualValues(t, n, c.settleOK.Load())
+	require.Equal(t, map[ledger.Status]int{ledger.StatusSettled: n}, c.entries(t, "full"))
+	ctx := context.Background()
+	day := quota.DayWindow(time.Now()).ID
+	use, err := c.rdb.Get(ctx, c.prefix+"q:{full}:use:d:"+day).Int64()
+	require.NoError(t, err)
+	require.EqualValues(t, n, use)
+	spend, err := c.rdb.Get(ctx, c.prefix+"q:{full}:spend:d:"+day).Int64()
+	require.NoError(t, err)
+	require.EqualValues(t, n*10_000, spend, "micro-USD")
 }

@@ -44,8 +44,10 @@ func Run(t *testing.T, newStore NewStore) {
 		{"IncrFloorGCRA", testIncrFloor},
 		{"IncrTTL", testIncrTTL},
 		{"IncrAllAllOrNone", testIncrAll},
+		{"IncrAllMixedGCRAAndCounters", testIncrAllMixed},
 		{"ConcurrentIncrExact", testConcurrentIncr},
 		{"ConcurrentIncrAllExact", testConcurrentIncrAll},
+		{"ConcurrentIncrAllMixedExact", testConcurrentIncrAllMixed},
 		{"ConcurrentGCRAExact", testConcurrentGCRA},
 		{"ConcurrentSetNXOneWinner", testConcurrentSetNX},
 		{"ReleaseComesBack", testRelease},
@@ -294,6 +296,68 @@ func testIncrAll(t *testing.T, s kv.Store) {
 	require.Equal(t, []int64{2, 5}, vals)
 }
 
+// testIncrAllMixed mixes GCRA increments (Floor "now") with plain counters
+// in one IncrAll, as a paid request's combined check does (two rate limits,
+// usage and spend windows): each increment follows its own Floor and Max,
+// and a refusal on either kind applies none of the others.
+func testIncrAllMixed(t *testing.T, s kv.Store) {
+	if _, ok := s.(kv.BatchIncrementer); !ok {
+		t.Skip("kv.IncrAll's one-by-one fallback is not meant for GCRA counters")
+	}
+	ctx := context.Background()
+	const now, T, W = int64(1_000_000), int64(25), int64(100) // GCRA: 4 at once
+	gcra := kv.Increment{Floor: now, Delta: T, Max: now + W, TTL: time.Hour}
+	keys := []string{"{m}:tat", "{m}:day", "{m}:spend"}
+	ins := []kv.Increment{gcra, {Delta: 1, Max: 2, TTL: time.Hour}, {Delta: 10_000, Max: 1_000_000, TTL: time.Hour}}
+	for i := int64(1); i <= 2; i++ {
+		vals, refused, err := kv.IncrAll(ctx, s, keys, ins)
+		require.NoError(t, err)
+		require.Equal(t, -1, refused)
+		require.Equal(t, []int64{now + i*T, i, i * 10_000}, vals, "the floor applies to the GCRA key only")
+	}
+	read := func(k string) int64 {
+		t.Helper()
+		n, _, err := s.Incr(ctx, k, kv.Increment{Max: kv.Unbounded})
+		require.NoError(t, err)
+		return n
+	}
+	// The counter refuses: the GCRA key is not moved, the spend not added.
+	vals, refused, err := kv.IncrAll(ctx, s, keys, ins)
+	require.NoError(t, err)
+	require.Equal(t, 1, refused)
+	require.Equal(t, int64(2), vals[1])
+	require.Equal(t, now+2*T, read("{m}:tat"), "a refused batch leaves the GCRA TAT alone")
+	require.Equal(t, int64(20_000), read("{m}:spend"))
+
+	// The GCRA key refuses after two more: the counters are not touched.
+	keys2 := []string{"{m}:tat", "{m}:month", "{m}:spend"}
+	ins2 := []kv.Increment{gcra, {Delta: 1, Max: 100, TTL: time.Hour}, {Delta: 10_000, Max: 1_000_000, TTL: time.Hour}}
+	for i := 0; i < 2; i++ {
+		_, refused, err := kv.IncrAll(ctx, s, keys2, ins2)
+		require.NoError(t, err)
+		require.Equal(t, -1, refused)
+	}
+	vals, refused, err = kv.IncrAll(ctx, s, keys2, ins2)
+	require.NoError(t, err)
+	require.Equal(t, 0, refused)
+	require.Equal(t, now+W, vals[0])
+	require.Equal(t, int64(2), read("{m}:month"))
+	require.Equal(t, int64(40_000), read("{m}:spend"))
+
+	// A counter first and the GCRA key last: the refusal is reported at
+	// the GCRA's index and the counter before it is not applied.
+	_, refused, err = kv.IncrAll(ctx, s, []string{"{m}:month", "{m}:tat"}, []kv.Increment{{Delta: 1, Max: 100}, gcra})
+	require.NoError(t, err)
+	require.Equal(t, 1, refused)
+	require.Equal(t, int64(2), read("{m}:month"))
+	// Later the floor lifts the old TAT, in the same batch as a counter.
+	later := kv.Increment{Floor: now + 10_000, Delta: T, Max: now + 10_000 + W, TTL: time.Hour}
+	vals, refused, err = kv.IncrAll(ctx, s, []string{"{m}:month", "{m}:tat"}, []kv.Increment{{Delta: 1, Max: 100}, later})
+	require.NoError(t, err)
+	require.Equal(t, -1, refused)
+	require.Equal(t, []int64{3, now + 10_000 + T}, vals)
+}
+
 const (
 	concLimit    = 50
 	concAttempts = 20 * concLimit
@@ -361,6 +425,37 @@ func testConcurrentIncrAll(t *testing.T, s kv.Store) {
 		n, _, err := s.Incr(ctx, k, kv.Increment{Max: kv.Unbounded})
 		require.NoError(t, err)
 		require.Equal(t, int64(concLimit), n, k)
+	}
+}
+
+// testConcurrentIncrAllMixed: GCRA keys (per caller and tenant-wide, a
+// frozen clock) and plain counters in one batch under contention. The usage
+// counter binds: exactly concLimit batches are applied, and the GCRA TATs
+// moved exactly concLimit times.
+func testConcurrentIncrAllMixed(t *testing.T, s kv.Store) {
+	if _, ok := s.(kv.BatchIncrementer); !ok {
+		t.Skip("kv.IncrAll's one-by-one fallback is not meant for GCRA counters")
+	}
+	ctx := context.Background()
+	const now, T = int64(5_000_000), int64(1_000)
+	const W = int64((concLimit + 10) * 1_000)
+	keys := []string{"{x}:rate:c", "{x}:rate:t", "{x}:use", "{x}:spend"}
+	ins := []kv.Increment{
+		{Floor: now, Delta: T, Max: now + W, TTL: time.Hour},
+		{Floor: now, Delta: T, Max: now + 2*W, TTL: time.Hour},
+		{Delta: 1, Max: concLimit, TTL: time.Hour},
+		{Delta: 7, Max: 7 * (concLimit + 5), TTL: time.Hour},
+	}
+	got := hammer(t, concAttempts, concWorkers, func(int) (bool, error) {
+		_, refused, err := kv.IncrAll(ctx, s, keys, ins)
+		return refused < 0, err
+	})
+	require.Equal(t, int64(concLimit), got)
+	want := []int64{now + concLimit*T, now + concLimit*T, concLimit, 7 * concLimit}
+	for i, k := range keys {
+		n, _, err := s.Incr(ctx, k, kv.Increment{Max: kv.Unbounded})
+		require.NoError(t, err)
+		require.Equal(t, want[i], n, k)
 	}
 }
 
@@ -440,4 +535,3 @@ func Benchmark(b *testing.B, newStore func(b *testing.B) kv.Store) {
 		}
 	})
 }
-

@@ -20,6 +20,13 @@ import (
 // X-Spend-Day-* and X-Spend-Month-* headers (refreshed when the hold is
 // given back), and a refusal is 429 spend_cap_exceeded with X-Spend-Limit,
 // X-Spend-Remaining, X-Spend-Reset, X-Spend-Window and Retry-After.
+//
+// With the limiter's RateLimitStage before the stage and its UsageStage
+// after it, as the dispatcher is wired, ReserveExchange is also the paid
+// request's combined counter check: the deferred rate limits, the usage
+// unit and the price in one store round trip, all or none. The
+// Reservation then holds the usage unit too: Release (which the stage
+// calls on every failure) gives it back when the worker was not called.
 func SpendFromQuota(l *quota.Limiter) SpendReserver {
 	if l == nil {
 		return nil

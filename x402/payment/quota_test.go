@@ -178,3 +178,68 @@ func TestSpendNotReservedForRefusedPayments(t *testing.T) {
 }
 
 var _ = dispatch.ErrSpendCapExceeded
+
+// The real stage wired as the dispatcher wires it (rate, payment, usage)
+// over one memory KV: a paid request refused by the rate limit at the
+// combined check consumes no usage and no spend, is not settled, and its
+// payment stays usable; a request refused after the check and before the
+// worker gives usage and spend back.
+func TestCombinedCheckThroughTheStage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	store := memory.NewKV()
+	lim, err := quota.New(store, quota.Config{})
+	require.NoError(t, err)
+	refuse := dispatch.StageFunc(func(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
+		if x.Request.Header.Get("X-Refuse") != "" {
+			return nil, fmt.Errorf("%w: test", dispatch.ErrWorkerLimitExceeded)
+		}
+		return next(ctx, x)
+	})
+	e.rebuild(rebuildOpts{
+		kv:     store,
+		mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim) },
+		stages: func(pay *payment.Stage) []dispatch.Stage {
+			return []dispatch.Stage{lim.RateLimitStage(), pay, lim.UsageStage(), refuse}
+		},
+		dir: `{"tenants":[
+		 {"slug":"paid","workerName":"w","priceUsd":"0.01","x402Enabled":true,"ownerUserId":"owner-1",
+		  "rateLimit":{"perCaller":{"requests":2,"windowSeconds":3600}},
+		  "usageLimit":{"dailyRequests":10},"spendLimit":{"dailySpendUsd":"1"}}]}`,
+	})
+	tn, _ := e.dir.Lookup("paid")
+	used := func() (int64, int64) {
+		u, err := lim.PeekUsage(context.Background(), tn)
+		require.NoError(t, err)
+		s, err := lim.PeekSpend(context.Background(), tn)
+		require.NoError(t, err)
+		return u.Day.Used, s.Day.Used
+	}
+
+	h := e.pay(target, 2, localfacilitator.SignOptions{})
+	h.Set("X-Refuse", "1")
+	rec := e.do(target, h)
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code, rec.Body.String())
+	u, s := used()
+	require.Equal(t, int64(0), u, "worker not reached: the usage unit was given back")
+	require.Equal(t, int64(0), s, "and the price")
+	require.Equal(t, "10", rec.Header().Get("X-Usage-Day-Remaining"))
+
+	rec = e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	require.Equal(t, "0", rec.Header().Get("X-RateLimit-Remaining"))
+	require.Equal(t, "9", rec.Header().Get("X-Usage-Day-Remaining"))
+	require.Equal(t, "0.99", rec.Header().Get("X-Spend-Day-Remaining"))
+
+	over := e.pay(target, 2, localfacilitator.SignOptions{})
+	rec = e.do(target, over)
+	require.Equal(t, http.StatusTooManyRequests, rec.Code)
+	require.Contains(t, rec.Body.String(), `"error":"rate_limited"`)
+	require.NotEmpty(t, rec.Header().Get("Retry-After"))
+	u, s = used()
+	require.Equal(t, int64(1), u, "the rate refusal consumed no usage")
+	require.Equal(t, int64(10_000), s, "and no spend")
+	require.Equal(t, int64(1), e.calls.Load())
+	require.Equal(t, int64(1), e.fac.settles.Load())
+	require.Len(t, e.entries(), 1)
+}

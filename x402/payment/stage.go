@@ -23,7 +23,12 @@
 //  6. verifies with the facilitator (only the server's requirement is sent):
 //     invalid is a 402 with the reason, no usable answer is
 //     502 facilitator_unavailable, and the worker is not called;
-//  7. reserves the price against the tenant's spend caps;
+//  7. reserves the price against the tenant's spend caps; through
+//     SpendFromQuota on a store with a batch ability this is the paid
+//     request's one counter round trip, which also makes the rate-limit
+//     check RateLimitStage deferred and reserves the usage unit (see
+//     quota.Limiter.ReserveExchange), so a refusal here may also be
+//     429 rate_limited or usage_quota_exceeded;
 //  8. calls the rest of the pipeline (usage quota, the worker) and buffers
 //     the worker's answer, bounded by MaxResponseBytes;
 //  9. when the worker answered below 400, settles (detached from the
