@@ -6,6 +6,7 @@ import (
 	"github.com/402claw/dispatcher/adapters/memory"
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/kv/kvtest"
+	"github.com/402claw/dispatcher/quota/quotatest"
 )
 
 func TestKVConformance(t *testing.T) {
@@ -24,4 +25,8 @@ func TestKVConformanceWithoutBatch(t *testing.T) {
 
 func BenchmarkKV(b *testing.B) {
 	kvtest.Benchmark(b, func(b *testing.B) kv.Store { return memory.NewKV() })
+}
+
+func BenchmarkQuotaCheck(b *testing.B) {
+	quotatest.Benchmark(b, func(b *testing.B) kv.Store { return memory.NewKV() })
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/402claw/dispatcher/adapters/postgres"
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/kv/kvtest"
+	"github.com/402claw/dispatcher/quota/quotatest"
 )
 
 func TestConformance(t *testing.T) {
@@ -377,4 +378,11 @@ func TestFailsClosedOnRefusedConnection(t *testing.T) {
 	ok, err = live.SetNX(ctx, "lock", []byte("x"), time.Minute)
 	require.Error(t, err)
 	require.False(t, ok)
+}
+
+func BenchmarkQuotaCheck(b *testing.B) {
+	quotatest.Benchmark(b, func(b *testing.B) kv.Store {
+		s, _, _ := newStore(b)
+		return s
+	})
 }

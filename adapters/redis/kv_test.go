@@ -17,6 +17,7 @@ import (
 	"github.com/402claw/dispatcher/adapters/redis"
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/kv/kvtest"
+	"github.com/402claw/dispatcher/quota/quotatest"
 )
 
 func TestConformance(t *testing.T) {
@@ -397,4 +398,11 @@ func TestScriptParsesStoredText(t *testing.T) {
 		_, _, err := s.Incr(ctx, "p", refuse)
 		require.ErrorContains(t, err, "not a counter", "%q", bad)
 	}
+}
+
+func BenchmarkQuotaCheck(b *testing.B) {
+	quotatest.Benchmark(b, func(b *testing.B) kv.Store {
+		s, _, _ := newStore(b)
+		return s
+	})
 }

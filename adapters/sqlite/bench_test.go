@@ -11,6 +11,7 @@ import (
 	"github.com/402claw/dispatcher/adapters/sqlite"
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/kv/kvtest"
+	"github.com/402claw/dispatcher/quota/quotatest"
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/ledger/ledgertest"
 )
@@ -87,4 +88,8 @@ func BenchmarkHandles(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "incr/s")
 	})
+}
+
+func BenchmarkQuotaCheck(b *testing.B) {
+	quotatest.Benchmark(b, func(b *testing.B) kv.Store { return newStore(b) })
 }

@@ -1,7 +1,7 @@
 // Package sqlite implements the dispatcher's storage ports on one SQLite
-// database: the kv port (kv.Store and kv.BatchIncrementer) and the ledger
-// port (ledger.Store). The metrics event store and the tenant directory
-// source will follow on the same handle, in later migrations.
+// database: the kv port (kv.Store and kv.BatchIncrementer), the ledger port
+// (ledger.Store), the usage-event store (metrics.Store and
+// metrics.RollupScanner) and the tenant directory source (tenant.Store).
 //
 // # The handle
 //
@@ -51,5 +51,44 @@
 // again, from any number of processes, is harmless. A database whose schema
 // is newer than this code is refused with [ErrSchemaTooNew]. Migration 1
 // creates tenants, users, api_keys, ledger, audit_log and kv; triggers make
-// ledger and audit_log refuse UPDATE and DELETE.
+// ledger and audit_log refuse UPDATE and DELETE. Migration 2 creates
+// usage_events, usage_callers and usage_rollups.
+//
+// # Counters
+//
+// Incr is one UPSERT (INSERT ... ON CONFLICT DO UPDATE ... RETURNING) that
+// does kv.Increment's arithmetic in SQL, expired rows counting as absent,
+// prepared once per connection. An increment that writes nothing (refused,
+// or a read) is answered from a read that shows it still writes nothing,
+// which is what an atomic Incr at that moment answers; IncrAll stays one
+// immediate transaction.
+//
+// # Usage events
+//
+// Append normalizes the batch, then in one immediate transaction inserts
+// each event with ON CONFLICT (request_id) DO NOTHING and folds the ones
+// inserted, as metrics.HourRollup.Add does, into their (hour, API) rollup
+// rows: counters, a packed latency histogram, and the calls per caller
+// packed in the row (callers numbered in usage_callers). Keeping callers in
+// the rollup row rather than one row per (hour, API, caller) is what makes
+// analytics cheap: window=week over 1,000,000 events (100 APIs, 5,000
+// callers) reads 16,800 rows and answers in about 0.25 s on 2 vCPUs, where
+// merely counting the 490,000 per-caller rows of the sketch in
+// metrics.Store took 0.5-1 s. ScanRollups reads the caller names and the
+// rollups in one read transaction, so a scan sees one snapshot.
+//
+// Raw events, and with them the request ids de-duplication uses, are kept
+// for Config.EventRetention after they were appended (default and minimum
+// 48 h; negative keeps them forever): Append prunes older ones about once a
+// minute, in batches of 5,000, and PruneEvents does it on demand. At 100
+// requests/s, 48 h is about 17 M rows, roughly 3 GB. Rollups are kept for
+// all time; they grow with APIs x hours and distinct callers, not events.
+// The Store caches each distinct caller id in memory for scans.
+//
+// # Tenants
+//
+// SaveTenants validates the set as tenant.NewDirectory does and replaces
+// the tenants table in one immediate transaction (upserts, then deletes of
+// the slugs not in the set); each row's doc is the tenant's JSON, which
+// LoadTenants decodes back field for field.
 package sqlite

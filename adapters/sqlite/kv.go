@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -97,10 +98,25 @@ type counter struct {
 	exists bool // a live row (not expired)
 }
 
-func loadCounter(ctx context.Context, q querier, key string, now int64) (counter, error) {
+const selectCounterSQL = `SELECT n, exp FROM kv WHERE key = ?`
+
+// rowQuerier is what loadCounter reads with: a querier, or a prepared
+// statement (as a func).
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// stmtRow adapts a prepared statement of selectCounterSQL to rowQuerier.
+type stmtRow struct{ st *sql.Stmt }
+
+func (r stmtRow) QueryRowContext(ctx context.Context, _ string, args ...any) *sql.Row {
+	return r.st.QueryRowContext(ctx, args...)
+}
+
+func loadCounter(ctx context.Context, q rowQuerier, key string, now int64) (counter, error) {
 	var c counter
 	var n sql.NullInt64
-	err := q.QueryRowContext(ctx, `SELECT n, exp FROM kv WHERE key = ?`, key).Scan(&n, &c.exp)
+	err := q.QueryRowContext(ctx, selectCounterSQL, key).Scan(&n, &c.exp)
 	if errors.Is(err, sql.ErrNoRows) {
 		return counter{}, nil
 	}
@@ -148,10 +164,108 @@ func storeCounter(ctx context.Context, q querier, key string, c counter) error {
 	return err
 }
 
-// Incr implements kv.Store. The read, the comparison and the write happen in
-// one immediate transaction, so the increment is atomic across connections
-// and processes.
+// incrSQL is Incr as one statement. The row to insert is the outcome over
+// an absent key, computed in Go (?2); it is produced only when that outcome
+// writes (?3) or when the key exists, possibly expired, in which case the
+// conflict turns it into the update, whose arithmetic is kv.Increment's over
+// the stored value (0 when expired): base = max(cur, Floor), admitted when
+// Delta <= 0 or base <= Max - Delta (?7, so base + Delta cannot overflow),
+// new value max(base + Delta, 0), written unless refused or a read that
+// changes nothing. RETURNING yields the stored value only when the row was
+// written.
+//
+//	?1 key  ?2 value if absent  ?3 absent outcome writes  ?4 now
+//	?5 Floor  ?6 Delta  ?7 Max - Delta  ?8 expiry from TTL, or NULL
+const incrSQL = `INSERT INTO kv (key, v, n, exp)
+SELECT ?1, NULL, ?2, ?8 WHERE ?3 OR EXISTS (SELECT 1 FROM kv WHERE key = ?1)
+ON CONFLICT (key) DO UPDATE SET
+	v = NULL,
+	n = max(max(CASE WHEN kv.exp <= ?4 THEN 0 ELSE coalesce(kv.n, 0) END, ?5) + ?6, 0),
+	exp = CASE WHEN ?8 IS NOT NULL THEN ?8 WHEN kv.exp <= ?4 THEN NULL ELSE kv.exp END
+WHERE (?6 <= 0 OR max(CASE WHEN kv.exp <= ?4 THEN 0 ELSE coalesce(kv.n, 0) END, ?5) <= ?7)
+	AND NOT (?6 = 0 AND max(max(CASE WHEN kv.exp <= ?4 THEN 0 ELSE coalesce(kv.n, 0) END, ?5), 0)
+		= CASE WHEN kv.exp <= ?4 THEN 0 ELSE coalesce(kv.n, 0) END)
+RETURNING n`
+
+// Incr implements kv.Store with one UPSERT (incrSQL), atomic by itself,
+// whenever the increment writes: the common case costs one statement and
+// no explicit transaction. An increment that writes nothing (refused, or a
+// read) is answered from a plain read of the row, but only if that read
+// shows a state in which the increment still writes nothing: the answer is
+// then exactly what an atomic Incr at the moment of the read gives, and
+// nothing was changed. Otherwise the state moved in between and the UPSERT
+// is tried again; after a few rounds the transactional path decides.
 func (s *Store) Incr(ctx context.Context, key string, in kv.Increment) (int64, bool, error) {
+	readFirst := in.Delta == 0 // a read rarely writes: try the cheap path first
+	for range 4 {
+		if readFirst {
+			now := s.now().UnixNano()
+			c, err := s.readCounter(ctx, key, now)
+			if err != nil {
+				return 0, false, fmt.Errorf("sqlite: kv incr: %w", err)
+			}
+			if next, admitted, write := step(c, in, now); !write {
+				return next.n, admitted, nil
+			}
+		}
+		readFirst = true
+		n, wrote, err := s.incrUpsert(ctx, key, in)
+		if err != nil {
+			return 0, false, fmt.Errorf("sqlite: kv incr: %w", err)
+		}
+		if wrote {
+			s.afterKVWrite(ctx)
+			return n, true, nil
+		}
+	}
+	return s.incrTx(ctx, key, in)
+}
+
+// readCounter reads key's counter outside any transaction.
+func (s *Store) readCounter(ctx context.Context, key string, now int64) (counter, error) {
+	var c counter
+	err := s.read(ctx, func() error {
+		var err error
+		c, err = loadCounter(ctx, stmtRow{s.counterStmt}, key, now)
+		return err
+	})
+	return c, err
+}
+
+// incrUpsert runs incrSQL and reports the stored value when it wrote.
+func (s *Store) incrUpsert(ctx context.Context, key string, in kv.Increment) (int64, bool, error) {
+	if err := s.lockWrite(ctx); err != nil {
+		return 0, false, err
+	}
+	defer s.unlockWrite()
+	now := s.now().UnixNano()
+	absent, _, absentWrites := step(counter{}, in, now)
+	lim := int64(0)
+	if in.Delta > 0 {
+		lim = in.Max - in.Delta
+		if in.Max < math.MinInt64+in.Delta {
+			lim = math.MinInt64 // Max - Delta underflows: nothing is admitted
+		}
+	}
+	var (
+		n     int64
+		wrote bool
+	)
+	err := s.retryBusy(ctx, func() error {
+		err := s.incrStmt.QueryRowContext(ctx, key, absent.n, absentWrites, now, in.Floor, in.Delta, lim,
+			expiry(now, in.TTL)).Scan(&n)
+		wrote = err == nil
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	return n, wrote, err
+}
+
+// incrTx is Incr as a read, a comparison and a write in one immediate
+// transaction.
+func (s *Store) incrTx(ctx context.Context, key string, in kv.Increment) (int64, bool, error) {
 	var (
 		val   int64
 		ok    bool

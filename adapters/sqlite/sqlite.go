@@ -21,6 +21,12 @@ type Config struct {
 	// connection's own busy_timeout; <= 0 means 30 s. The context's
 	// deadline, when sooner, wins.
 	BusyTimeout time.Duration
+	// EventRetention is how long raw usage events, and so their request
+	// ids for de-duplication, are kept after they were appended (by Now).
+	// Zero means DefaultEventRetention (48 h); a positive value below
+	// MinEventRetention is raised to it; a negative value keeps them
+	// forever. Hourly rollups are always kept.
+	EventRetention time.Duration
 }
 
 // Store implements the storage ports on one *sql.DB. It is safe for
@@ -34,6 +40,15 @@ type Store struct {
 
 	sweepEvery int          // kv writes between sweeps of expired keys
 	kvWrites   atomic.Int64 // kv writes so far
+
+	retention time.Duration // raw usage events; < 0 keeps them forever
+	lastPrune atomic.Int64  // unix nanos of the last prune of raw events
+	callers   callerCache   // usage_callers
+
+	// Statements of the hot autocommit paths, prepared once: database/sql
+	// keeps one prepared copy per pooled connection, so SQLite does not
+	// parse them on every call.
+	incrStmt, counterStmt *sql.Stmt
 }
 
 // New migrates db to the current schema and returns a Store over it. The
@@ -52,8 +67,24 @@ func NewWithConfig(db *sql.DB, cfg Config) (*Store, error) {
 	if s.busy <= 0 {
 		s.busy = 30 * time.Second
 	}
-	if err := s.migrate(context.Background()); err != nil {
+	switch r := cfg.EventRetention; {
+	case r == 0:
+		s.retention = DefaultEventRetention
+	case r > 0:
+		s.retention = max(r, MinEventRetention)
+	default:
+		s.retention = -1
+	}
+	ctx := context.Background()
+	if err := s.migrate(ctx); err != nil {
 		return nil, err
+	}
+	var err error
+	if s.incrStmt, err = db.PrepareContext(ctx, incrSQL); err != nil {
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if s.counterStmt, err = db.PrepareContext(ctx, selectCounterSQL); err != nil {
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	return s, nil
 }
@@ -66,6 +97,7 @@ type querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 }
 
 // lockWrite takes the in-process write lock, or fails with ctx's error.

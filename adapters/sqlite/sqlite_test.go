@@ -182,7 +182,7 @@ func TestMigrations(t *testing.T) {
 	require.NoError(t, db.QueryRow(`SELECT COUNT(*) FROM schema_migrations`).Scan(&rows))
 	require.Equal(t, v, rows)
 
-	for _, table := range []string{"tenants", "users", "api_keys", "ledger", "audit_log", "kv", "schema_migrations"} {
+	for _, table := range []string{"tenants", "users", "api_keys", "ledger", "audit_log", "kv", "schema_migrations", "usage_events", "usage_rollups", "usage_callers"} {
 		var name string
 		require.NoError(t, db.QueryRow(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&name), table)
 	}
