@@ -26,6 +26,7 @@ type config struct {
 	adminToken        string
 	trustedProxies    []netip.Prefix
 	drainTimeoutSecs  int
+	draftHeaders      bool
 }
 
 // defaultPayTo receives the demo's test payments. It is a public test
@@ -63,6 +64,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.adminToken, "admin-token", env("PLATFORM_ADMIN_TOKEN"), "bearer token for /__platform/events (env PLATFORM_ADMIN_TOKEN); generated and printed when unset")
 	fs.StringVar(&trusted, "trusted-proxies", env("TRUSTED_PROXIES"), "comma-separated CIDRs whose X-Forwarded-For is believed (env TRUSTED_PROXIES)")
 	fs.IntVar(&c.drainTimeoutSecs, "drain-timeout", 15, "seconds in-flight requests get to finish on shutdown")
+	fs.BoolVar(&c.draftHeaders, "ratelimit-draft-headers", env("RATELIMIT_DRAFT_HEADERS") == "true", "also send the IETF draft RateLimit-Policy and RateLimit headers (env RATELIMIT_DRAFT_HEADERS=true)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

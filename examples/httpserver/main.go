@@ -177,7 +177,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		fac, facHandler = lf, lf.Handler()
 	}
 
-	limiter, err := quota.New(b.kv, quota.Config{})
+	limiter, err := quota.New(b.kv, quota.Config{DraftHeaders: cfg.draftHeaders})
 	if err != nil {
 		return nil, err
 	}
