@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/402claw/dispatcher/adapters/sqlite"
 	"github.com/402claw/dispatcher/kv"
+	"github.com/402claw/dispatcher/kv/kvtest"
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/ledger/ledgertest"
 )
@@ -41,35 +41,7 @@ func handles(t *testing.T, n int) []*sqlite.Store {
 // returns how many returned true.
 func run(t *testing.T, attempts, workers int, fn func(i int) (bool, error)) int64 {
 	t.Helper()
-	var ok, next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= attempts {
-					return
-				}
-				got, err := fn(i)
-				if err != nil {
-					errs <- err
-					return
-				}
-				if got {
-					ok.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
-	return ok.Load()
+	return kvtest.Hammer(t, attempts, workers, fn)
 }
 
 func TestKVExactAcrossHandles(t *testing.T) {

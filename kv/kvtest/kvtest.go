@@ -364,9 +364,10 @@ const (
 	concWorkers  = 64
 )
 
-// hammer runs attempts calls of fn over workers goroutines and returns how
-// many reported success.
-func hammer(t *testing.T, attempts, workers int, fn func(i int) (bool, error)) int64 {
+// Hammer runs attempts calls of fn over workers goroutines and returns how
+// many reported success; an error from fn fails t. Suites that prove exact
+// counts under concurrency (this one, quotatest, adapters' own) share it.
+func Hammer(t testing.TB, attempts, workers int, fn func(i int) (bool, error)) int64 {
 	t.Helper()
 	var ok atomic.Int64
 	var next atomic.Int64
@@ -402,7 +403,7 @@ func hammer(t *testing.T, attempts, workers int, fn func(i int) (bool, error)) i
 
 func testConcurrentIncr(t *testing.T, s kv.Store) {
 	ctx := context.Background()
-	got := hammer(t, concAttempts, concWorkers, func(int) (bool, error) {
+	got := Hammer(t, concAttempts, concWorkers, func(int) (bool, error) {
 		_, ok, err := s.Incr(ctx, "hot", kv.Increment{Delta: 1, Max: concLimit, TTL: time.Hour})
 		return ok, err
 	})
@@ -416,7 +417,7 @@ func testConcurrentIncrAll(t *testing.T, s kv.Store) {
 	ctx := context.Background()
 	keys := []string{"{c}:day", "{c}:month"}
 	ins := []kv.Increment{{Delta: 1, Max: concLimit, TTL: time.Hour}, {Delta: 1, Max: concLimit + 10, TTL: time.Hour}}
-	got := hammer(t, concAttempts, concWorkers, func(int) (bool, error) {
+	got := Hammer(t, concAttempts, concWorkers, func(int) (bool, error) {
 		_, refused, err := kv.IncrAll(ctx, s, keys, ins)
 		return refused < 0, err
 	})
@@ -446,7 +447,7 @@ func testConcurrentIncrAllMixed(t *testing.T, s kv.Store) {
 		{Delta: 1, Max: concLimit, TTL: time.Hour},
 		{Delta: 7, Max: 7 * (concLimit + 5), TTL: time.Hour},
 	}
-	got := hammer(t, concAttempts, concWorkers, func(int) (bool, error) {
+	got := Hammer(t, concAttempts, concWorkers, func(int) (bool, error) {
 		_, refused, err := kv.IncrAll(ctx, s, keys, ins)
 		return refused < 0, err
 	})
@@ -463,7 +464,7 @@ func testConcurrentGCRA(t *testing.T, s kv.Store) {
 	ctx := context.Background()
 	// A frozen clock: exactly W/T requests fit.
 	const now, T, W = int64(5_000_000), int64(1_000), int64(concLimit * 1_000)
-	got := hammer(t, concAttempts, concWorkers, func(int) (bool, error) {
+	got := Hammer(t, concAttempts, concWorkers, func(int) (bool, error) {
 		_, ok, err := s.Incr(ctx, "gcra", kv.Increment{Floor: now, Delta: T, Max: now + W, TTL: time.Hour})
 		return ok, err
 	})
@@ -472,7 +473,7 @@ func testConcurrentGCRA(t *testing.T, s kv.Store) {
 
 func testConcurrentSetNX(t *testing.T, s kv.Store) {
 	ctx := context.Background()
-	got := hammer(t, 500, concWorkers, func(i int) (bool, error) {
+	got := Hammer(t, 500, concWorkers, func(i int) (bool, error) {
 		return s.SetNX(ctx, "lock", []byte(strconv.Itoa(i)), time.Hour)
 	})
 	require.Equal(t, int64(1), got)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/402claw/dispatcher/dispatch"
 	"github.com/402claw/dispatcher/kv"
+	"github.com/402claw/dispatcher/kv/kvtest"
 	"github.com/402claw/dispatcher/quota"
 	"github.com/402claw/dispatcher/tenant"
 )
@@ -111,35 +112,7 @@ func newTenant(slug string) *tenant.Tenant {
 // hammer runs n calls of fn over many goroutines and counts successes.
 func hammer(t *testing.T, n int, fn func(i int) (bool, error)) int {
 	t.Helper()
-	var ok, next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				allowed, err := fn(i)
-				if err != nil {
-					errs <- err
-					return
-				}
-				if allowed {
-					ok.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
-	return int(ok.Load())
+	return int(kvtest.Hammer(t, n, workers, fn))
 }
 
 // refusal turns a *LimitError into a "no" and keeps other errors.
