@@ -11,9 +11,9 @@ import (
 	"github.com/402claw/dispatcher/adapters/sqlite"
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/kv/kvtest"
-	"github.com/402claw/dispatcher/quota/quotatest"
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/ledger/ledgertest"
+	"github.com/402claw/dispatcher/quota/quotatest"
 )
 
 // go test -run '^$' -bench . -benchtime 2s ./adapters/sqlite/
