@@ -73,11 +73,34 @@ type Exchange struct {
 	Payer string
 	// WorkerCalled tells whether the worker was called.
 	WorkerCalled bool
+	// SettlementFailed is set by a payment stage when the worker answered
+	// but the payment could not be settled: the client is answered 402 and
+	// charged nothing, so stages give back what the request reserved (its
+	// usage quota unit) as if the worker had not run.
+	SettlementFailed bool
 	// Status is the status answered; Err the error answered, if any.
 	Status int
 	Err    error
 
-	values map[any]any
+	values  map[any]any
+	refunds []func(context.Context)
+}
+
+// OnRefund registers fn to give back something a stage reserved, should a
+// later decision (a failed settlement) leave the request uncharged after
+// its worker ran. Stages nested inside a payment stage use it: they return
+// before the payment is settled.
+func (x *Exchange) OnRefund(fn func(context.Context)) { x.refunds = append(x.refunds, fn) }
+
+// Refund marks the request as not charged after its worker ran
+// (SettlementFailed) and runs the registered give-backs, once.
+func (x *Exchange) Refund(ctx context.Context) {
+	x.SettlementFailed = true
+	fns := x.refunds
+	x.refunds = nil
+	for _, fn := range fns {
+		fn(ctx)
+	}
 }
 
 // SetValue stores a stage's private value on the exchange.

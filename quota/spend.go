@@ -160,7 +160,7 @@ func (r *Reservation) Release(ctx context.Context) error {
 		return nil
 	}
 	r.state = released
-	useBack := r.useHeld && !r.x.WorkerCalled
+	useBack := r.useHeld && usageRefundable(r.x)
 	r.useHeld = false
 	var err error
 	if useBack {

@@ -154,6 +154,15 @@ func (s *UsageStage) Handle(ctx context.Context, x *dispatch.Exchange, next disp
 	}
 	u.SetHeaders(x.Header)
 	resp, err := next(ctx, x)
+	if u.Held() && err == nil && x.Tenant.Charges() {
+		// A payment stage around this one settles after we return: if the
+		// settlement fails, the request consumed nothing.
+		x.OnRefund(func(ctx context.Context) {
+			if rerr := u.Release(ctx); rerr == nil {
+				u.SetHeaders(x.Header)
+			}
+		})
+	}
 	if err != nil && !x.WorkerCalled && u.Held() {
 		// Refused before the worker ran: the request consumed nothing.
 		if rerr := u.Release(ctx); rerr == nil {
@@ -179,4 +188,11 @@ func (l *Limiter) fillHeaders(ctx context.Context, x *dispatch.Exchange) {
 			st.SetHeaders(x.Header)
 		}
 	}
+}
+
+// usageRefundable reports whether a request's usage unit goes back: it
+// never reached the worker, or its payment failed to settle (the client was
+// answered 402 and charged nothing, so it consumes no quota either).
+func usageRefundable(x *dispatch.Exchange) bool {
+	return x != nil && (!x.WorkerCalled || x.SettlementFailed)
 }

@@ -115,13 +115,22 @@ func Fingerprint(method, pathAndQuery string, p *Payment) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// maxIdempotencyTTL bounds record lifetimes: an authorization valid for
+// longer than this is kept for good (TTL 0, no expiry), so that no store
+// computes an expiry past the end of its clock.
+const maxIdempotencyTTL = 100 * 365 * 24 * time.Hour
+
 // IdempotencyTTL returns how long an idempotency record for p must live
 // from now: at least minimum, and at least until the authorization's
-// validBefore (plus a minute of clock skew).
+// validBefore (plus a minute of clock skew). A validBefore more than a
+// century away yields 0, meaning "never expires".
 func IdempotencyTTL(p *Payment, now time.Time, minimum time.Duration) time.Duration {
 	ttl := minimum
 	if p != nil {
 		if vb := p.ValidBefore(); !vb.IsZero() {
+			if vb.After(now.Add(maxIdempotencyTTL)) {
+				return 0
+			}
 			if d := vb.Sub(now) + time.Minute; d > ttl {
 				ttl = d
 			}

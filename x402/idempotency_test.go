@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,4 +141,14 @@ func TestIdempotencyTTL(t *testing.T) {
 	require.Equal(t, 7*24*time.Hour+time.Minute, got)
 	require.Equal(t, time.Unix(1796166673, 0).UTC(), long.ValidBefore())
 	require.Equal(t, x402.MinIdempotencyTTL, x402.IdempotencyTTL(nil, signedAt, x402.MinIdempotencyTTL))
+}
+
+func TestIdempotencyTTLFarFutureNeverOverflows(t *testing.T) {
+	now := time.Unix(1_795_561_873, 0)
+	for _, vb := range []int64{10_000_000_000, 253_402_300_799} {
+		p := &x402.Payment{Authorization: x402.Authorization{ValidBefore: strconv.FormatInt(vb, 10)}}
+		require.Equal(t, time.Duration(0), x402.IdempotencyTTL(p, now, x402.MinIdempotencyTTL), "a century away or more: kept for good")
+	}
+	p := &x402.Payment{Authorization: x402.Authorization{ValidBefore: strconv.FormatInt(now.Add(72*time.Hour).Unix(), 10)}}
+	require.Equal(t, 72*time.Hour+time.Minute, x402.IdempotencyTTL(p, now, x402.MinIdempotencyTTL))
 }

@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"hash/maphash"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -85,6 +86,9 @@ func (sh *kvShard) sweep(now int64) {
 func expiry(now int64, ttl time.Duration) int64 {
 	if ttl <= 0 {
 		return 0
+	}
+	if int64(ttl) > math.MaxInt64-now {
+		return 0 // past the end of the clock: never expires
 	}
 	return now + int64(ttl)
 }
@@ -253,6 +257,11 @@ func (s *KV) IncrAll(ctx context.Context, keys []string, ins []kv.Increment) ([]
 	for i, k := range keys {
 		if later(keys, i) {
 			continue // the last step on a key writes its final value
+		}
+		if ins[i].Delta == 0 && earlier(keys, i) < 0 {
+			if it, ok := s.shards[idx[i]].live(k, now); !ok || ins[i].Floor <= it.n {
+				continue // a read: leave the key (and its absence) alone
+			}
 		}
 		sh := &s.shards[idx[i]]
 		it, _ := sh.live(k, now)

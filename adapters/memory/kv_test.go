@@ -1,6 +1,9 @@
 package memory_test
 
 import (
+	"context"
+
+	"github.com/stretchr/testify/require"
 	"testing"
 
 	"github.com/402claw/dispatcher/adapters/memory"
@@ -29,4 +32,13 @@ func BenchmarkKV(b *testing.B) {
 
 func BenchmarkQuotaCheck(b *testing.B) {
 	quotatest.Benchmark(b, func(b *testing.B) kv.Store { return memory.NewKV() })
+}
+
+func TestIncrAllReadsCreateNoKeys(t *testing.T) {
+	t.Parallel()
+	s := memory.NewKV()
+	_, refused, err := s.IncrAll(context.Background(), []string{"{a}:d", "{a}:m"}, []kv.Increment{{Max: kv.Unbounded}, {Max: kv.Unbounded}})
+	require.NoError(t, err)
+	require.Equal(t, -1, refused)
+	require.Equal(t, 0, s.Len(), "a read leaves absent keys absent")
 }

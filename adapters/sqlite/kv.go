@@ -18,8 +18,8 @@ var (
 )
 
 func expiry(now int64, ttl time.Duration) sql.NullInt64 {
-	if ttl <= 0 {
-		return sql.NullInt64{}
+	if ttl <= 0 || int64(ttl) > math.MaxInt64-now {
+		return sql.NullInt64{} // none, or past the end of the clock: never expires
 	}
 	return sql.NullInt64{Int64: now + int64(ttl), Valid: true}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/402claw/dispatcher/adapters/memory"
 	"github.com/402claw/dispatcher/dispatch"
+	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/quota"
 	"github.com/402claw/dispatcher/x402"
@@ -243,3 +244,46 @@ func TestCombinedCheckThroughTheStage(t *testing.T) {
 	require.Equal(t, int64(1), e.fac.settles.Load())
 	require.Len(t, e.entries(), 1)
 }
+
+// A payment that fails at settlement is a rejected payment: the worker ran,
+// but the request consumes no usage quota (DESIGN section 3), whether the
+// usage unit was counted by the combined check or by UsageStage alone.
+func TestFailedSettlementConsumesNoQuota(t *testing.T) {
+	t.Parallel()
+	for _, combined := range []bool{true, false} {
+		t.Run(fmt.Sprintf("combined=%v", combined), func(t *testing.T) {
+			e := newEnv(t, nil)
+			var store kv.Store = memory.NewKV()
+			if !combined {
+				store = plainKV{store} // no batch ability: separate steps
+			}
+			lim, err := quota.New(store, quota.Config{})
+			require.NoError(t, err)
+			e.rebuild(rebuildOpts{
+				kv:     store,
+				dir:    `{"tenants":[{"slug":"paid","workerName":"w","priceUsd":"0.01","x402Enabled":true,"usageLimit":{"dailyRequests":2}}]}`,
+				mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim) },
+				stages: func(pay *payment.Stage) []dispatch.Stage {
+					return []dispatch.Stage{lim.RateLimitStage(), pay, lim.UsageStage()}
+				},
+			})
+			e.fac.SettleFn = func(context.Context, x402.FacilitatorRequest) (*x402.SettleResponse, error) {
+				return &x402.SettleResponse{Success: false, ErrorReason: "insufficient_funds"}, nil
+			}
+			for i := 0; i < 4; i++ {
+				rec := e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
+				require.Equal(t, 402, rec.Code, rec.Body.String())
+			}
+			e.fac.SettleFn = nil
+			for i := 0; i < 2; i++ {
+				rec := e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
+				require.Equal(t, 200, rec.Code, "the quota of 2 is whole: %s", rec.Body.String())
+			}
+			rec := e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
+			require.Equal(t, 429, rec.Code)
+			require.Contains(t, rec.Body.String(), "usage_quota_exceeded")
+		})
+	}
+}
+
+type plainKV struct{ kv.Store }

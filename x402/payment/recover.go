@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/ledger"
 )
@@ -26,8 +28,8 @@ const recoverCursorKey = "x402:recover:cursor"
 // recovery is Recover's memory between calls.
 type recovery struct {
 	mu      sync.Mutex
-	scanned int64                 // last audit seq read
-	open    map[string]openIntent // by request id
+	scanned int64                    // last audit seq read
+	open    map[uuid.UUID]openIntent // by entry id
 }
 
 type openIntent struct {
@@ -72,7 +74,7 @@ func (s *Stage) Recover(ctx context.Context, olderThan time.Duration) (RecoverRe
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.open == nil {
-		r.open = make(map[string]openIntent)
+		r.open = make(map[uuid.UUID]openIntent)
 		if raw, err := s.cfg.KV.Get(ctx, recoverCursorKey); err == nil {
 			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n > 0 {
 				r.scanned = n
@@ -94,17 +96,17 @@ func (s *Stage) Recover(ctx context.Context, olderThan time.Duration) (RecoverRe
 			switch {
 			case rec.Kind == KindSettlementIntent:
 				var e ledger.Entry
-				if err := json.Unmarshal(rec.Data, &e); err != nil || e.RequestID == "" {
+				if err := json.Unmarshal(rec.Data, &e); err != nil || e.ID == uuid.Nil {
 					s.log.Error("recover: unreadable settlement intent", "seq", rec.Seq, "err", err)
 					continue
 				}
-				r.open[e.RequestID] = openIntent{seq: rec.Seq, at: rec.Time, entry: e}
+				r.open[e.ID] = openIntent{seq: rec.Seq, at: rec.Time, entry: e}
 			case ledger.IsSettlementKind(rec.Kind):
 				var e struct {
-					RequestID string `json:"requestId"`
+					ID uuid.UUID `json:"id"`
 				}
 				if json.Unmarshal(rec.Data, &e) == nil {
-					delete(r.open, e.RequestID)
+					delete(r.open, e.ID)
 				}
 			}
 		}
@@ -113,21 +115,31 @@ func (s *Stage) Recover(ctx context.Context, olderThan time.Duration) (RecoverRe
 		}
 	}
 	now := s.cfg.Now()
-	for rid, in := range r.open {
+	for id, in := range r.open {
 		if now.Sub(in.at) < olderThan {
 			rep.Open++
 			continue
 		}
 		e := in.entry
-		e.ID, e.Time, e.TxHash, e.Status = [16]byte{}, time.Time{}, "", ledger.StatusPending
-		if !s.record(ctx, e) {
+		// The key is the authorization's (or the client's for it), which can
+		// settle at most once: if the ledger has an entry under it, that
+		// entry is this payment's outcome (a retry that settled after a
+		// failure the ledger missed), and nothing more is written.
+		if _, err := s.cfg.Ledger.Entry(ctx, e.Tenant, e.IdempotencyKey); err == nil {
+			delete(r.open, id)
+			continue
+		} else if !errors.Is(err, ledger.ErrNotFound) {
+			return rep, fmt.Errorf("payment: recover: %w", err)
+		}
+		e.Time, e.TxHash, e.Status = time.Time{}, "", ledger.StatusPending
+		if !s.recordRecovered(ctx, e) {
 			rep.Open++
 			continue
 		}
 		s.log.Warn("recovered a settlement intent with no outcome: recorded as pending",
-			"tenant", e.Tenant, "key", e.IdempotencyKey, "requestId", rid)
+			"tenant", e.Tenant, "key", e.IdempotencyKey, "requestId", e.RequestID)
 		rep.Recovered = append(rep.Recovered, e)
-		delete(r.open, rid)
+		delete(r.open, id)
 	}
 	cursor := r.scanned
 	for _, in := range r.open {
@@ -139,4 +151,15 @@ func (s *Stage) Recover(ctx context.Context, olderThan time.Duration) (RecoverRe
 		s.log.Warn("recover: saving the cursor failed; the next start reads the audit log again", "err", err)
 	}
 	return rep, nil
+}
+
+// recordRecovered writes a recovered entry; a duplicate (the key settled
+// meanwhile) counts as done and writes nothing more.
+func (s *Stage) recordRecovered(ctx context.Context, e ledger.Entry) bool {
+	_, _, err := s.cfg.Ledger.RecordSettlement(ctx, e)
+	if err == nil || errors.Is(err, ledger.ErrDuplicate) {
+		return true
+	}
+	s.log.Error("recover: writing a pending entry failed; it is retried on the next pass", "key", e.IdempotencyKey, "err", err)
+	return false
 }

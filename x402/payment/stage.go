@@ -67,6 +67,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
 
 	"github.com/402claw/dispatcher/dispatch"
@@ -292,6 +293,9 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		}
 		return nil, fmt.Errorf("%w: verify: %v", dispatch.ErrFacilitatorUnavailable, err)
 	}
+	if vr == nil {
+		return nil, fmt.Errorf("%w: verify: no answer", dispatch.ErrFacilitatorUnavailable)
+	}
 	if !vr.IsValid {
 		x.Lifecycle = LifecycleInvalid
 		reason := vr.InvalidReason
@@ -355,6 +359,9 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.SettleTimeout)
 	defer cancel()
 	entry := ledger.Entry{
+		// The id is made here, before the intent, so Recover can match an
+		// intent to its outcome by something no client chooses.
+		ID:             uuid.New(),
 		IdempotencyKey: key, Tenant: t.Slug, Owner: t.OwnerUserID, Payer: x.Payer,
 		Amount: t.PriceUSD.String(), AmountAtomic: req.Amount, Asset: req.Asset, Network: req.Network,
 		PayTo: req.PayTo, Status: ledger.StatusPending, RequestID: x.Payload.RequestID, Resource: req.Resource.URL,
@@ -367,6 +374,9 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		return nil, fmt.Errorf("%w: recording the settlement intent: %v; the payment was not settled", dispatch.ErrStoreUnavailable, err)
 	}
 	sr, err := s.cfg.Facilitator.Settle(sctx, fr)
+	if err == nil && sr == nil {
+		err = errors.New("no answer")
+	}
 	if err != nil {
 		// No usable answer: the transfer may or may not have happened.
 		// Record it as pending so the key is never settled again.
@@ -411,13 +421,12 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		return out, nil
 	default:
 		x.Lifecycle = LifecycleSettlementFailed
+		x.Refund(sctx) // what stages within reserved (a usage unit) goes back
 		// A failed settlement is recorded under its own key, so the
 		// payment's key stays free for a retry once the payer can pay.
 		entry.Status = ledger.StatusFailed
-		entry.IdempotencyKey = key + "#failed:" + x.Payload.RequestID
-		if _, _, err := s.cfg.Ledger.RecordSettlement(sctx, entry); err != nil {
-			s.log.Error("recording a failed settlement failed", "tenant", t.Slug, "key", key, "err", err)
-		}
+		entry.IdempotencyKey = key + "#failed:" + entry.ID.String()
+		s.record(sctx, entry)
 		reason := sr.ErrorReason
 		if reason == "" {
 			reason = "settlement failed"
@@ -475,12 +484,12 @@ func (s *Stage) record(ctx context.Context, e ledger.Entry) bool {
 		if !errors.Is(err, ledger.ErrDuplicate) {
 			continue
 		}
-		if derived || prev.RequestID == e.RequestID {
+		if derived || prev.ID == e.ID {
 			return true // this request's own entry, written by an earlier attempt
 		}
 		s.log.Error("a second settlement under one idempotency key; recording it under a derived key",
 			"tenant", e.Tenant, "key", e.IdempotencyKey, "first", prev.ID, "requestId", e.RequestID)
-		e.IdempotencyKey += "#dup:" + e.RequestID
+		e.IdempotencyKey += "#dup:" + e.ID.String()
 		derived = true
 		attempt = -1 // a fresh round of attempts for the derived key
 	}
@@ -516,7 +525,7 @@ func (s *Stage) mustChallenge(req x402.Requirement, reason string) *http.Respons
 	out, err := s.challenge(req, reason)
 	if err != nil {
 		s.log.Error("building a challenge failed", "err", err)
-		body := []byte(`{"x402Version":1,"error":` + strconv.Quote(reason) + `,"accepts":[]}`)
+		body, _ := json.Marshal(map[string]any{"x402Version": 1, "error": reason, "accepts": []any{}})
 		h := make(http.Header)
 		h.Set("Content-Type", "application/json")
 		h.Set("Content-Length", strconv.Itoa(len(body)))
