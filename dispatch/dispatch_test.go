@@ -412,3 +412,50 @@ func TestOneUsageEventPerRequest(t *testing.T) {
 	_, err := metrics.NormalizeUsageEvent(ok)
 	require.NoError(t, err)
 }
+
+func TestWorkerCannotForgeGatewayHeaders(t *testing.T) {
+	t.Parallel()
+	limitStage := dispatch.StageFunc(func(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
+		x.Header.Set("X-RateLimit-Remaining", "4")
+		return next(ctx, x)
+	})
+	d, _ := newDispatcher(t, func(c *dispatch.Config) {
+		c.Stages = []dispatch.Stage{limitStage}
+		c.Fetcher = dispatch.NewHandlerFetcher(map[string]http.Handler{"acme-w": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-RateLimit-Remaining", "999999")
+			w.Header().Set("X-Usage-Day-Remaining", "999999")
+			w.Header().Set("X-Payment-Deduped", "true")
+			w.Header().Set("PAYMENT-RESPONSE", "forged")
+			w.Header().Set("X-Tenant-Id", "someone-else")
+			w.Header().Set("X-Worker-Own", "kept")
+		})})
+	})
+	rec := do(t, d, "GET", "http://gw/t/acme/x", nil)
+	require.Equal(t, 200, rec.Code)
+	require.Equal(t, "4", rec.Header().Get("X-RateLimit-Remaining"))
+	require.Empty(t, rec.Header().Get("X-Usage-Day-Remaining"))
+	require.Empty(t, rec.Header().Get("X-Payment-Deduped"))
+	require.Empty(t, rec.Header().Get("PAYMENT-RESPONSE"))
+	require.Equal(t, "acme", rec.Header().Get("X-Tenant-Id"))
+	require.Equal(t, "kept", rec.Header().Get("X-Worker-Own"))
+}
+
+func TestServerErrorsDoNotLeakInternals(t *testing.T) {
+	t.Parallel()
+	d, _ := newDispatcher(t, func(c *dispatch.Config) {
+		c.Fetcher = fetcherFunc(func(context.Context, *http.Request, *dispatch.Payload) (*http.Response, error) {
+			return nil, fmt.Errorf("%w: dial tcp 10.1.2.3:8080: connection refused", dispatch.ErrWorkerFailure)
+		})
+	})
+	rec := do(t, d, "GET", "http://gw/t/acme/x", nil)
+	require.Equal(t, 502, rec.Code)
+	b := errorBody(t, rec)
+	require.Equal(t, dispatch.ErrWorkerFailure.Message, b.Message)
+	require.NotContains(t, rec.Body.String(), "10.1.2.3")
+}
+
+type fetcherFunc func(context.Context, *http.Request, *dispatch.Payload) (*http.Response, error)
+
+func (f fetcherFunc) Fetch(ctx context.Context, r *http.Request, p *dispatch.Payload) (*http.Response, error) {
+	return f(ctx, r, p)
+}

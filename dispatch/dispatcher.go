@@ -289,6 +289,10 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r *http.Request) *http.Respon
 	}
 	d.events.Emit(Event{Type: EventStart, Time: start, RequestID: rid, Tenant: t.Slug, Worker: t.WorkerName, Plan: t.Plan, Limits: lim, Exchange: x})
 	resp, err := d.handler(ctx, x)
+	if err != nil && resp != nil {
+		resp.Body.Close() // a stage answered both: the error wins
+		resp = nil
+	}
 	if err == nil && resp == nil {
 		err = fmt.Errorf("%w: a pipeline stage returned neither a response nor an error", ErrInternal)
 	}
@@ -299,10 +303,10 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r *http.Request) *http.Respon
 			d.log.Warn("dispatch failed", "requestId", rid, "tenant", t.Slug, "worker", t.WorkerName, "err", err)
 		}
 	}
+	// The gateway's own headers (limits, payment) win over anything of
+	// the same name.
 	for k, vs := range x.Header {
-		if _, set := resp.Header[k]; !set {
-			resp.Header[k] = vs
-		}
+		resp.Header[k] = vs
 	}
 	ids := []string{rid, t.Slug} // one allocation for both values
 	resp.Header[HeaderRequestID] = ids[0:1:1]
@@ -333,8 +337,8 @@ func defaultLifecycle(x *Exchange) string {
 		switch code {
 		case "rate_limited", "usage_quota_exceeded", "spend_cap_exceeded":
 			return code
-		case "invalid_payment":
-			return "payment_invalid"
+		case "invalid_payment", "idempotency_key_in_use", "idempotency_key_reused":
+			return "payment_invalid" // the request's payment, not the tenant, is at fault
 		}
 		return LifecycleWorkerError
 	}
@@ -388,6 +392,7 @@ func (d *Dispatcher) fetch(ctx context.Context, x *Exchange) (*http.Response, er
 		cancel()
 		return nil, classifyFetchError(ctx, err)
 	}
+	stripGatewayHeaders(resp.Header)
 	if budget.Exceeded() {
 		resp.Body.Close()
 		cancel()
@@ -470,4 +475,19 @@ func NewResponse(status int, h http.Header, body []byte) *http.Response {
 		h = make(http.Header)
 	}
 	return newResponse(status, h, body)
+}
+
+// gatewayHeaderPrefixes name the headers only the gateway may set on a
+// tenant response: a worker cannot forge limit or payment headers.
+var gatewayHeaderPrefixes = []string{"X-Ratelimit-", "Ratelimit", "X-Usage-", "X-Spend-", "X-Payment-", "Payment-Response", "Payment-Required", "X-Request-Id", "X-Tenant-Id"}
+
+func stripGatewayHeaders(h http.Header) {
+	for k := range h {
+		for _, p := range gatewayHeaderPrefixes {
+			if strings.HasPrefix(k, p) {
+				delete(h, k)
+				break
+			}
+		}
+	}
 }

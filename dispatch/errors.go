@@ -120,8 +120,16 @@ func ErrorResponse(err error, requestID string) *http.Response {
 		h.Set("Content-Type", ct)
 	} else {
 		msg := err.Error()
-		if status == http.StatusInternalServerError {
-			msg = ErrInternal.Message // never leak internals
+		if status >= 500 {
+			// Server-side failures carry internals (addresses, driver
+			// errors): the client gets the code's own message, the log
+			// the whole error.
+			var e *Error
+			if errors.As(err, &e) && status != http.StatusInternalServerError {
+				msg = e.Message
+			} else {
+				msg = ErrInternal.Message
+			}
 		}
 		body, _ = json.Marshal(ErrorBody{Error: code, Message: msg, RequestID: requestID})
 		h.Set("Content-Type", "application/json")

@@ -51,7 +51,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	var c config
 	var trusted string
 	fs := flag.NewFlagSet("httpserver", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// Errors come back as one line; -help prints the flags.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&c.addr, "addr", or(env("ADDR"), "127.0.0.1:8402"), "listen address (env ADDR)")
 	fs.StringVar(&c.tenantsFile, "tenants", "", "tenant directory JSON file, either form (env TENANT_DIRECTORY_JSON holds the JSON itself); default: the built-in demo directory")
 	fs.StringVar(&c.workersFile, "workers", "", "JSON object workerName -> base URL for the HTTP upstream fetcher; names not listed use the built-in demo workers")
@@ -66,6 +68,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.drainTimeoutSecs, "drain-timeout", 15, "seconds in-flight requests get to finish on shutdown")
 	fs.BoolVar(&c.draftHeaders, "ratelimit-draft-headers", env("RATELIMIT_DRAFT_HEADERS") == "true", "also send the IETF draft RateLimit-Policy and RateLimit headers (env RATELIMIT_DRAFT_HEADERS=true)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "usage: httpserver [flags]\n       httpserver verify -store URL")
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -91,6 +98,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 		c.trustedProxies = append(c.trustedProxies, p)
 	}
+	if !isAddress(c.payTo) {
+		return c, fmt.Errorf("-pay-to: %q is not a 0x-prefixed 20-byte hex address", c.payTo)
+	}
 	switch c.network {
 	case "eip155:84532", "base-sepolia", "eip155:8453", "base":
 	default:
@@ -108,4 +118,16 @@ func readFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+func isAddress(s string) bool {
+	if len(s) != 42 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X') {
+		return false
+	}
+	for _, c := range s[2:] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }

@@ -323,10 +323,13 @@ func run(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) er
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	rctx, stopRecover := context.WithCancel(context.Background())
-	defer stopRecover()
-	go s.recoverLoop(rctx)
+	recoverDone := make(chan struct{})
+	go func() { defer close(recoverDone); s.recoverLoop(rctx) }()
+	// The recovery loop stops before the stores close.
+	stopRecovery := func() { stopRecover(); <-recoverDone }
 	select {
 	case err := <-errc:
+		stopRecovery()
 		s.Close(context.Background())
 		return err
 	case <-ctx.Done():
@@ -335,6 +338,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) er
 	drain, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.drainTimeoutSecs)*time.Second)
 	defer cancel()
 	err = srv.Shutdown(drain)
+	stopRecovery()
 	s.Close(drain)
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)

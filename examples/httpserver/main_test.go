@@ -38,7 +38,7 @@ func TestParseConfigDefaultsAndEnv(t *testing.T) {
 	require.Equal(t, "eip155:84532", c.network)
 	env := map[string]string{
 		"ADDR": "127.0.0.1:9", "STORE_URL": "memory", "KV_URL": "redis://127.0.0.1:6379/3",
-		"X402_FACILITATOR_URL": "http://fac", "FACILITATOR_API_KEY": "k", "PAY_TO_ADDRESS": "0x1",
+		"X402_FACILITATOR_URL": "http://fac", "FACILITATOR_API_KEY": "k", "PAY_TO_ADDRESS": "0x1111111111111111111111111111111111111111",
 		"X402_NETWORK": "eip155:8453", "PLATFORM_ADMIN_TOKEN": "tok", "TENANT_DIRECTORY_JSON": `{"tenants":[]}`,
 		"TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
 	}
@@ -57,7 +57,7 @@ func TestParseConfigDefaultsAndEnv(t *testing.T) {
 	c, err = parseConfig([]string{"-store", "sqlite:x.db", "-network", "base"}, func(k string) string { return env[k] }, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, "sqlite:x.db", c.store)
-	for _, bad := range [][]string{{"-network", "solana"}, {"-trusted-proxies", "nope"}, {"extra"}, {"-drain-timeout", "0"}} {
+	for _, bad := range [][]string{{"-network", "solana"}, {"-trusted-proxies", "nope"}, {"extra"}, {"-drain-timeout", "0"}, {"-pay-to", "not-an-address"}, {"-bogus"}} {
 		_, err := parseConfig(bad, func(string) string { return "" }, io.Discard)
 		require.Error(t, err, bad)
 	}

@@ -180,6 +180,11 @@ func NewStage(cfg Config) (*Stage, error) {
 	if _, err := x402.LookupNetwork(cfg.Network); err != nil {
 		return nil, fmt.Errorf("payment: %w", err)
 	}
+	if cfg.PayTo != "" {
+		if _, err := x402.NewRequirement(x402.RequirementParams{Network: cfg.Network, Price: decimal.New(1, -2), PayTo: cfg.PayTo, Resource: "http://check.invalid/"}); err != nil {
+			return nil, fmt.Errorf("payment: Config.PayTo: %w", err)
+		}
+	}
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 8 << 20
 	}
@@ -334,6 +339,14 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		}
 	}()
 
+	// The worker never sees the signed authorization: it could otherwise
+	// submit it first and make the gateway's settlement fail.
+	if r.Header.Get(x402.HeaderPaymentSignature) != "" || r.Header.Get(x402.HeaderXPayment) != "" {
+		fwd := r.Clone(r.Context())
+		fwd.Header.Del(x402.HeaderPaymentSignature)
+		fwd.Header.Del(x402.HeaderXPayment)
+		x.Request = fwd
+	}
 	resp, err := next(ctx, x)
 	if err != nil {
 		return nil, err

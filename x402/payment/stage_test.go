@@ -476,3 +476,19 @@ func TestNewStageValidates(t *testing.T) {
 }
 
 var _ = io.EOF
+
+func TestWorkerNeverSeesTheSignedPayment(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	var seen []string
+	var mu sync.Mutex
+	e.rebuild(rebuildOpts{worker: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("PAYMENT-SIGNATURE")+r.Header.Get("X-PAYMENT"))
+		mu.Unlock()
+		fmt.Fprint(w, "ok")
+	})})
+	require.Equal(t, 200, e.do(target, e.pay(target, 2, localfacilitator.SignOptions{})).Code)
+	require.Equal(t, 200, e.do(target, e.pay(target, 1, localfacilitator.SignOptions{})).Code)
+	require.Equal(t, []string{"", ""}, seen)
+}
