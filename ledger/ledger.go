@@ -180,6 +180,7 @@ func (l *Ledger) AuditLog(ctx context.Context, p ListAuditParams) ([]AuditRecord
 // Records appended while Verify runs are verified too if it reaches them.
 func (l *Ledger) Verify(ctx context.Context) (int64, error) {
 	next, prev := int64(1), GenesisHash
+	settlements := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return next - 1, err
@@ -192,12 +193,25 @@ func (l *Ledger) Verify(ctx context.Context) (int64, error) {
 			if err := l.verifyRecord(ctx, r, next, prev); err != nil {
 				return next - 1, err
 			}
+			if IsSettlementKind(r.Kind) {
+				settlements++
+			}
 			next, prev = next+1, r.Hash
 		}
 		if len(page) < l.page {
-			return next - 1, nil
+			break
 		}
 	}
+	// Every entry has its settlement record: an entry inserted behind the
+	// chain's back (or a cut-off tail of the chain) shows up as a surplus.
+	entries, err := l.store.ListEntries(ctx, ListEntriesParams{})
+	if err != nil {
+		return next - 1, fmt.Errorf("ledger: verify: %w", err)
+	}
+	if len(entries) != settlements {
+		return next - 1, &ChainError{Seq: next, Reason: fmt.Sprintf("%d ledger entries but %d settlement records in the chain", len(entries), settlements)}
+	}
+	return next - 1, nil
 }
 
 func (l *Ledger) verifyRecord(ctx context.Context, r AuditRecord, seq int64, prev string) error {

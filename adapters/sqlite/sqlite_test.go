@@ -226,6 +226,14 @@ func TestTamperingIsDetected(t *testing.T) {
 			`DROP TRIGGER ledger_no_delete`,
 			`DELETE FROM ledger WHERE idempotency_key = 'k2'`,
 		}, 2, "missing"},
+		{"ledger row inserted behind the chain's back", []string{
+			`INSERT INTO ledger (id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset, network, pay_to, tx_hash, status, request_id, resource, time_us)
+			 VALUES ('00000000-0000-0000-0000-00000000beef', 'acme', 'forged', '', '', '5', '5000000', '', '', '', '', 'settled', '', '', 1)`,
+		}, 11, "ledger entries"},
+		{"chain tail cut off", []string{
+			`DROP TRIGGER audit_log_no_delete`,
+			`DELETE FROM audit_log WHERE seq >= 9`,
+		}, 9, "ledger entries"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
