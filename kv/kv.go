@@ -47,6 +47,26 @@ type Increment struct {
 	TTL   time.Duration
 }
 
+// Apply is the executable form of Increment's semantics: given the current
+// value cur of a counter (0 when absent or expired), it returns the value to
+// store and whether the increment is admitted; when refused it returns cur.
+// Adapters written in Go can share it, and adapters' tests compare their own
+// arithmetic (a Lua script, SQL) with it.
+func Apply(cur int64, in Increment) (int64, bool) {
+	base := cur
+	if in.Floor > base {
+		base = in.Floor
+	}
+	n := base + in.Delta
+	if in.Delta > 0 && (n > in.Max || n < base) { // n < base: overflow
+		return cur, false
+	}
+	if n < 0 {
+		n = 0
+	}
+	return n, true
+}
+
 // Store is the key-value port. Implementations must be safe for concurrent
 // use, and Incr must be atomic per key: that is what makes limits exact.
 //

@@ -173,7 +173,7 @@ func (s *KV) Incr(ctx context.Context, key string, in kv.Increment) (int64, bool
 func (sh *kvShard) incr(key string, in kv.Increment, now int64, apply bool) (int64, bool) {
 	it, _ := sh.live(key, now)
 	cur := it.n
-	n, ok := Apply(cur, in)
+	n, ok := kv.Apply(cur, in)
 	if !ok || !apply {
 		return n, ok
 	}
@@ -185,24 +185,6 @@ func (sh *kvShard) incr(key string, in kv.Increment, now int64, apply bool) (int
 		it.expires = expiry(now, in.TTL)
 	}
 	sh.items[key] = it
-	return n, true
-}
-
-// Apply is the arithmetic of kv.Increment on a current value cur: it returns
-// the value to store and whether the increment is admitted (when refused, it
-// returns cur). Adapters written in Go can share it.
-func Apply(cur int64, in kv.Increment) (int64, bool) {
-	base := cur
-	if in.Floor > base {
-		base = in.Floor
-	}
-	n := base + in.Delta
-	if in.Delta > 0 && (n > in.Max || n < base) { // n < base: overflow
-		return cur, false
-	}
-	if n < 0 {
-		n = 0
-	}
 	return n, true
 }
 
@@ -244,7 +226,7 @@ func (s *KV) IncrAll(ctx context.Context, keys []string, ins []kv.Increment) ([]
 			it, _ := s.shards[idx[i]].live(k, now)
 			cur = it.n
 		}
-		n, ok := Apply(cur, ins[i])
+		n, ok := kv.Apply(cur, ins[i])
 		if !ok {
 			for j, k := range keys {
 				it, _ := s.shards[idx[j]].live(k, now)

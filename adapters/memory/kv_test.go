@@ -17,6 +17,18 @@ func TestKVConformance(t *testing.T) {
 	kvtest.Run(t, func(t *testing.T) kv.Store { return memory.NewKV() })
 }
 
+func TestKVReplicas(t *testing.T) {
+	t.Parallel()
+	kvtest.RunReplicas(t, func(t *testing.T, n int) []kv.Store {
+		s := memory.NewKV()
+		stores := make([]kv.Store, n)
+		for i := range stores {
+			stores[i] = s
+		}
+		return stores
+	})
+}
+
 // plainKV hides the batch ability so the suite also checks kv.IncrAll's
 // one-by-one fallback.
 type plainKV struct{ kv.Store }

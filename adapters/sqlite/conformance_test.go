@@ -16,6 +16,19 @@ func TestKVConformance(t *testing.T) {
 	kvtest.Run(t, func(t *testing.T) kv.Store { return newStore(t) })
 }
 
+// TestKVReplicas runs the across-replica suite over several handles on one
+// file (see handles), standing in for several processes.
+func TestKVReplicas(t *testing.T) {
+	t.Parallel()
+	kvtest.RunReplicas(t, func(t *testing.T, n int) []kv.Store {
+		var stores []kv.Store
+		for _, s := range handles(t, n) {
+			stores = append(stores, s)
+		}
+		return stores
+	})
+}
+
 // plainKV hides the batch ability so the suite also runs kv.IncrAll's
 // one-by-one fallback over SQLite.
 type plainKV struct{ kv.Store }

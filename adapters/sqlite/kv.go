@@ -133,7 +133,7 @@ func loadCounter(ctx context.Context, q rowQuerier, key string, now int64) (coun
 // step applies in to c in memory and reports whether it was admitted and
 // whether the row must be written.
 func step(c counter, in kv.Increment, now int64) (next counter, admitted, write bool) {
-	n, ok := applyIncrement(c.n, in)
+	n, ok := kv.Apply(c.n, in)
 	if !ok {
 		return c, false, false
 	}
@@ -149,15 +149,6 @@ func step(c counter, in kv.Increment, now int64) (next counter, admitted, write 
 
 // applyIncrement is kv.Increment's arithmetic: n = max(cur, Floor) + Delta,
 // refused when Delta > 0 and n exceeds Max (or overflows), clamped at 0.
-func applyIncrement(cur int64, in kv.Increment) (int64, bool) {
-	base := max(cur, in.Floor)
-	n := base + in.Delta
-	if in.Delta > 0 && (n < base || n > in.Max) {
-		return cur, false
-	}
-	return max(n, 0), true
-}
-
 func storeCounter(ctx context.Context, q querier, key string, c counter) error {
 	_, err := q.ExecContext(ctx, `INSERT INTO kv (key, v, n, exp) VALUES (?, NULL, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET v = NULL, n = excluded.n, exp = excluded.exp`, key, c.n, c.exp)
