@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -32,60 +31,18 @@ func BenchmarkLedger(b *testing.B) {
 	})
 }
 
-// TestLedgerReplicasAppendConcurrently: four replicas (four pools over one
-// schema) append settlements and audit records at once, racing for the
-// same idempotency keys across replicas; the chain has every record once,
-// contiguous, and verifies.
-func TestLedgerReplicasAppendConcurrently(t *testing.T) {
+// TestLedgerReplicas: four replicas (four pools over one schema) append at
+// once, racing for the same idempotency keys across replicas.
+func TestLedgerReplicas(t *testing.T) {
 	t.Parallel()
-	stores := replicas(t, 4)
-	ctx := context.Background()
-	const workers, perWorker = 32, 10
-	base := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
-	var ok, dup, audits atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := stores[w%len(stores)] // workers w and w^1 are on different replicas
-			for i := range perWorker {
-				if i%4 == 3 {
-					if _, err := s.AppendAudit(ctx, ledger.AuditRecord{Time: base, Kind: "test", Subject: fmt.Sprint(w, i), Data: []byte(`{}`)}); err != nil {
-						errs <- err
-						return
-					}
-					audits.Add(1)
-					continue
-				}
-				e := ledgertest.Entry("acme", fmt.Sprintf("k%d-%d", w/2, i), base.Add(time.Duration(i)*time.Millisecond))
-				_, err := s.AppendSettlement(ctx, e, ledgertest.Record(t, e))
-				switch {
-				case err == nil:
-					ok.Add(1)
-				case errors.Is(err, ledger.ErrDuplicate):
-					dup.Add(1)
-				default:
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
-	settlements := int64(workers / 2 * (perWorker - perWorker/4))
-	require.Equal(t, settlements, ok.Load())
-	require.Equal(t, settlements, dup.Load())
-	l, err := ledger.New(stores[3], ledger.Config{VerifyPage: 50})
-	require.NoError(t, err)
-	n, err := l.Verify(ctx)
-	require.NoError(t, err)
-	require.Equal(t, settlements+audits.Load(), n)
+	ledgertest.RunReplicas(t, func(t *testing.T, n int) []ledger.Store {
+		stores := replicas(t, n)
+		out := make([]ledger.Store, len(stores))
+		for i, s := range stores {
+			out[i] = s
+		}
+		return out
+	})
 }
 
 // TestLedgerAppendOnly: the database itself refuses UPDATE, DELETE and
