@@ -180,7 +180,6 @@ func CheckNetwork(p *x402.Payment, req x402.Requirement) error {
 	return nil
 }
 
-
 // HasPermit2Authorization reports whether a scheme payload carries a
 // permit2Authorization object (the Permit2 shape, as opposed to EIP-3009's
 // authorization): how a facilitator tells the exact scheme's two transfer
