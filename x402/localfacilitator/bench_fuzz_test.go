@@ -2,8 +2,8 @@ package localfacilitator_test
 
 import (
 	"context"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
