@@ -1,6 +1,7 @@
 package permit2
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -345,7 +346,20 @@ func (p Permit) Signed(network, signature string, witness ...string) []string {
 	for _, w := range witness {
 		out = append(out, strings.ToLower(w))
 	}
-	return append(out, strings.ToLower(signature))
+	return append(out, canonicalSignature(signature))
+}
+
+// canonicalSignature lower-cases a signature and writes its v as 27 or 28
+// (clients may send 0 or 1), so both spellings fingerprint the same.
+func canonicalSignature(sig string) string {
+	b, err := eip712.HexBytes(sig, 65)
+	if err != nil {
+		return strings.ToLower(sig)
+	}
+	if b[64] < 27 {
+		b[64] += 27
+	}
+	return "0x" + hex.EncodeToString(b)
 }
 
 // Grant builds the x402.Grant of a checked permit.
