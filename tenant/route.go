@@ -137,9 +137,11 @@ type Priced struct {
 // matching: the tenant's own price and schemes.
 //
 // PriceFor is allocation-free on tenants of a Directory (Lookup, Resolve,
-// Tenants). On a Tenant value whose routes were built or changed elsewhere
-// it compiles them on every call; if they are invalid it prices by the
-// tenant alone.
+// Tenants), whose routes were compiled when the directory was built. On a
+// Tenant value built elsewhere, or whose Routes slice was replaced since, it
+// compiles the routes on every call, and prices by the tenant alone if they
+// are invalid. Routes edited in place are not noticed: a directory's tenants
+// are immutable, and a changed tenant goes through NewDirectory again.
 func (t *Tenant) PriceFor(method, path string) Priced {
 	rt := t.table()
 	if rt == nil {
