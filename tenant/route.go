@@ -385,14 +385,13 @@ func compileRoutes(t *Tenant) (*routeTable, error) {
 	shapes := make(map[string]int, len(t.Routes))
 	for i := range t.Routes {
 		r := &t.Routes[i]
-		field := fmt.Sprintf("routes[%d]", i)
 		segs, err := splitPattern(r.Path)
 		if err != nil {
-			return nil, &ValidationError{Tenant: t.Slug, Field: field + ".path", Reason: err.Error()}
+			return nil, &ValidationError{Tenant: t.Slug, Field: routeField(i, "path"), Reason: err.Error()}
 		}
 		key := r.Method + " " + shapeKey(segs)
 		if j, dup := shapes[key]; dup {
-			return nil, &ValidationError{Tenant: t.Slug, Field: field, Reason: fmt.Sprintf(
+			return nil, &ValidationError{Tenant: t.Slug, Field: routeField(i, ""), Reason: fmt.Sprintf(
 				"routes[%d] and routes[%d] are ambiguous: %q and %q match the same requests with the same %s",
 				j, i, t.Routes[j].Path, r.Path, methodWords(r.Method))}
 		}
@@ -430,6 +429,15 @@ func compileRoutes(t *Tenant) (*routeTable, error) {
 		}
 	}
 	return rt, nil
+}
+
+// routeField names a route's field in errors: "routes[2].path"; sub ""
+// names the route itself. Built only when there is an error to report.
+func routeField(i int, sub string) string {
+	if sub == "" {
+		return fmt.Sprintf("routes[%d]", i)
+	}
+	return fmt.Sprintf("routes[%d].%s", i, sub)
 }
 
 func methodWords(m string) string {
@@ -639,14 +647,13 @@ func normalizeRoutes(t *Tenant) error {
 	}
 	for i := range t.Routes {
 		r := &t.Routes[i]
-		field := fmt.Sprintf("routes[%d].", i)
 		if r.Method != "" {
 			if len(r.Method) > maxMethodLen {
-				return fail(field+"method", fmt.Sprintf("longer than %d bytes", maxMethodLen))
+				return fail(routeField(i, "method"), fmt.Sprintf("longer than %d bytes", maxMethodLen))
 			}
 			for j := 0; j < len(r.Method); j++ {
 				if !isTokenChar(r.Method[j]) {
-					return fail(field+"method", fmt.Sprintf("%q is not an HTTP method token", r.Method))
+					return fail(routeField(i, "method"), fmt.Sprintf("%q is not an HTTP method token", r.Method))
 				}
 			}
 			r.Method = strings.ToUpper(r.Method)
@@ -654,43 +661,43 @@ func normalizeRoutes(t *Tenant) error {
 		price := t.PriceUSD
 		if r.PriceUSD != nil {
 			if err := checkMoney(*r.PriceUSD); err != nil {
-				return fail(field+"priceUsd", err.Error())
+				return fail(routeField(i, "priceUsd"), err.Error())
 			}
 			price = *r.PriceUSD
 		}
 		if r.MaxPriceUSD != nil {
 			if err := checkMoney(*r.MaxPriceUSD); err != nil {
-				return fail(field+"maxPriceUsd", err.Error())
+				return fail(routeField(i, "maxPriceUsd"), err.Error())
 			}
 			if r.MaxPriceUSD.LessThan(price) {
-				return fail(field+"maxPriceUsd", fmt.Sprintf("%s is below the route's price %s", r.MaxPriceUSD, price))
+				return fail(routeField(i, "maxPriceUsd"), fmt.Sprintf("%s is below the route's price %s", r.MaxPriceUSD, price))
 			}
 		}
 		if len(r.Schemes) == 0 {
 			r.Schemes = nil
 		}
 		if err := checkSchemes(r.Schemes); err != nil {
-			return fail(field+"schemes", err.Error())
+			return fail(routeField(i, "schemes"), err.Error())
 		}
 		if err := checkText(r.Description, MaxDescriptionLen); err != nil {
-			return fail(field+"description", err.Error())
+			return fail(routeField(i, "description"), err.Error())
 		}
 		if err := checkText(r.MimeType, MaxMimeTypeLen); err != nil {
-			return fail(field+"mimeType", err.Error())
+			return fail(routeField(i, "mimeType"), err.Error())
 		}
 		if len(r.Discovery) > 0 {
 			if len(r.Discovery) > MaxDiscoveryLen {
-				return fail(field+"discovery", fmt.Sprintf("longer than %d bytes", MaxDiscoveryLen))
+				return fail(routeField(i, "discovery"), fmt.Sprintf("longer than %d bytes", MaxDiscoveryLen))
 			}
 			trimmed := bytes.TrimSpace(r.Discovery)
 			if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
-				return fail(field+"discovery", "must be a JSON object")
+				return fail(routeField(i, "discovery"), "must be a JSON object")
 			}
 			// Marshalling a RawMessage compacts and escapes it as every
 			// later marshal will, so the stored form round-trips exactly.
 			canon, err := json.Marshal(json.RawMessage(trimmed))
 			if err != nil {
-				return fail(field+"discovery", err.Error())
+				return fail(routeField(i, "discovery"), err.Error())
 			}
 			r.Discovery = canon
 		} else {
