@@ -16,6 +16,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
 
@@ -339,6 +340,24 @@ func TestTraceOffPassesIncomingTraceparent(t *testing.T) {
 	require.Equal(t, []string{incomingTP, ""}, seen.traceparent)
 	require.NoError(t, tr.ForceFlush(context.Background()))
 	require.NoError(t, tr.Shutdown(context.Background()))
+	// The wrappers are the identity: tracing off costs nothing.
+	f := dispatch.NewHandlerFetcher(nil)
+	require.Same(t, f, ops.TraceFetcher(tr, f).(*dispatch.HandlerFetcher))
+	fac := &fakeFacilitator{}
+	require.Same(t, fac, ops.TraceFacilitator(tr, fac).(*fakeFacilitator))
+	st := &namedThing{}
+	require.Same(t, st, ops.TraceStages(tr, st)[0].(*namedThing))
+}
+
+// A no-op provider passed directly (not through NewTracing) keeps the
+// wrappers, which then pass an incoming trace context on.
+func TestTraceNoopProviderPassesIncomingTraceparent(t *testing.T) {
+	t.Parallel()
+	seen := &workerSeen{}
+	h := tracedGateway(t, noop.NewTracerProvider(), seen, &fakeFacilitator{})
+	require.Equal(t, 200, serve(h, "GET", "http://gw/t/alpha/", "Traceparent", incomingTP).Code)
+	require.Equal(t, 200, serve(h, "GET", "http://gw/t/alpha/").Code)
+	require.Equal(t, []string{incomingTP, ""}, seen.traceparent)
 }
 
 // With OTEL_EXPORTER_OTLP_ENDPOINT set, spans are exported over OTLP/HTTP
