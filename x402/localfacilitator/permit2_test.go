@@ -508,3 +508,33 @@ func TestDecodePayment(t *testing.T) {
 	_, err = localfacilitator.ParsePayment([]byte(strings.Replace(string(raw), `"x402Version":2`, `"x402Version":1`, 1)))
 	require.ErrorIs(t, err, x402.ErrInvalidPayment)
 }
+
+func TestParseRequestPermit2Envelope(t *testing.T) {
+	t.Parallel()
+	_, up := loadPermit2Fixtures(t)
+	req := permit2Request(t, up)
+	body, err := req.Body()
+	require.NoError(t, err)
+	got, err := localfacilitator.ParseRequest(body)
+	require.NoError(t, err)
+	require.Equal(t, "upto", got.Requirement.Scheme)
+	require.Equal(t, "50000", got.Requirement.Amount)
+	require.Equal(t, req.Payment.Payload, got.Payment.Payload)
+	require.Equal(t, up.requirement().Resource, got.Requirement.Resource)
+
+	s := string(body)
+	for name, tc := range map[string]struct {
+		body string
+		want error
+	}{
+		"no requirements":   {strings.Replace(s, `"paymentRequirements":{`, `"paymentRequirements":null,"x":{`, 1), x402.ErrInvalidRequirement},
+		"bad requirements":  {strings.Replace(s, `"paymentRequirements":{"scheme":"upto"`, `"paymentRequirements":{"scheme":7`, 1), x402.ErrInvalidRequirement},
+		"unknown network":   {strings.Replace(s, `"paymentRequirements":{"scheme":"upto","network":"eip155:84532"`, `"paymentRequirements":{"scheme":"upto","network":"solana"`, 1), x402.ErrInvalidRequirement},
+		"version disagrees": {strings.Replace(s, `{"x402Version":2,"paymentPayload"`, `{"x402Version":1,"paymentPayload"`, 1), x402.ErrInvalidPayment},
+		"not permit2":       {strings.Replace(s, `"permit2Authorization"`, `"authorization"`, 1), x402.ErrInvalidPayment},
+	} {
+		require.NotEqual(t, s, tc.body, name)
+		_, err := localfacilitator.ParseRequest([]byte(tc.body))
+		require.ErrorIs(t, err, tc.want, name)
+	}
+}
