@@ -362,7 +362,7 @@ func (t *terminal) pick(method string) *compiledRoute {
 	}
 	if strings.EqualFold(method, "HEAD") {
 		for _, r := range t.methods {
-			if r.method == "GET" {
+			if strings.EqualFold(r.method, "GET") {
 				return r
 			}
 		}
