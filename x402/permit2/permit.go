@@ -1,6 +1,7 @@
 package permit2
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -315,7 +316,7 @@ func DecodeJSON(raw json.RawMessage, v any) error {
 	if len(raw) > x402.MaxHeaderBytes {
 		return invalid("payload is %d bytes, over the %d byte limit", len(raw), x402.MaxHeaderBytes)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return invalid("bad Permit2 payload JSON: %v", err)

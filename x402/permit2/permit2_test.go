@@ -289,3 +289,17 @@ func FuzzDecodePayload(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCheck measures the gateway-side check of a real client's
+// payment (decode, normalize, field checks, grant).
+func BenchmarkCheck(b *testing.B) {
+	f := load(b)
+	s := permit2.New()
+	req, p, now := f.requirement(), f.payment(nil), f.now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Check(p, req, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
