@@ -457,3 +457,54 @@ func TestTraceSamplerHonoured(t *testing.T) {
 	require.True(t, strings.HasSuffix(seen.traceparent[0], "-00"), seen.traceparent[0])
 	require.NoError(t, tr.Shutdown(context.Background()))
 }
+
+// A remote facilitator reached through TraceTransport receives the
+// traceparent of the facilitator span TraceFacilitator made.
+func TestTraceTransportToRemoteFacilitator(t *testing.T) {
+	t.Parallel()
+	tr, exp := newTestTracing(t)
+	var got []string
+	var mu sync.Mutex
+	remote := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Header.Get("Traceparent"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"kinds":[]}`)
+	}))
+	defer remote.Close()
+	client, err := x402.NewFacilitatorClient(remote.URL, x402.FacilitatorConfig{HTTPClient: &http.Client{Transport: ops.TraceTransport(nil)}})
+	require.NoError(t, err)
+	fac := ops.TraceFacilitator(tr, client)
+
+	ctx, parent := tr.Tracer("test").Start(context.Background(), "parent")
+	_, err = fac.Supported(ctx)
+	require.NoError(t, err)
+	parent.End()
+	_, err = fac.Supported(context.Background()) // a new trace of its own
+	require.NoError(t, err)
+	// Without any span the request goes out as it is.
+	req, err := http.NewRequest("GET", remote.URL, nil)
+	require.NoError(t, err)
+	resp, err := ops.TraceTransport(nil).RoundTrip(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Empty(t, req.Header.Get("Traceparent"), "the caller's request is not changed")
+
+	ss := spans(t, tr, exp)
+	var sup []tracetest.SpanStub
+	for _, s := range ss {
+		if s.Name == "facilitator supported" {
+			sup = append(sup, s)
+		}
+	}
+	require.Len(t, sup, 2)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, got, 3)
+	for i, s := range sup {
+		require.Equal(t, "00-"+s.SpanContext.TraceID().String()+"-"+s.SpanContext.SpanID().String()+"-01", got[i])
+	}
+	require.Equal(t, parent.SpanContext().SpanID(), sup[0].Parent.SpanID())
+	require.Empty(t, got[2])
+}
