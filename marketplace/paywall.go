@@ -108,6 +108,9 @@ func quality(ranges []mediaRange, typ, sub string) int {
 		case r.typ == "*" && r.sub == "*":
 			s = 0
 		}
+		if s < 0 {
+			continue
+		}
 		if s > spec || s == spec && r.q > best {
 			best, spec = r.q, s
 		}
