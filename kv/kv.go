@@ -40,11 +40,21 @@ const Unbounded int64 = math.MaxInt64
 // When the update is applied and TTL > 0, the key expires TTL from now;
 // TTL <= 0 leaves any existing expiry in place (a new key then never
 // expires).
+//
+// Volatile says the counter may be lost when the process dies: a
+// single-node store may keep it in memory instead of on disk. Short-lived
+// counters whose loss only forgets recent history, such as GCRA rate-limit
+// windows, set it; quotas, spend caps and idempotency never do. It changes
+// nothing about the arithmetic, atomicity or expiry above, and networked
+// stores (memory, Redis, PostgreSQL) ignore it. Callers use it consistently
+// per key: every increment of a volatile key, its reads (Delta 0) and undos
+// included, sets it.
 type Increment struct {
-	Delta int64
-	Floor int64
-	Max   int64
-	TTL   time.Duration
+	Delta    int64
+	Floor    int64
+	Max      int64
+	TTL      time.Duration
+	Volatile bool
 }
 
 // Apply is the executable form of Increment's semantics: given the current

@@ -35,8 +35,7 @@ func NewDirectory(tenants []Tenant) (*Directory, error) {
 		byHost: make(map[string]*Tenant, len(tenants)),
 	}
 	for i := range tenants {
-		t := tenants[i] // copy: the directory owns its tenants
-		t.Hosts = append([]string(nil), t.Hosts...)
+		t := tenants[i].Clone() // the directory owns its tenants
 		if !ValidSlug(t.Slug) {
 			return nil, &ValidationError{Tenant: t.Slug, Field: "slug", Reason: fmt.Sprintf("%q does not match ^[a-z0-9][a-z0-9-]{0,62}$", t.Slug)}
 		}
@@ -49,6 +48,14 @@ func NewDirectory(tenants []Tenant) (*Directory, error) {
 		if !t.PriceUSD.Equal(t.PriceUSD.Truncate(MaxPriceDecimals)) {
 			return nil, &ValidationError{Tenant: t.Slug, Field: "priceUsd", Reason: fmt.Sprintf("has more than %d decimal places", MaxPriceDecimals)}
 		}
+		if err := normalizeRoutes(&t); err != nil {
+			return nil, err
+		}
+		rt, err := compileRoutes(&t)
+		if err != nil {
+			return nil, err
+		}
+		t.rt = rt
 		if _, dup := d.bySlug[t.Slug]; dup {
 			return nil, &ValidationError{Tenant: t.Slug, Field: "slug", Reason: "duplicate slug"}
 		}
@@ -74,12 +81,14 @@ func NewDirectory(tenants []Tenant) (*Directory, error) {
 // Len returns the number of tenants.
 func (d *Directory) Len() int { return len(d.tenants) }
 
-// Tenants returns copies of the tenants, sorted by slug.
+// Tenants returns deep copies of the tenants, sorted by slug. Each copy has
+// its routes compiled, so PriceFor on it is as fast as on the directory's.
 func (d *Directory) Tenants() []Tenant {
 	out := make([]Tenant, len(d.tenants))
 	for i, t := range d.tenants {
-		out[i] = *t
-		out[i].Hosts = append([]string(nil), t.Hosts...)
+		out[i] = t.Clone()
+		// The routes were validated when the directory was built.
+		out[i].rt, _ = compileRoutes(&out[i])
 	}
 	return out
 }
@@ -125,8 +134,8 @@ func (d *Directory) Resolve(host, path string) (Resolution, error) {
 		return Resolution{}, fmt.Errorf("%w: malformed Host", ErrBadRequest)
 	}
 	if t, ok := d.byHost[h]; ok {
-		if hasDotSegment(path) {
-			return Resolution{}, errDotSegment
+		if err := checkPath(path); err != nil {
+			return Resolution{}, err
 		}
 		return Resolution{Tenant: t, Path: path, ByHost: true}, nil
 	}
@@ -145,35 +154,56 @@ func (d *Directory) Resolve(host, path string) (Resolution, error) {
 	if !ok {
 		return Resolution{}, errNoTenant
 	}
-	if hasDotSegment(tail) {
-		return Resolution{}, errDotSegment
+	if err := checkPath(tail); err != nil {
+		return Resolution{}, err
 	}
 	return Resolution{Tenant: t, Path: tail}, nil
 }
 
 // Preallocated so that the hot path's refusals do not allocate.
 var (
-	errNoTenant   = fmt.Errorf("%w: no tenant for this host or path", ErrNotFound)
-	errBadSlug    = fmt.Errorf("%w: bad tenant slug in path", ErrBadRequest)
-	errDotSegment = fmt.Errorf("%w: dot segments are not allowed in the path", ErrBadRequest)
+	errNoTenant     = fmt.Errorf("%w: no tenant for this host or path", ErrNotFound)
+	errBadSlug      = fmt.Errorf("%w: bad tenant slug in path", ErrBadRequest)
+	errDotSegment   = fmt.Errorf("%w: dot segments are not allowed in the path", ErrBadRequest)
+	errEncodedSlash = fmt.Errorf("%w: an encoded slash (%%2F) is not allowed in the path", ErrBadRequest)
+	errBackslash    = fmt.Errorf("%w: a backslash (raw or %%5C) is not allowed in the path", ErrBadRequest)
 )
 
-// hasDotSegment reports whether an escaped path has a "." or ".." segment,
-// plain or percent-encoded.
-func hasDotSegment(p string) bool {
-	for len(p) > 0 {
-		i := strings.IndexByte(p, '/')
-		seg := p
-		if i >= 0 {
-			seg, p = p[:i], p[i+1:]
-		} else {
-			p = ""
+// checkPath refuses an escaped tenant path that could reach another path
+// once a worker, proxy or framework decodes or normalizes it: a segment that
+// is "." or ".." plain or percent-encoded in any case (%2e, %2E), an encoded
+// slash (%2f, %2F) that a decoder would turn into a separator, and a
+// backslash, raw or encoded (%5c, %5C), which some servers treat as one.
+// Checking stops at a "?" (an escaped path has none; a request URI's query
+// is not the path). Other escapes (%20, %C3%A9) pass.
+func checkPath(p string) error {
+	segStart := 0
+	for i := 0; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' || p[i] == '?' {
+			if isDots(p[segStart:i]) {
+				return errDotSegment
+			}
+			if i < len(p) && p[i] == '?' {
+				return nil
+			}
+			segStart = i + 1
+			continue
 		}
-		if isDots(seg) {
-			return true
+		switch p[i] {
+		case '\\':
+			return errBackslash
+		case '%':
+			if i+2 < len(p) {
+				switch hi, lo := p[i+1], p[i+2]|0x20; {
+				case hi == '2' && lo == 'f':
+					return errEncodedSlash
+				case hi == '5' && lo == 'c':
+					return errBackslash
+				}
+			}
 		}
 	}
-	return false
+	return nil
 }
 
 func isDots(seg string) bool {

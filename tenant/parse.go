@@ -62,10 +62,25 @@ type rawTenant struct {
 		PerCaller *rawRate `json:"perCaller"`
 		Global    *rawRate `json:"global"`
 	} `json:"rateLimit"`
-	OwnerUserID *string `json:"ownerUserId"`
-	Owner       *string `json:"owner"`
-	Directory   *string `json:"directory"`
-	PayTo       *string `json:"payTo"`
+	OwnerUserID *string         `json:"ownerUserId"`
+	Owner       *string         `json:"owner"`
+	Directory   *string         `json:"directory"`
+	PayTo       *string         `json:"payTo"`
+	Schemes     json.RawMessage `json:"schemes"`
+	Cookies     *bool           `json:"cookies"`
+	Routes      json.RawMessage `json:"routes"`
+}
+
+// rawRoute is the JSON shape of one route.
+type rawRoute struct {
+	Method      *string         `json:"method"`
+	Path        *string         `json:"path"`
+	PriceUSD    json.RawMessage `json:"priceUsd"`
+	MaxPriceUSD json.RawMessage `json:"maxPriceUsd"`
+	Schemes     json.RawMessage `json:"schemes"`
+	Description *string         `json:"description"`
+	MimeType    *string         `json:"mimeType"`
+	Discovery   json.RawMessage `json:"discovery"`
 }
 
 type rawRate struct {
@@ -265,7 +280,117 @@ func parseTenant(msg json.RawMessage, where, defaultSlug string) (Tenant, error)
 		}
 		t.PayTo = *r.PayTo
 	}
+	if t.Schemes, err = parseSchemes(r.Schemes); err != nil {
+		return fail("schemes", err.Error())
+	}
+	if r.Cookies != nil {
+		t.Cookies = *r.Cookies
+	}
+	if t.Routes, err = parseRoutes(r.Routes); err != nil {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			return fail(ve.Field, ve.Reason)
+		}
+		return fail("routes", err.Error())
+	}
 	return t, nil
+}
+
+// parseRoutes reads a "routes" array. Field checks beyond the JSON shape
+// (path syntax, methods, schemes, ambiguity) are NewDirectory's, so that
+// tenants built in Go are held to the same rules.
+func parseRoutes(msg json.RawMessage) ([]Route, error) {
+	msg = bytes.TrimSpace(msg)
+	if len(msg) == 0 || string(msg) == "null" {
+		return nil, nil
+	}
+	if msg[0] != '[' {
+		return nil, errors.New("must be an array of routes")
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(msg, &raws); err != nil {
+		return nil, fmt.Errorf("not an array of route objects: %v", err)
+	}
+	if len(raws) > MaxRoutes {
+		return nil, fmt.Errorf("lists %d routes, more than %d", len(raws), MaxRoutes)
+	}
+	routes := make([]Route, len(raws))
+	for i, m := range raws {
+		field := fmt.Sprintf("routes[%d]", i)
+		fail := func(sub, reason string) ([]Route, error) {
+			if sub != "" {
+				field += "." + sub
+			}
+			return nil, &ValidationError{Field: field, Reason: reason}
+		}
+		var rr rawRoute
+		if m = bytes.TrimSpace(m); len(m) == 0 || m[0] != '{' {
+			return fail("", "not a route object")
+		}
+		if err := json.Unmarshal(m, &rr); err != nil {
+			return fail("", "not a route object: "+err.Error())
+		}
+		r := &routes[i]
+		if rr.Method != nil {
+			r.Method = strings.TrimSpace(*rr.Method)
+		}
+		if rr.Path == nil || *rr.Path == "" {
+			return fail("path", "is required")
+		}
+		r.Path = *rr.Path
+		var err error
+		if r.PriceUSD, err = parseOptMoney(rr.PriceUSD); err != nil {
+			return fail("priceUsd", err.Error())
+		}
+		if r.MaxPriceUSD, err = parseOptMoney(rr.MaxPriceUSD); err != nil {
+			return fail("maxPriceUsd", err.Error())
+		}
+		if r.Schemes, err = parseSchemes(rr.Schemes); err != nil {
+			return fail("schemes", err.Error())
+		}
+		if rr.Description != nil {
+			r.Description = strings.TrimSpace(*rr.Description)
+		}
+		if rr.MimeType != nil {
+			r.MimeType = strings.TrimSpace(*rr.MimeType)
+		}
+		if d := bytes.TrimSpace(rr.Discovery); len(d) > 0 && string(d) != "null" {
+			if d[0] != '{' {
+				return fail("discovery", "must be a JSON object")
+			}
+			r.Discovery = append(json.RawMessage(nil), d...)
+		}
+	}
+	return routes, nil
+}
+
+// parseSchemes reads a list of scheme names; absent or null is nil.
+func parseSchemes(msg json.RawMessage) ([]string, error) {
+	msg = bytes.TrimSpace(msg)
+	if len(msg) == 0 || string(msg) == "null" {
+		return nil, nil
+	}
+	var list []string
+	if msg[0] != '[' || json.Unmarshal(msg, &list) != nil {
+		return nil, errors.New("must be an array of scheme names")
+	}
+	if len(list) == 0 {
+		return nil, nil
+	}
+	return list, nil
+}
+
+// parseOptMoney is parseMoney where absence (or null, or "") is nil rather
+// than zero: a route without a price takes the tenant's.
+func parseOptMoney(msg json.RawMessage) (*decimal.Decimal, error) {
+	if _, ok, err := scalarText(msg); err != nil || !ok {
+		return nil, err
+	}
+	d, err := parseMoney(msg)
+	if err != nil {
+		return nil, err
+	}
+	return &d, nil
 }
 
 func isAddress(s string) bool {

@@ -71,10 +71,71 @@ type Tenant struct {
 	Directory string `json:"directory,omitempty"`
 	// PayTo overrides the platform's payment address for this tenant.
 	PayTo string `json:"payTo,omitempty"`
+	// Schemes is the tenant's default list of payment schemes, in the order
+	// a 402 offers them, for requests that match no route and for routes
+	// that list none. Empty means ["exact"]. Names are checked for form
+	// here (^[a-z0-9][a-z0-9-]{0,31}$, no duplicates) and against the
+	// configured schemes by the payment stage.
+	Schemes []string `json:"schemes,omitempty"`
+	// Cookies opts the tenant in to receiving the Cookie header and sending
+	// Set-Cookie when it is served under the shared /t/<slug>/ path of the
+	// gateway's host. Tenants there share one origin, so by default the
+	// dispatcher strips both headers: one tenant cannot read or set another's
+	// cookies. A tenant on its own host always gets its cookies.
+	Cookies bool `json:"cookies,omitempty"`
+	// Routes are the tenant's priced (or free) endpoints, in directory
+	// order; see Route and PriceFor.
+	Routes []Route `json:"routes,omitempty"`
+
+	// rt is the compiled form of Routes, built by NewDirectory (nil when
+	// there are no routes). It is immutable and may be shared by copies.
+	rt *routeTable
 }
 
-// Charges reports whether requests to the tenant must be paid.
-func (t *Tenant) Charges() bool { return t.X402Enabled && t.PriceUSD.IsPositive() }
+// Charges reports whether the tenant charges for anything: X402Enabled is
+// set and either the tenant's own price or some route's price or maximum is
+// positive. Whether one request must be paid is PriceFor(...).Charges.
+func (t *Tenant) Charges() bool {
+	if !t.X402Enabled {
+		return false
+	}
+	if t.PriceUSD.IsPositive() {
+		return true
+	}
+	if rt := t.table(); rt != nil {
+		return rt.charges
+	}
+	for i := range t.Routes {
+		r := &t.Routes[i]
+		if r.PriceUSD != nil && r.PriceUSD.IsPositive() || r.MaxPriceUSD != nil && r.MaxPriceUSD.IsPositive() {
+			return true
+		}
+	}
+	return false
+}
+
+// Clone returns a deep copy of t: changing the copy's slices, routes or
+// discovery documents never changes t.
+func (t Tenant) Clone() Tenant {
+	c := t
+	c.Hosts = cloneStrings(t.Hosts)
+	c.Schemes = cloneStrings(t.Schemes)
+	c.rt = nil
+	if t.Routes != nil {
+		c.Routes = make([]Route, len(t.Routes))
+		for i, r := range t.Routes {
+			c.Routes[i] = r.clone()
+		}
+	}
+	return c
+}
+
+func cloneStrings(s []string) []string {
+	if s == nil {
+		return nil
+	}
+	return append(make([]string, 0, len(s)), s...)
+}
 
 // UsageLimit caps requests per calendar UTC day and month. Zero means no cap.
 type UsageLimit struct {

@@ -152,7 +152,7 @@ func TestResolve(t *testing.T) {
 		{"gw.local", "/t/beta", "beta", "/", false, nil},
 		{"gw.local", "/t/beta/", "beta", "/", false, nil},
 		{"acme.api.402claw.dev", "/t/beta/x", "acme", "/t/beta/x", true, nil}, // host wins
-		{"127.0.0.1:8402", "/t/acme/a%2Fb", "acme", "/a%2Fb", false, nil},
+		{"127.0.0.1:8402", "/t/acme/a%2Fb", "", "", false, tenant.ErrBadRequest}, // encoded slash: refused since the traversal finding
 		{"[::1]:8402", "/t/acme/x", "acme", "/x", false, nil},
 		{"gw.local", "/t/nobody/x", "", "", false, tenant.ErrNotFound},
 		{"gw.local", "/rows", "", "", false, tenant.ErrNotFound},

@@ -25,7 +25,9 @@ type FacilitatorConfig struct {
 	// DefaultFacilitatorTimeout, negative means no bound beyond the
 	// context's.
 	Timeout time.Duration
-	// HTTPClient sends the requests; nil means a client of its own.
+	// HTTPClient sends the requests; nil means a client of its own. The
+	// facilitator client works on a copy whose redirect policy refuses
+	// every redirect; the caller's client is never changed.
 	HTTPClient *http.Client
 }
 
@@ -43,6 +45,11 @@ type FacilitatorConfig struct {
 //   - anything else (connection error, timeout, empty or unparseable body,
 //     a 5xx or any other status without such a body) is an error wrapping
 //     ErrFacilitatorUnavailable.
+//
+// Redirects are never followed, and any 3xx answer, whatever its body, is
+// ErrFacilitatorUnavailable: following one would re-post the client's
+// signed payment to wherever the Location header points, handing a
+// settleable authorization to a host nobody configured.
 type FacilitatorClient struct {
 	base    string
 	apiKey  string
@@ -63,16 +70,25 @@ func NewFacilitatorClient(baseURL string, cfg FacilitatorConfig) (*FacilitatorCl
 	if timeout == 0 {
 		timeout = DefaultFacilitatorTimeout
 	}
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{}
-	}
 	return &FacilitatorClient{
 		base:    strings.TrimRight(u.String(), "/"),
 		apiKey:  cfg.APIKey,
 		timeout: timeout,
-		hc:      hc,
+		hc:      noRedirects(cfg.HTTPClient),
 	}, nil
+}
+
+// noRedirects returns a copy of c (a new client when c is nil) that never
+// follows a redirect: the 3xx answer itself comes back, and do refuses it.
+// The copy shares c's Transport and Jar, so connection pools are reused,
+// but c's own CheckRedirect is left as it was.
+func noRedirects(c *http.Client) *http.Client {
+	var hc http.Client
+	if c != nil {
+		hc = *c
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &hc
 }
 
 // Verify posts the request to /verify.
@@ -160,6 +176,10 @@ func (c *FacilitatorClient) do(ctx context.Context, method, path string, body []
 		return 0, nil, fmt.Errorf("%w: %s: %w", ErrFacilitatorUnavailable, path, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		// Not followed (see noRedirects), and not an answer either.
+		return resp.StatusCode, nil, unavailable(strings.TrimPrefix(path, "/"), resp.StatusCode, fmt.Errorf("redirect to %q refused", clipLong(resp.Header.Get("Location"))))
+	}
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
 		return resp.StatusCode, nil, fmt.Errorf("%w: %s: reading answer (status %d): %w", ErrFacilitatorUnavailable, path, resp.StatusCode, err)

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -289,3 +290,106 @@ func TestClientRefusesRequestWithoutPayment(t *testing.T) {
 	require.ErrorIs(t, err, x402.ErrInvalidPayment)
 	require.False(t, errors.Is(err, x402.ErrFacilitatorUnavailable))
 }
+
+// TestClientRefusesRedirects: a facilitator answering 3xx never gets its
+// redirect followed (the signed payment would be re-posted to the
+// Location), and the answer is ErrFacilitatorUnavailable whatever its body.
+func TestClientRefusesRedirects(t *testing.T) {
+	t.Parallel()
+	var elsewhere atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		switch r.URL.Path {
+		case "/settle":
+			_, _ = io.WriteString(w, `{"success":true,"transaction":"0xabc","network":"eip155:84532"}`)
+		case "/supported":
+			_, _ = io.WriteString(w, `{"kinds":[]}`)
+		default:
+			_, _ = io.WriteString(w, `{"isValid":true}`)
+		}
+	}))
+	t.Cleanup(target.Close)
+
+	callerCheck := func(*http.Request, []*http.Request) error { return nil }
+	for _, status := range []int{http.StatusTemporaryRedirect, http.StatusFound, http.StatusMovedPermanently, http.StatusSeeOther, http.StatusPermanentRedirect} {
+		// The redirecting facilitator's body looks like a verdict, so only
+		// the status can make the client refuse it.
+		var hits atomic.Int64
+		redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			w.Header().Set("Location", target.URL+r.URL.Path)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			if r.URL.Path == "/settle" {
+				_, _ = io.WriteString(w, `{"success":true,"transaction":"0xdef"}`)
+			} else {
+				_, _ = io.WriteString(w, `{"isValid":false,"invalidReason":"nope","kinds":[]}`)
+			}
+		}))
+		t.Cleanup(redirector.Close)
+
+		own := &http.Client{CheckRedirect: callerCheck}
+		for name, cfg := range map[string]x402.FacilitatorConfig{
+			"own client":    {},
+			"caller client": {HTTPClient: own},
+			"default-like":  {HTTPClient: &http.Client{}},
+		} {
+			c := newClient(t, redirector.URL, cfg)
+			req := fixtureRequest(t, "client-v2.json")
+			vr, err := c.Verify(context.Background(), req)
+			require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable, "%d %s verify", status, name)
+			require.Nil(t, vr)
+			sr, err := c.Settle(context.Background(), req)
+			require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable, "%d %s settle", status, name)
+			require.Nil(t, sr)
+			sup, err := c.Supported(context.Background())
+			require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable, "%d %s supported", status, name)
+			require.Nil(t, sup)
+		}
+		require.Equal(t, int64(9), hits.Load(), "three calls for each of three clients reach the redirector")
+		// The caller's client is not mutated: its own redirect policy stays.
+		require.NotNil(t, own.CheckRedirect)
+		require.NoError(t, own.CheckRedirect(nil, nil))
+	}
+	require.Zero(t, elsewhere.Load(), "the redirect target must never be called")
+}
+
+// TestClientCallerClientStillFollowsItsRedirects shows that the facilitator
+// client copies the caller's http.Client rather than changing it: the
+// caller's client, used directly, still follows redirects as before.
+func TestClientCallerClientStillFollowsItsRedirects(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	t.Cleanup(target.Close)
+	redirector := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusFound))
+	t.Cleanup(redirector.Close)
+
+	own := &http.Client{}
+	_ = newClient(t, redirector.URL, x402.FacilitatorConfig{HTTPClient: own})
+	require.Nil(t, own.CheckRedirect, "the caller's client is not changed")
+	resp, err := own.Get(redirector.URL)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, int64(1), hits.Load())
+}
+
+// TestClientUsesCallerTransport: the copy keeps the caller's transport.
+func TestClientUsesCallerTransport(t *testing.T) {
+	t.Parallel()
+	srv, _ := fakeFacilitator(t, answer{200, `{"isValid":true}`, 0})
+	var trips atomic.Int64
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		trips.Add(1)
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	c := newClient(t, srv.URL, x402.FacilitatorConfig{HTTPClient: &http.Client{Transport: rt}})
+	vr, err := c.Verify(context.Background(), fixtureRequest(t, "client-v2.json"))
+	require.NoError(t, err)
+	require.True(t, vr.IsValid)
+	require.Equal(t, int64(1), trips.Load())
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -56,6 +56,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ConcurrentSetNXOneWinner", testConcurrentSetNX},
 		{"ReleaseComesBack", testRelease},
 	}
+	tests = append(tests, volatileTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, newStore(t))

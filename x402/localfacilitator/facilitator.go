@@ -11,6 +11,7 @@ import (
 
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/eip712"
 )
 
 // DefaultKeyPrefix prefixes the nonce keys written to a kv.Store.
@@ -171,7 +172,7 @@ func (f *Facilitator) Supported(ctx context.Context) (*x402.SupportedResponse, e
 // so the same authorization always yields the same hash.
 func TransactionHash(req x402.FacilitatorRequest) string {
 	chainID, _ := x402.EVMChainID(req.Requirement.Network)
-	h := keccak([]byte("localfacilitator-settlement:"+strconv.FormatInt(chainID, 10)+":"),
+	h := eip712.Keccak256([]byte("localfacilitator-settlement:"+strconv.FormatInt(chainID, 10)+":"),
 		[]byte(strings.ToLower(req.Requirement.Asset)+":"),
 		[]byte(strings.ToLower(req.Payment.Payer)+":"),
 		[]byte(strings.ToLower(req.Payment.Authorization.Nonce)))

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/eip712"
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
-	"github.com/decred/dcrd/dcrec/secp256k1/v4/ecdsa"
 )
 
 // v1ValidAfterSkew is how far in the past version 1 clients start an
@@ -43,7 +43,7 @@ func NewSigner(privateKeyHex string) (*Signer, error) {
 		return nil, errors.New("localfacilitator: private key is out of range")
 	}
 	key := secp256k1.NewPrivateKey(&k)
-	return &Signer{key: key, address: pubKeyAddress(key.PubKey())}, nil
+	return &Signer{key: key, address: eip712.PublicKeyAddress(key.PubKey())}, nil
 }
 
 // GenerateSigner returns a signer for a fresh random key.
@@ -52,7 +52,7 @@ func GenerateSigner() (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("localfacilitator: generate key: %w", err)
 	}
-	return &Signer{key: key, address: pubKeyAddress(key.PubKey())}, nil
+	return &Signer{key: key, address: eip712.PublicKeyAddress(key.PubKey())}, nil
 }
 
 // Address returns the signer's EIP-55 address.
@@ -214,18 +214,11 @@ func (s *Signer) SignAuthorization(req x402.Requirement, auth x402.Authorization
 	if err != nil {
 		return "", fmt.Errorf("localfacilitator: %w", err)
 	}
-	compact := ecdsa.SignCompact(s.key, digest[:], false)
-	// compact is <27 + recovery code><r><s>. Ethereum's v carries only the
-	// parity bit; the overflow bit (probability about 2^-127) cannot be
-	// expressed, so such a signature is refused rather than sent broken.
-	code := compact[0] - 27
-	if code > 1 {
-		return "", errors.New("localfacilitator: signature needs an unrepresentable recovery id")
+	sig, err := eip712.Sign(s.key, digest)
+	if err != nil {
+		return "", fmt.Errorf("localfacilitator: %w", err)
 	}
-	sig := make([]byte, 65)
-	copy(sig, compact[1:])
-	sig[64] = 27 + code
-	return "0x" + hex.EncodeToString(sig), nil
+	return sig, nil
 }
 
 // marshalJSON encodes like a JavaScript client: no HTML escaping, no
