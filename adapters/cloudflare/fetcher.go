@@ -23,7 +23,9 @@ type FetcherConfig struct {
 	// Secret is the shared DISPATCH_SECRET (required, at least 16 bytes).
 	Secret []byte
 	// HTTPClient sends the requests (nil: a client with no timeout of its
-	// own; the dispatcher's context deadline bounds each call).
+	// own; the dispatcher's context deadline bounds each call). The
+	// fetcher uses a copy that never follows redirects (a tenant worker's
+	// 3xx is its answer to the client); the caller's client is not changed.
 	HTTPClient *http.Client
 	// Now is the clock for signature timestamps (nil: time.Now).
 	Now func() time.Time
@@ -59,14 +61,25 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 	if len(cfg.Secret) < 16 {
 		return nil, errors.New("cloudflare: FetcherConfig.Secret must be at least 16 bytes")
 	}
-	f := &Fetcher{base: u, secret: append([]byte(nil), cfg.Secret...), client: cfg.HTTPClient, now: cfg.Now}
-	if f.client == nil {
-		f.client = &http.Client{}
-	}
+	f := &Fetcher{base: u, secret: append([]byte(nil), cfg.Secret...), client: noRedirects(cfg.HTTPClient), now: cfg.Now}
 	if f.now == nil {
 		f.now = time.Now
 	}
 	return f, nil
+}
+
+// noRedirects returns a copy of c (a new client when c is nil) that never
+// follows a redirect. The dispatch worker passes a tenant worker's 3xx on
+// (redirect: "manual"); following it here would re-send the client's
+// request, body and signed routing headers included, to wherever the
+// worker points, and run a relative redirect's worker a second time.
+func noRedirects(c *http.Client) *http.Client {
+	var hc http.Client
+	if c != nil {
+		hc = *c
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &hc
 }
 
 // maxErrorBody bounds how much of a dispatch worker error body is read.
