@@ -70,10 +70,10 @@ func (l *Limiter) admit(ctx context.Context, p meter.Params) (*Hold, error) {
 		err = l.checkSteps(ctx, p, ipID, usage, spend, amount, c)
 	}
 	if err != nil {
-		if _, ok := isLimit(err); !ok {
+		if _, ok := isLimit(err); !ok && !c.rateOn {
 			return nil, err
 		}
-		return h, err
+		return h, err // with the headers of what was read
 	}
 	h.useHeld = usage == count && (c.useDay != "" || c.useMonth != "")
 	if spend == count && (c.spendDay != "" || c.spendMon != "") {
@@ -85,15 +85,24 @@ func (l *Limiter) admit(ctx context.Context, p meter.Params) (*Hold, error) {
 // checkSteps is checkAll for a store without a batch ability: the rate
 // limits, then the usage windows, then the spend windows, each all or none
 // and given back when a later step refuses.
-func (l *Limiter) checkSteps(ctx context.Context, p meter.Params, ipID string, usage, spend mode, amount int64, c *combined) error {
+func (l *Limiter) checkSteps(ctx context.Context, p meter.Params, ipID string, usage, spend mode, amount int64, c *combined) (err error) {
 	t := p.Tenant
 	if p.Rate {
 		st, err := l.allow(ctx, t, p.CallerID, ipID)
-		c.rate.st, c.rateOn = st, true
+		c.rate.st = st
 		if err != nil {
+			_, c.rateOn = isLimit(err)
 			return err
 		}
+		c.rateOn = true
 	}
+	// A later store failure leaves only the rate headers: the other
+	// counters were not read.
+	defer func() {
+		if _, ok := isLimit(err); err != nil && !ok {
+			c.useMode, c.spendMode = skip, skip
+		}
+	}()
 	c.useMode, c.spendMode = usage, spend
 	if usage != skip {
 		delta := int64(0)

@@ -93,11 +93,12 @@ func (l *Limiter) checkAll(ctx context.Context, t *tenant.Tenant, callerID, ipID
 	refused := -1
 	if n > 0 {
 		vals, r, err := l.batch.IncrAll(ctx, sc.keys[:n], sc.ins[:n])
-		if err != nil {
-			return storeError("combined check", err)
+		if err == nil && len(vals) != n {
+			err = errors.New("the store answered a wrong number of values")
 		}
-		if len(vals) != n {
-			return storeError("combined check", errors.New("the store answered a wrong number of values"))
+		if err != nil {
+			c.rateOn, c.useMode, c.spendMode = false, skip, skip // nothing was read
+			return storeError("combined check", err)
 		}
 		copy(sc.vals[:n], vals)
 		refused = r

@@ -12,9 +12,10 @@ import (
 // them): the rate limits and one unit of the usage quotas, in one store
 // round trip (Limiter.Admit), with every limit header on the answer. A
 // refusal is 429 rate_limited or usage_quota_exceeded with Retry-After.
-// When a later step refuses the request before the worker ran (next returns
-// an error and Exchange.WorkerCalled is false), the usage unit is given
-// back; a request the worker answered stays counted, whatever its status.
+// When a later step refuses or answers the request before the worker ran
+// (Exchange.WorkerCalled is false when next returns), the usage unit is
+// given back; a request the worker answered stays counted, whatever its
+// status.
 //
 // Requests that charge (Exchange.Price.Charges) are left to the payment
 // stage, which meters them itself through the same port (rate limits before
@@ -53,8 +54,9 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		return nil, err
 	}
 	resp, err := next(ctx, x)
-	if err != nil && !x.WorkerCalled {
-		// Refused before the worker ran: the request consumed nothing.
+	if !x.WorkerCalled {
+		// Refused (or answered) before the worker ran: the request
+		// consumed nothing.
 		if rerr := h.Release(context.WithoutCancel(ctx)); rerr == nil {
 			h.SetHeaders(x.Header)
 		}
