@@ -164,8 +164,9 @@ type Config struct {
 	// WallClock returns the wall-clock budget of a worker call from its
 	// limits (nil: DefaultWallClock).
 	WallClock func(limits.Limits) time.Duration
-	// MaxBodyBytes bounds a tenant request's body (zero: DefaultMaxBodyBytes;
-	// negative: unbounded). A larger body is answered 413
+	// MaxBodyBytes bounds a tenant request's body (zero or negative:
+	// unbounded, so that workers may stream uploads; the example server
+	// sets DefaultMaxBodyBytes). A larger body is answered 413
 	// request_too_large, before any payment step when its length is
 	// declared, else as soon as the worker reads past the bound.
 	MaxBodyBytes int64
@@ -187,7 +188,7 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultMaxBodyBytes = 10 << 20
+	DefaultMaxBodyBytes = 10 << 20 // a sensible Config.MaxBodyBytes
 	DefaultReadTimeout  = 30 * time.Second
 	DefaultWriteTimeout = 2 * time.Minute
 )
@@ -251,9 +252,6 @@ func NewDispatcher(cfg Config) (*Dispatcher, error) {
 	}
 	if d.cfg.WallClock == nil {
 		d.cfg.WallClock = DefaultWallClock
-	}
-	if d.cfg.MaxBodyBytes == 0 {
-		d.cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if d.cfg.ReadTimeout == 0 {
 		d.cfg.ReadTimeout = DefaultReadTimeout
