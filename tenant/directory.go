@@ -279,11 +279,18 @@ func (r *Registry) Replace(data []byte) (*Directory, error) {
 }
 
 // Store is the port of a persistent tenant directory source (the tenants
-// table of the SQL adapters). Implementations are safe for concurrent use.
+// table of the SQL adapters, adapters/memory.Tenants). Implementations are
+// safe for concurrent use; package tenanttest is their conformance suite.
 type Store interface {
-	// LoadTenants returns every stored tenant.
+	// LoadTenants returns every stored tenant, sorted by slug whatever order
+	// they were saved in, each as NewDirectory holds it (hosts normalised,
+	// route methods upper-case, discovery compact); an empty store returns
+	// no tenants and no error. The caller owns the result.
 	LoadTenants(ctx context.Context) ([]Tenant, error)
-	// SaveTenants replaces the stored tenants with tenants, atomically.
+	// SaveTenants replaces the stored tenants with tenants, atomically: a
+	// concurrent LoadTenants sees the old set or the new one, never a mix.
+	// A set NewDirectory refuses is not saved (the error wraps
+	// ErrInvalidDirectory) and changes nothing.
 	SaveTenants(ctx context.Context, tenants []Tenant) error
 }
 

@@ -41,3 +41,31 @@ func ExampleRegistry_Replace() {
 	// tenant directory: tenant "b": field "workerName": is required
 	// 1
 }
+
+func ExampleTenant_PriceFor() {
+	dir, err := tenant.ParseDirectory([]byte(`{"tenants":[
+	  {"slug":"weather","workerName":"w-weather","x402Enabled":true,"priceUsd":"0.01","routes":[
+	    {"method":"GET","path":"/forecast/:city","priceUsd":"0.002","description":"7-day forecast"},
+	    {"path":"/llm/*","schemes":["upto"],"maxPriceUsd":"0.50"},
+	    {"method":"GET","path":"/health","priceUsd":"0"}]}
+	]}`))
+	if err != nil {
+		panic(err)
+	}
+	res, _ := dir.Resolve("gateway.local", "/t/weather/forecast/Tokyo")
+	for _, r := range []struct{ method, path string }{
+		{"GET", res.Path},
+		{"POST", "/llm/v1/chat"},
+		{"GET", "/health"},
+		{"GET", "/other"},
+	} {
+		p := res.Tenant.PriceFor(r.method, r.path)
+		fmt.Printf("%s %s: pattern=%q price=%s max=%s schemes=%v charges=%t\n",
+			r.method, r.path, p.Pattern, p.PriceUSD, p.MaxPriceUSD, p.Schemes, p.Charges)
+	}
+	// Output:
+	// GET /forecast/Tokyo: pattern="/forecast/:city" price=0.002 max=0.002 schemes=[exact] charges=true
+	// POST /llm/v1/chat: pattern="/llm/*" price=0.01 max=0.5 schemes=[upto] charges=true
+	// GET /health: pattern="/health" price=0 max=0 schemes=[exact] charges=false
+	// GET /other: pattern="" price=0.01 max=0.01 schemes=[exact] charges=true
+}

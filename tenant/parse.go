@@ -298,7 +298,8 @@ func parseTenant(msg json.RawMessage, where, defaultSlug string) (Tenant, error)
 
 // parseRoutes reads a "routes" array. Field checks beyond the JSON shape
 // (path syntax, methods, schemes, ambiguity) are NewDirectory's, so that
-// tenants built in Go are held to the same rules.
+// tenants built in Go are held to the same rules; strings are kept as given
+// (not trimmed) so that a stored tenant reads back as it was saved.
 func parseRoutes(msg json.RawMessage) ([]Route, error) {
 	msg = bytes.TrimSpace(msg)
 	if len(msg) == 0 || string(msg) == "null" {
@@ -332,7 +333,7 @@ func parseRoutes(msg json.RawMessage) ([]Route, error) {
 		}
 		r := &routes[i]
 		if rr.Method != nil {
-			r.Method = strings.TrimSpace(*rr.Method)
+			r.Method = *rr.Method
 		}
 		if rr.Path == nil || *rr.Path == "" {
 			return fail("path", "is required")
@@ -349,10 +350,10 @@ func parseRoutes(msg json.RawMessage) ([]Route, error) {
 			return fail("schemes", err.Error())
 		}
 		if rr.Description != nil {
-			r.Description = strings.TrimSpace(*rr.Description)
+			r.Description = *rr.Description
 		}
 		if rr.MimeType != nil {
-			r.MimeType = strings.TrimSpace(*rr.MimeType)
+			r.MimeType = *rr.MimeType
 		}
 		if d := bytes.TrimSpace(rr.Discovery); len(d) > 0 && string(d) != "null" {
 			if d[0] != '{' {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -201,7 +202,10 @@ type routeTable struct {
 }
 
 type node struct {
-	lits  map[string]*node
+	// keys are the literal children's segments, sorted, and kids their
+	// nodes: a binary search over a few short strings beats hashing.
+	keys  []string
+	kids  []*node
 	param *node
 	end   *terminal // routes whose pattern ends at this node
 	wild  *terminal // routes whose pattern ends in "*" after this node
@@ -228,7 +232,7 @@ func (n *node) match(method, rest string, more bool) *compiledRoute {
 	if i := strings.IndexByte(rest, '/'); i >= 0 {
 		seg, next, nmore = rest[:i], rest[i+1:], true
 	}
-	if n.lits != nil {
+	if len(n.keys) > 0 {
 		if c := n.lit(seg); c != nil {
 			if r := c.match(method, next, nmore); r != nil {
 				return r
@@ -245,10 +249,34 @@ func (n *node) match(method, rest string, more bool) *compiledRoute {
 
 // lit finds the literal child for an escaped request segment.
 func (n *node) lit(seg string) *node {
-	if strings.IndexByte(seg, '%') < 0 {
-		return n.lits[seg]
+	if strings.IndexByte(seg, '%') >= 0 {
+		return n.litDecoded(seg)
 	}
-	return n.litDecoded(seg)
+	lo, hi := 0, len(n.keys)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if n.keys[m] < seg {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(n.keys) && n.keys[lo] == seg {
+		return n.kids[lo]
+	}
+	return nil
+}
+
+// child is lit for a literal segment, at compile time.
+func (n *node) child(seg string) *node {
+	i, found := slices.BinarySearch(n.keys, seg)
+	if found {
+		return n.kids[i]
+	}
+	c := &node{}
+	n.keys = slices.Insert(n.keys, i, seg)
+	n.kids = slices.Insert(n.kids, i, c)
+	return c
 }
 
 func (n *node) litDecoded(seg string) *node {
@@ -274,7 +302,39 @@ func (n *node) litDecoded(seg string) *node {
 		buf[k] = c
 		k++
 	}
-	return n.lits[string(buf[:k])]
+	dec := buf[:k]
+	lo, hi := 0, len(n.keys)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if compareBytes(dec, n.keys[m]) > 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(n.keys) && compareBytes(dec, n.keys[lo]) == 0 {
+		return n.kids[lo]
+	}
+	return nil
+}
+
+// compareBytes is strings.Compare(string(b), s) without the conversion.
+func compareBytes(b []byte, s string) int {
+	for i := 0; i < len(b) && i < len(s); i++ {
+		if b[i] != s[i] {
+			if b[i] < s[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	switch {
+	case len(b) < len(s):
+		return -1
+	case len(b) > len(s):
+		return 1
+	}
+	return 0
 }
 
 func unhex(c byte) (byte, bool) {
@@ -351,15 +411,7 @@ func compileRoutes(t *Tenant) (*routeTable, error) {
 				}
 				n = n.param
 			default:
-				if n.lits == nil {
-					n.lits = map[string]*node{}
-				}
-				c := n.lits[s]
-				if c == nil {
-					c = &node{}
-					n.lits[s] = c
-				}
-				n = c
+				n = n.child(s)
 			}
 		}
 		term := &n.end

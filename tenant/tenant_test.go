@@ -1,8 +1,10 @@
 package tenant_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -151,7 +153,7 @@ func TestResolve(t *testing.T) {
 		{"gw.local", "/t/beta/rows/1", "beta", "/rows/1", false, nil},
 		{"gw.local", "/t/beta", "beta", "/", false, nil},
 		{"gw.local", "/t/beta/", "beta", "/", false, nil},
-		{"acme.api.402claw.dev", "/t/beta/x", "acme", "/t/beta/x", true, nil}, // host wins
+		{"acme.api.402claw.dev", "/t/beta/x", "acme", "/t/beta/x", true, nil},    // host wins
 		{"127.0.0.1:8402", "/t/acme/a%2Fb", "", "", false, tenant.ErrBadRequest}, // encoded slash: refused since the traversal finding
 		{"[::1]:8402", "/t/acme/x", "acme", "/x", false, nil},
 		{"gw.local", "/t/nobody/x", "", "", false, tenant.ErrNotFound},
@@ -231,6 +233,9 @@ func FuzzParseDirectory(f *testing.F) {
 	f.Add([]byte(hostForm))
 	f.Add([]byte(`{"tenants":[{"slug":"a","workerName":"w","priceUsd":"1e-7"}]}`))
 	f.Add([]byte(`{"byHost":{"[::1]:80":{"workerName":"w"}}}`))
+	f.Add([]byte(weatherDirectory))
+	f.Add([]byte(`{"tenants":[{"slug":"a","workerName":"w","schemes":["exact"],"cookies":true,"routes":[{"method":"get","path":"/:x/*","priceUsd":0.5,"maxPriceUsd":"1","schemes":["upto"],"discovery":{"a":"<b>"}},{"path":"/:y/*"}]}]}`))
+	f.Add([]byte(`{"tenants":[{"slug":"a","workerName":"w","routes":[{"path":"/a/"},{"path":"/é/:a"},{"path":"/"},{"path":"/*","priceUsd":""}]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := tenant.ParseDirectory(data)
 		if err != nil {
@@ -251,6 +256,23 @@ func FuzzParseDirectory(f *testing.F) {
 		if d2.Len() != d.Len() {
 			t.Fatalf("round trip changed the tenant count")
 		}
+		// Exactly: routes, schemes, cookies and everything else.
+		out2, err := d2.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out, out2) {
+			t.Fatalf("round trip changed the directory:\n%s\n%s", out, out2)
+		}
+		for _, tn := range d.Tenants() {
+			for i, r := range tn.Routes {
+				// Every route prices a request to its own pattern.
+				p := tn.PriceFor(r.Method, strings.ReplaceAll(r.Path, "*", "rest"))
+				if p.Route == nil {
+					t.Fatalf("routes[%d] %q does not match its own path", i, r.Path)
+				}
+			}
+		}
 	})
 }
 
@@ -259,7 +281,7 @@ func FuzzResolve(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	for _, s := range [][2]string{{"acme.api.402claw.dev:443", "/x"}, {"gw", "/t/beta/%2e%2e/x"}, {"[::1]", "/t/acme"}, {"", ""}, {"ÄCME.dev", "/t/\x00/"}} {
+	for _, s := range [][2]string{{"acme.api.402claw.dev:443", "/x"}, {"gw", "/t/beta/%2e%2e/x"}, {"[::1]", "/t/acme"}, {"", ""}, {"ÄCME.dev", "/t/\x00/"}, {"gw", "/t/beta/..%2fpaid/x"}, {"acme.api.402claw.dev", "/%2e%2E/%5c"}, {"gw", "/t/beta/a%20b/%C3%A9"}} {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, host, path string) {
@@ -272,6 +294,16 @@ func FuzzResolve(f *testing.F) {
 		}
 		if res.Tenant == nil || !strings.HasPrefix(res.Path, "/") && !res.ByHost {
 			t.Fatalf("bad resolution %+v for %q %q", res, host, path)
+		}
+		// An accepted path never decodes to a traversal or a backslash.
+		p := res.Path
+		if i := strings.IndexByte(p, '?'); i >= 0 {
+			p = p[:i]
+		}
+		dec := lenientUnescape(p)
+		padded := "/" + dec + "/"
+		if strings.Contains(padded, "/../") || strings.Contains(padded, "/./") || strings.Contains(dec, "\\") {
+			t.Fatalf("accepted %q %q, which decodes to %q", host, path, dec)
 		}
 	})
 }
@@ -289,5 +321,60 @@ func BenchmarkResolve10k(b *testing.B) {
 		if _, err := d.Resolve("gw.local:8402", "/t/t04242/rows"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// lenientUnescape decodes every valid %XX escape and keeps the rest as is,
+// as the most forgiving worker would.
+func lenientUnescape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// TestEncodedTraversalRefused: the security finding. A tenant path that a
+// decoder could turn into another tenant's path, or a parent directory, is
+// 400 bad_request, whether the tenant was found by path or by host.
+func TestEncodedTraversalRefused(t *testing.T) {
+	t.Parallel()
+	d, err := tenant.ParseDirectory([]byte(registryForm))
+	require.NoError(t, err)
+	bad := []string{
+		"/..%2fpaid1/x", "/..%2Fpaid1/x", "/..%5cpaid1/x", "/..%5Cpaid1/x", "/..\\paid1/x", "/a\\b",
+		"/%2e%2e%2fpaid1/x", "/%2E%2e/paid1", "/%2e%2E%2Fx", "/.%2e/x", "/%2e./x", "/%2e/x", "/x/%2E",
+		"/x/..", "/x/.", "/a%2fb", "/a%2F", "/%5c", "/x/%2e%2e%5cy", "/ok/..%2F..%2Fetc",
+	}
+	for _, tail := range bad {
+		for _, in := range [][2]string{{"gw.local", "/t/beta" + tail}, {"acme.api.402claw.dev", tail}} {
+			_, err := d.Resolve(in[0], in[1])
+			require.ErrorIs(t, err, tenant.ErrBadRequest, "%s %s", in[0], in[1])
+		}
+	}
+	// The first finding, as reported: the free tenant's prefix with an
+	// encoded slash reached the worker as /..%2fpaid1/x.
+	_, err = d.Resolve("gw.local", "/t/beta/..%2fpaid1/x")
+	require.ErrorIs(t, err, tenant.ErrBadRequest)
+	require.Contains(t, err.Error(), "encoded slash")
+	_, err = d.Resolve("gw.local", "/t/beta/a%5Cb")
+	require.Contains(t, err.Error(), "backslash")
+
+	// Ordinary escapes, and dots that are not whole segments, still pass.
+	good := []string{"/a%20b", "/caf%C3%A9", "/%C3%A9/x", "/a%2e", "/.well-known/x", "/...", "/a..b", "/%2e%2e%2e", "/v1.2/x", "/a%252fb", "/x?q=..%2f\\"}
+	for _, tail := range good {
+		res, err := d.Resolve("gw.local", "/t/beta"+tail)
+		require.NoError(t, err, tail)
+		require.Equal(t, tail, res.Path)
+		res, err = d.Resolve("acme.api.402claw.dev", tail)
+		require.NoError(t, err, tail)
+		require.Equal(t, tail, res.Path)
 	}
 }

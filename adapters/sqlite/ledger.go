@@ -20,33 +20,52 @@ const entryColumns = `id, tenant, idempotency_key, owner, payer, amount, amount_
 
 const auditColumns = `seq, time_us, kind, tenant, subject, data, prev_hash, hash`
 
-// AppendSettlement implements ledger.Store: the duplicate check, the read of
-// the chain's tail, and both inserts happen in one immediate transaction.
+const (
+	dupSQL         = `SELECT 1 FROM ledger WHERE tenant = ? AND idempotency_key = ?`
+	tailSQL        = `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`
+	insertAuditSQL = `INSERT INTO audit_log (` + auditColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
+	insertEntrySQL = `INSERT INTO ledger (` + entryColumns + `)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+)
+
+// AppendSettlement implements ledger.Store. The duplicate check, the read
+// of the chain's tail and both inserts happen in one immediate
+// transaction, shared with the other writes queued at the same moment
+// (group commit, see the package documentation): the chain is extended in
+// queue order inside that transaction, each settlement sealed against the
+// one before it, and each caller is answered after the COMMIT.
 func (s *Store) AppendSettlement(ctx context.Context, e ledger.Entry, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
-	var sealed ledger.AuditRecord
-	err := s.writeTx(ctx, func(q querier) error {
+	var (
+		sealed ledger.AuditRecord
+		dup    bool
+	)
+	err := s.group(ctx, func(g *groupTx) error {
+		dup = false
+		st, err := g.stmt(dupSQL)
+		if err != nil {
+			return err
+		}
 		var one int
-		err := q.QueryRowContext(ctx, `SELECT 1 FROM ledger WHERE tenant = ? AND idempotency_key = ?`,
-			e.Tenant, e.IdempotencyKey).Scan(&one)
+		err = st.QueryRowContext(g.ctx, e.Tenant, e.IdempotencyKey).Scan(&one)
 		if err == nil {
-			return ledger.ErrDuplicate
+			dup = true
+			return nil
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if sealed, err = appendAudit(ctx, q, rec); err != nil {
+		if sealed, err = g.appendAudit(rec); err != nil {
 			return err
 		}
-		_, err = q.ExecContext(ctx, `INSERT INTO ledger (`+entryColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount, e.AmountAtomic, e.Asset,
-			e.Network, e.PayTo, e.TxHash, string(e.Status), e.RequestID, e.Resource, e.Time.UnixMicro())
-		if isConstraint(err) && strings.Contains(err.Error(), "idempotency_key") {
-			return ledger.ErrDuplicate
+		if st, err = g.stmt(insertEntrySQL); err != nil {
+			return err
 		}
+		_, err = st.ExecContext(g.ctx, e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount,
+			e.AmountAtomic, e.Asset, e.Network, e.PayTo, e.TxHash, string(e.Status), e.RequestID, e.Resource,
+			e.Time.UnixMicro())
 		return err
 	})
-	if errors.Is(err, ledger.ErrDuplicate) {
+	if err == nil && dup {
 		return ledger.AuditRecord{}, ledger.ErrDuplicate
 	}
 	if err != nil {
@@ -55,12 +74,13 @@ func (s *Store) AppendSettlement(ctx context.Context, e ledger.Entry, rec ledger
 	return sealed, nil
 }
 
-// AppendAudit implements ledger.Store.
+// AppendAudit implements ledger.Store, group-committed like
+// AppendSettlement.
 func (s *Store) AppendAudit(ctx context.Context, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
 	var sealed ledger.AuditRecord
-	err := s.writeTx(ctx, func(q querier) error {
+	err := s.group(ctx, func(g *groupTx) error {
 		var err error
-		sealed, err = appendAudit(ctx, q, rec)
+		sealed, err = g.appendAudit(rec)
 		return err
 	})
 	if err != nil {
@@ -69,22 +89,35 @@ func (s *Store) AppendAudit(ctx context.Context, rec ledger.AuditRecord) (ledger
 	return sealed, nil
 }
 
-// appendAudit seals rec against the chain's tail and inserts it; it must run
-// inside a write transaction.
-func appendAudit(ctx context.Context, q querier, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
-	tailSeq, tailHash := int64(0), ledger.GenesisHash
-	err := q.QueryRowContext(ctx, `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&tailSeq, &tailHash)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return ledger.AuditRecord{}, fmt.Errorf("read chain tail: %w", err)
+// appendAudit seals rec against the chain's tail and inserts it. The tail
+// is read once per transaction and then carried from record to record, so
+// a group of appends reads it once; a failed insert leaves it unchanged
+// (and the whole group is then rolled back anyway).
+func (g *groupTx) appendAudit(rec ledger.AuditRecord) (ledger.AuditRecord, error) {
+	if !g.tailRead {
+		st, err := g.stmt(tailSQL)
+		if err != nil {
+			return ledger.AuditRecord{}, err
+		}
+		g.tailSeq, g.tailHash = 0, ledger.GenesisHash
+		err = st.QueryRowContext(g.ctx).Scan(&g.tailSeq, &g.tailHash)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return ledger.AuditRecord{}, fmt.Errorf("read chain tail: %w", err)
+		}
+		g.tailRead = true
 	}
-	sealed := ledger.Seal(rec, tailSeq, tailHash)
+	sealed := ledger.Seal(rec, g.tailSeq, g.tailHash)
 	sealed.Data = append([]byte(nil), rec.Data...)
-	_, err = q.ExecContext(ctx, `INSERT INTO audit_log (`+auditColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		sealed.Seq, sealed.Time.UnixMicro(), sealed.Kind, sealed.Tenant, sealed.Subject, string(sealed.Data),
-		sealed.PrevHash, sealed.Hash)
+	st, err := g.stmt(insertAuditSQL)
+	if err != nil {
+		return ledger.AuditRecord{}, err
+	}
+	_, err = st.ExecContext(g.ctx, sealed.Seq, sealed.Time.UnixMicro(), sealed.Kind, sealed.Tenant, sealed.Subject,
+		string(sealed.Data), sealed.PrevHash, sealed.Hash)
 	if err != nil {
 		return ledger.AuditRecord{}, fmt.Errorf("insert audit record %d: %w", sealed.Seq, err)
 	}
+	g.tailSeq, g.tailHash = sealed.Seq, sealed.Hash
 	return sealed, nil
 }
 

@@ -226,6 +226,7 @@ type gate struct {
 	canceled chan struct{}
 	release  chan struct{}
 	once     sync.Once
+	cancel   sync.Once
 	rel      sync.Once
 }
 
@@ -238,7 +239,9 @@ func (g *gate) wait(r *http.Request) bool {
 	g.once.Do(func() { close(g.started) })
 	select {
 	case <-r.Context().Done():
-		close(g.canceled)
+		// A transport may retry a request, so a gate can be waited on
+		// more than once.
+		g.cancel.Do(func() { close(g.canceled) })
 		return true
 	case <-g.release:
 	case <-time.After(time.Minute):

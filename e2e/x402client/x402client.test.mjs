@@ -10,6 +10,14 @@
 //      log shows payment_replayed, not a second payment_settled.
 //   5. The same signed header on a different request is refused (422
 //      idempotency_key_reused) and settles nothing.
+//   6. exact over Permit2: the real ExactEvmScheme picks the route's
+//      exact entry with extra.assetTransferMethod "permit2" and signs a
+//      Permit2 PermitWitnessTransferFrom; the gateway settles it once and
+//      answers its replay from the idempotency store.
+//   7. upto: the real UptoEvmScheme signs the route's maximum; the worker
+//      reports its charge in Settlement-Overrides; the settle response
+//      carries the charge (not the maximum), the header never reaches the
+//      client, and the replay is deduplicated.
 //
 // The server is built and started here; it is killed at the end, also on
 // failure. Run with: node --test x402client.test.mjs (see run.sh).
@@ -26,7 +34,9 @@ import { fileURLToPath } from "node:url";
 
 import { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
+import { UptoEvmScheme } from "@x402/evm/upto/client";
 import { privateKeyToAccount } from "viem/accounts";
+import { verifyTypedData } from "viem";
 import {
   wrapFetchWithPayment as wrapFetchWithPaymentV1,
   createSigner as createSignerV1,
@@ -45,6 +55,18 @@ const NETWORK_V2 = "eip155:84532";
 const NETWORK_V1 = "base-sepolia";
 const USDC_BASE_SEPOLIA = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
 const PRICE_ATOMIC = "10000"; // $0.01 with 6 decimals
+
+// The routes of the scheme tests (examples/httpserver wires them for the
+// demo-paid tenant; see e2e/x402client/README.md): one offering only
+// exact-permit2 at PRICE_ATOMIC, one offering upto whose worker reports
+// UPTO_CHARGE atomic units in Settlement-Overrides, below UPTO_MAX.
+const PERMIT2_PATH = process.env.E2E_PERMIT2_PATH ?? `/t/${TENANT}/permit2/rows?limit=2`;
+const UPTO_PATH = process.env.E2E_UPTO_PATH ?? `/t/${TENANT}/metered/rows?limit=2`;
+const UPTO_MAX = process.env.E2E_UPTO_MAX ?? "50000"; // maxPriceUsd 0.05
+const UPTO_CHARGE = process.env.E2E_UPTO_CHARGE ?? "2000"; // $0.001 per row, two rows
+const PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3";
+const EXACT_PERMIT2_PROXY = "0x402085c248EeA27D92E8b30b2C58ed07f9E20001";
+const UPTO_PERMIT2_PROXY = "0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002";
 
 const account = privateKeyToAccount(PRIVATE_KEY);
 
@@ -303,8 +325,8 @@ describe("real x402 npm clients against examples/httpserver", { concurrency: fal
     const first = paid[name];
     assert.ok(first, `the ${name} payment test must pass first`);
 
-    // Both payments so far must be in the event log before we count.
-    const expectSettled = (paid.v1 ? 1 : 0) + (paid.v2 ? 1 : 0);
+    // Every payment so far must be in the event log before we count.
+    const expectSettled = Object.keys(paid).length;
     const before = await pollEvents((s) => s.settled >= expectSettled);
     assert.equal(before.settled, expectSettled, "one payment_settled per payment so far");
 
@@ -346,5 +368,202 @@ describe("real x402 npm clients against examples/httpserver", { concurrency: fal
     const final = await tenantEvents();
     assert.equal(final.settled, before.settled, "no settlement for the reused payment");
     assert.equal(final.replayed, before.replayed, "and no replay");
+  });
+
+  // Pays path with a v2 client whose only registered scheme is scheme,
+  // and returns the wire log, the answer and its decoded settle response.
+  async function payV2(pathAndQuery, scheme) {
+    const log = [];
+    const client = new x402Client().register(NETWORK_V2, scheme);
+    const payFetch = wrapFetchWithPayment(recordingFetch(log), client);
+    const res = await payFetch(baseURL + pathAndQuery);
+    const text = await res.text();
+    assert.equal(log[0]?.status, 402, `unpaid try of ${pathAndQuery}: ${log[0]?.status}`);
+    const challenge = decodeB64JSON(log[0].responseHeaders.get("payment-required"));
+    assert.equal(res.status, 200, `paid request: ${res.status} ${text}\nchallenge: ${JSON.stringify(challenge.accepts)}\nserver log:\n${serverLog}`);
+    assert.equal(log.length, 2, "one challenge, one paid request");
+    const sig = log[1].headers.get("payment-signature");
+    assert.ok(sig, "paid with PAYMENT-SIGNATURE");
+    const header = res.headers.get("payment-response");
+    assert.ok(header, "answer carries PAYMENT-RESPONSE");
+    const settle = decodePaymentResponseHeader(header);
+    assert.equal(settle.success, true, `settle response: ${JSON.stringify(settle)}`);
+    assert.equal(settle.network, NETWORK_V2);
+    assert.equal(settle.payer?.toLowerCase(), account.address.toLowerCase());
+    assert.notEqual(res.headers.get("x-payment-deduped"), "true", "a first payment is not a replay");
+    const key = res.headers.get("x-payment-idempotency-key");
+    assert.ok(key, "answer carries X-Payment-Idempotency-Key");
+    return { log, res, text, challenge, payment: decodeB64JSON(sig), sig, settle, key };
+  }
+
+  test("exact over Permit2: the real ExactEvmScheme picks the permit2 entry", { timeout: 60_000 }, async () => {
+    const r = await payV2(PERMIT2_PATH, new ExactEvmScheme(account));
+    const offer = r.challenge.accepts.find((a) => a.scheme === "exact" && a.extra?.assetTransferMethod === "permit2");
+    assert.ok(offer, `a permit2 entry in ${JSON.stringify(r.challenge.accepts)}`);
+    assert.equal(offer.amount, PRICE_ATOMIC);
+
+    // What the client signed: a Permit2 witness transfer to payTo through
+    // the exact proxy, of exactly the price.
+    assert.deepEqual(r.payment.accepted, offer, "the client chose the permit2 entry");
+    const a = r.payment.payload.permit2Authorization;
+    assert.ok(a, `a permit2Authorization payload: ${JSON.stringify(r.payment.payload)}`);
+    assert.equal(r.payment.payload.authorization, undefined, "not an EIP-3009 payload");
+    assert.equal(a.from.toLowerCase(), account.address.toLowerCase());
+    assert.equal(a.spender.toLowerCase(), EXACT_PERMIT2_PROXY.toLowerCase());
+    assert.equal(a.permitted.token.toLowerCase(), USDC_BASE_SEPOLIA.toLowerCase());
+    assert.equal(a.permitted.amount, PRICE_ATOMIC);
+    assert.equal(a.witness.to.toLowerCase(), offer.payTo.toLowerCase());
+    assert.ok(/^[0-9]+$/.test(a.nonce), "a uint256 nonce");
+    // The signature is the payer's over the Permit2 domain (viem's own
+    // EIP-712 verification, independent of the gateway's).
+    assert.equal(await verifyTypedData({
+      address: account.address,
+      domain: { name: "Permit2", chainId: 84532, verifyingContract: PERMIT2_ADDRESS },
+      primaryType: "PermitWitnessTransferFrom",
+      types: {
+        PermitWitnessTransferFrom: [
+          { name: "permitted", type: "TokenPermissions" }, { name: "spender", type: "address" },
+          { name: "nonce", type: "uint256" }, { name: "deadline", type: "uint256" }, { name: "witness", type: "Witness" },
+        ],
+        TokenPermissions: [{ name: "token", type: "address" }, { name: "amount", type: "uint256" }],
+        Witness: [{ name: "to", type: "address" }, { name: "validAfter", type: "uint256" }],
+      },
+      message: {
+        permitted: { token: a.permitted.token, amount: BigInt(a.permitted.amount) }, spender: a.spender,
+        nonce: BigInt(a.nonce), deadline: BigInt(a.deadline),
+        witness: { to: a.witness.to, validAfter: BigInt(a.witness.validAfter) },
+      },
+      signature: r.payment.payload.signature,
+    }), true, "the Permit2 signature verifies with viem");
+
+    checkRows(r.text, r.res.headers.get("content-type"));
+    assert.ok(/^0x[0-9a-f]{64}$/.test(r.settle.transaction), `a transaction: ${r.settle.transaction}`);
+    if (r.settle.amount !== undefined) assert.equal(r.settle.amount, PRICE_ATOMIC);
+    paid.permit2 = { url: r.log[1].url, header: r.sig, body: r.text, key: r.key };
+  });
+
+  test("upto: the real UptoEvmScheme pays the maximum, the worker's charge is settled", { timeout: 60_000 }, async () => {
+    const r = await payV2(UPTO_PATH, new UptoEvmScheme(account));
+    const offer = r.challenge.accepts.find((a) => a.scheme === "upto");
+    assert.ok(offer, `an upto entry in ${JSON.stringify(r.challenge.accepts)}`);
+    assert.equal(offer.amount, UPTO_MAX, "the entry's amount is the route's maximum");
+    assert.match(offer.extra?.facilitatorAddress ?? "", /^0x[0-9a-fA-F]{40}$/, "extra.facilitatorAddress");
+
+    const a = r.payment.payload.permit2Authorization;
+    assert.ok(a, `a permit2Authorization payload: ${JSON.stringify(r.payment.payload)}`);
+    assert.equal(a.spender.toLowerCase(), UPTO_PERMIT2_PROXY.toLowerCase());
+    assert.equal(a.permitted.amount, UPTO_MAX, "the client signs the maximum");
+    assert.equal(a.witness.to.toLowerCase(), offer.payTo.toLowerCase());
+    assert.equal(a.witness.facilitator.toLowerCase(), offer.extra.facilitatorAddress.toLowerCase());
+
+    checkRows(r.text, r.res.headers.get("content-type"));
+    assert.equal(r.res.headers.get("settlement-overrides"), null, "the worker's Settlement-Overrides never reaches the client");
+    assert.equal(r.settle.amount, UPTO_CHARGE, `charged the worker's amount, not the maximum: ${JSON.stringify(r.settle)}`);
+    assert.ok(BigInt(r.settle.amount) < BigInt(UPTO_MAX));
+    assert.ok(/^0x[0-9a-f]{64}$/.test(r.settle.transaction), `a transaction: ${r.settle.transaction}`);
+    paid.upto = { url: r.log[1].url, header: r.sig, body: r.text, key: r.key, charge: r.settle.amount };
+  });
+
+  test("replay of the exact-permit2 payment is deduplicated", { timeout: 60_000 }, () =>
+    replay("permit2", "PAYMENT-SIGNATURE", "payment-response", decodePaymentResponseHeader));
+
+  test("replay of the upto payment is deduplicated and charges nothing more", { timeout: 60_000 }, async () => {
+    await replay("upto", "PAYMENT-SIGNATURE", "payment-response", decodePaymentResponseHeader);
+    const res = await fetch(paid.upto.url, { headers: { "PAYMENT-SIGNATURE": paid.upto.header } });
+    await res.text();
+    const header = res.headers.get("payment-response");
+    if (header) {
+      const settle = decodePaymentResponseHeader(header);
+      assert.equal(settle.amount ?? paid.upto.charge, paid.upto.charge, "the replay reports the original charge");
+    }
+  });
+
+  // The real clients sign against requirements shaped like the gateway's
+  // exact-permit2 and upto entries, and the server's built-in local
+  // facilitator (/__facilitator, the Go localfacilitator over HTTP)
+  // verifies and settles what they signed. This needs no payment-stage
+  // wiring, so it pins the Go side's interop on its own.
+  async function facilitator(path, body) {
+    const res = await fetch(`${baseURL}/__facilitator${path}`, {
+      method: body ? "POST" : "GET",
+      headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.text();
+    assert.equal(res.status, 200, `${path}: ${res.status} ${text}`);
+    return JSON.parse(text);
+  }
+
+  function requirement(scheme, amount, extra) {
+    return {
+      scheme, network: NETWORK_V2, amount, asset: USDC_BASE_SEPOLIA,
+      payTo: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", maxTimeoutSeconds: 60,
+      extra: { name: "USDC", version: "2", ...extra },
+    };
+  }
+
+  async function sign(scheme, req) {
+    const client = new x402Client().register(NETWORK_V2, scheme);
+    return client.createPaymentPayload({
+      x402Version: 2,
+      resource: { url: baseURL + "/t/demo-paid/x", description: "e2e", mimeType: "application/json" },
+      accepts: [req],
+    });
+  }
+
+  test("local facilitator: /supported announces upto with its facilitatorAddress", { timeout: 30_000 }, async () => {
+    const sup = await facilitator("/supported");
+    const upto = sup.kinds.find((k) => k.scheme === "upto" && k.network === NETWORK_V2);
+    assert.ok(upto, `an upto kind in ${JSON.stringify(sup.kinds)}`);
+    assert.match(upto.extra?.facilitatorAddress ?? "", /^0x[0-9a-fA-F]{40}$/);
+    assert.ok(sup.kinds.find((k) => k.scheme === "exact" && k.network === NETWORK_V2 && k.x402Version === 2));
+  });
+
+  test("local facilitator verifies and settles the real client's exact-permit2 payment once", { timeout: 30_000 }, async () => {
+    const req = requirement("exact", PRICE_ATOMIC, { assetTransferMethod: "permit2" });
+    const paymentPayload = await sign(new ExactEvmScheme(account), req);
+    assert.ok(paymentPayload.payload.permit2Authorization, "the client signed Permit2");
+    const body = { x402Version: 2, paymentPayload, paymentRequirements: req };
+    const vr = await facilitator("/verify", body);
+    assert.deepEqual(vr, { isValid: true, payer: account.address });
+    const sr = await facilitator("/settle", body);
+    assert.equal(sr.success, true, JSON.stringify(sr));
+    assert.equal(sr.amount, PRICE_ATOMIC);
+    assert.match(sr.transaction, /^0x[0-9a-f]{64}$/);
+    const again = await facilitator("/settle", body);
+    assert.equal(again.success, false, "single-use nonce");
+
+    // A tampered copy (amount raised in the signed message) is refused.
+    const tampered = structuredClone(paymentPayload);
+    tampered.payload.permit2Authorization.permitted.amount = "20000";
+    const bad = await facilitator("/verify", { ...body, paymentPayload: tampered, paymentRequirements: { ...req, amount: "20000" } });
+    assert.equal(bad.isValid, false);
+    assert.equal(bad.invalidReason, "invalid_permit2_signature");
+  });
+
+  test("local facilitator settles the real client's upto payment for the charge", { timeout: 30_000 }, async () => {
+    const sup = await facilitator("/supported");
+    const facilitatorAddress = sup.kinds.find((k) => k.scheme === "upto").extra.facilitatorAddress;
+    const req = requirement("upto", UPTO_MAX, { facilitatorAddress });
+    const paymentPayload = await sign(new UptoEvmScheme(account), req);
+    const a = paymentPayload.payload.permit2Authorization;
+    assert.equal(a.witness.facilitator.toLowerCase(), facilitatorAddress.toLowerCase());
+    const vr = await facilitator("/verify", { x402Version: 2, paymentPayload, paymentRequirements: req });
+    assert.equal(vr.isValid, true, JSON.stringify(vr));
+
+    // Over the maximum: refused. The charge: settled, once.
+    const over = await facilitator("/settle", { x402Version: 2, paymentPayload, paymentRequirements: { ...req, amount: "50001" } });
+    assert.equal(over.success, false);
+    assert.equal(over.errorReason, "invalid_upto_evm_payload_settlement_exceeds_amount");
+    const sr = await facilitator("/settle", { x402Version: 2, paymentPayload, paymentRequirements: { ...req, amount: UPTO_CHARGE } });
+    assert.equal(sr.success, true, JSON.stringify(sr));
+    assert.equal(sr.amount, UPTO_CHARGE);
+    const again = await facilitator("/settle", { x402Version: 2, paymentPayload, paymentRequirements: { ...req, amount: UPTO_CHARGE } });
+    assert.equal(again.success, false, "single-use nonce");
+
+    // Signed for another facilitator: refused.
+    const other = await sign(new UptoEvmScheme(account), { ...req, extra: { ...req.extra, facilitatorAddress: "0x1111111111111111111111111111111111111111" } });
+    const vr2 = await facilitator("/verify", { x402Version: 2, paymentPayload: other, paymentRequirements: req });
+    assert.equal(vr2.isValid, false);
   });
 });

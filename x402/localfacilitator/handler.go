@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/eip712"
 )
 
 // Handler serves the facilitator over HTTP, as x402.FacilitatorClient (and
@@ -20,6 +21,8 @@ import (
 //     invalid_payment_requirements;
 //   - a failing nonce store is answered 500 with {"error": ...} and no
 //     verdict, which a client reads as "facilitator unavailable";
+//   - a successful settle answer also carries "amount", the atomic
+//     amount transferred (the charge, for upto);
 //   - GET /supported lists the supported kinds.
 //
 // Mount it at the root of its own server, or under a prefix with
@@ -57,7 +60,28 @@ func (f *Facilitator) serveSettle(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	answer := settleAnswer{SettleResponse: resp}
+	if resp.Success {
+		// The amount transferred (the charge, for upto), as the upto
+		// specification's SettlementResponse carries it.
+		answer.Amount = canonicalAmount(req.Requirement.Amount)
+	}
+	writeJSON(w, http.StatusOK, answer)
+}
+
+// settleAnswer is a SettleResponse with the amount settled, which the
+// x402 SettleResponse type does not carry yet.
+type settleAnswer struct {
+	*x402.SettleResponse
+	Amount string `json:"amount,omitempty"`
+}
+
+func canonicalAmount(s string) string {
+	n, err := eip712.ParseUint256(s)
+	if err != nil {
+		return ""
+	}
+	return n.String()
 }
 
 func (f *Facilitator) serveSupported(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +100,7 @@ func readRequest(w http.ResponseWriter, r *http.Request) (x402.FacilitatorReques
 	if err != nil {
 		return x402.FacilitatorRequest{}, x402.ReasonInvalidPayload, false
 	}
-	req, err := x402.ParseFacilitatorRequest(body)
+	req, err := ParseRequest(body)
 	if err != nil {
 		if errors.Is(err, x402.ErrInvalidRequirement) {
 			return x402.FacilitatorRequest{}, x402.ReasonInvalidRequirements, false

@@ -43,7 +43,7 @@ func TestHandlerWithFacilitatorClient(t *testing.T) {
 
 			sup, err := client.Supported(ctx)
 			require.NoError(t, err)
-			require.Len(t, sup.Kinds, 4)
+			require.Len(t, sup.Kinds, 6)
 			require.Contains(t, sup.Kinds, x402.SupportedKind{X402Version: 1, Scheme: "exact", Network: "base-sepolia"})
 		})
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/402claw/dispatcher/x402"
 	"github.com/402claw/dispatcher/x402/eip712"
+	"github.com/402claw/dispatcher/x402/permit2"
+	"github.com/402claw/dispatcher/x402/upto"
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 )
 
@@ -87,8 +89,11 @@ type SignedPayment struct {
 	Value string
 	// JSON is the payment JSON before base64.
 	JSON []byte
-	// Authorization is the signed authorization.
+	// Authorization is the signed EIP-3009 authorization (empty for
+	// Permit2 payments).
 	Authorization x402.Authorization
+	// Payload is the scheme payload as sent (the "payload" object).
+	Payload json.RawMessage
 	// Signature is the 65-byte signature, 0x-prefixed hex (r || s || v).
 	Signature string
 }
@@ -96,8 +101,16 @@ type SignedPayment struct {
 // Sign authorizes a transfer of exactly req.Amount to req.PayTo and wraps
 // it in the given protocol version's payment, with the same field order
 // and values a reference client produces (so, with the same nonce and
-// time, the same bytes).
+// time, the same bytes). An upto requirement is signed with SignUpto, an
+// exact one whose extra.assetTransferMethod is "permit2" with SignPermit2
+// (both version 2 only); otherwise it signs an EIP-3009 authorization.
 func (s *Signer) Sign(req x402.Requirement, version int, opts SignOptions) (*SignedPayment, error) {
+	switch {
+	case req.Scheme == upto.Name:
+		return s.signPermit2Version(req, version, opts, s.SignUpto)
+	case req.Scheme == x402.SchemeExact && req.ExtraString(permit2.ExtraAssetTransferMethod) == permit2.TransferMethod:
+		return s.signPermit2Version(req, version, opts, s.SignPermit2)
+	}
 	if version != x402.Version1 && version != x402.Version2 {
 		return nil, fmt.Errorf("localfacilitator: unsupported x402Version %d", version)
 	}
@@ -143,7 +156,7 @@ func (s *Signer) Sign(req x402.Requirement, version int, opts SignOptions) (*Sig
 	if err != nil {
 		return nil, err
 	}
-	out := &SignedPayment{Version: version, Authorization: auth, Signature: sig}
+	out := &SignedPayment{Version: version, Authorization: auth, Signature: sig, Payload: payload}
 	if version == x402.Version2 {
 		pp := x402.PaymentPayload{
 			X402Version: x402.Version2,
