@@ -288,7 +288,6 @@ func TestStagesRunInOrderAndMayAnswer(t *testing.T) {
 	require.Equal(t, limits.Limits{CPUMs: 200, SubRequests: 3}, ev.events[1].Limits)
 }
 
-
 func TestPlatformRoutesNeverReachTenants(t *testing.T) {
 	t.Parallel()
 	d, _ := newDispatcher(t, nil)

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-
 )
 
 func unescapePath(p string) (string, error) { return url.PathUnescape(p) }

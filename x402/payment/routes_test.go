@@ -175,9 +175,13 @@ func TestCaseVariantKeysRefused(t *testing.T) {
 	raw, err := base64.StdEncoding.DecodeString(sp.Value)
 	require.NoError(t, err)
 	for _, edit := range []func(string) string{
-		func(s string) string { return strings.Replace(s, `"nonce":`, `"Nonce":"0x`+strings.Repeat("1", 64)+`","nonce":`, 1) },
+		func(s string) string {
+			return strings.Replace(s, `"nonce":`, `"Nonce":"0x`+strings.Repeat("1", 64)+`","nonce":`, 1)
+		},
 		func(s string) string { return strings.Replace(s, `"nonce":`, `"NONCE":`, 1) },
-		func(s string) string { return strings.Replace(s, `"payTo":`, `"payto":"0x0000000000000000000000000000000000000001","payTo":`, 1) },
+		func(s string) string {
+			return strings.Replace(s, `"payTo":`, `"payto":"0x0000000000000000000000000000000000000001","payTo":`, 1)
+		},
 		func(s string) string { return strings.Replace(s, `"value":`, `"value":"1","value":`, 1) },
 	} {
 		bad := edit(string(raw))
