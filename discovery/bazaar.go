@@ -134,7 +134,9 @@ func bazaar(method string, e *tenant.Route, opt BazaarOptions) (json.RawMessage,
 	if names := p.params(); len(names) > 0 {
 		declared := map[string]Param{}
 		for _, n := range names {
-			declared[n] = d.PathParams[n] // zero Param: a plain string
+			pp := d.PathParams[n] // zero Param: a plain string
+			pp.Required = true    // a concrete path has every segment
+			declared[n] = pp
 		}
 		values := map[string]any{}
 		if opt.PathParams != nil {
@@ -148,7 +150,9 @@ func bazaar(method string, e *tenant.Route, opt BazaarOptions) (json.RawMessage,
 				values[m.key] = m.value
 			}
 		}
-		if len(values) > 0 {
+		// pathParams is shown only when every parameter has a value: the
+		// schema requires them all.
+		if len(values) == len(names) {
 			input = input.set("pathParams", sortedObject(values))
 		}
 		ps := paramsSchema(declared, true)

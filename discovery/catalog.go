@@ -88,43 +88,24 @@ type Quality struct {
 // apiQuality is the 30-day quality of every API, by slug.
 type apiQuality map[string]Quality
 
-// queryQuality reads 30 days of rollups (ending with the current hour).
+// queryQuality reads 30 days of rollups (ending with the current hour) and
+// folds them with the analytics' own snapshot builder, so the figures are
+// the ones the leaderboard would show for that range.
 func queryQuality(ctx context.Context, store metrics.Store, now time.Time) (apiQuality, error) {
 	q := metrics.RollupQuery{From: metrics.HourOf(now).Add(-30 * 24 * time.Hour), To: metrics.HourOf(now).Add(time.Hour)}
-	calls := map[string]int64{}
-	callers := map[string]map[string]struct{}{}
-	add := func(r *metrics.HourRollup) {
-		if r.Calls == 0 {
-			return
-		}
-		calls[r.APIID] += r.Calls
-		set := callers[r.APIID]
-		if set == nil {
-			set = map[string]struct{}{}
-			callers[r.APIID] = set
-		}
-		for c, n := range r.Callers {
-			if n > 0 {
-				set[c] = struct{}{}
-			}
-		}
-	}
-	var err error
-	if sc, ok := store.(metrics.RollupScanner); ok {
-		err = sc.ScanRollups(ctx, q, add)
-	} else {
-		var rs []metrics.HourRollup
-		rs, err = store.Rollups(ctx, q)
-		for i := range rs {
-			add(&rs[i])
-		}
-	}
+	rollups, err := store.Rollups(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: quality: %w", err)
 	}
-	out := make(apiQuality, len(calls))
-	for id, n := range calls {
-		out[id] = Quality{L30DaysTotalCalls: n, L30DaysUniquePayers: len(callers[id])}
+	snap, err := metrics.BuildWindowSnapshot(metrics.WindowOverall, now, rollups, nil)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: quality: %w", err)
+	}
+	out := make(apiQuality, len(snap.APIs))
+	for _, a := range snap.APIs {
+		if a.Calls > 0 {
+			out[a.APIID] = Quality{L30DaysTotalCalls: a.Calls, L30DaysUniquePayers: a.UniqueCallers}
+		}
 	}
 	return out, nil
 }

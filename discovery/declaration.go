@@ -145,14 +145,33 @@ func ParseDeclaration(raw []byte, routePath string) (*Declaration, error) {
 	if raw[0] != '{' {
 		return nil, declErr("", "must be a JSON object")
 	}
-	var d Declaration
+	var rd struct {
+		QueryParams map[string]json.RawMessage `json:"queryParams"`
+		Headers     map[string]json.RawMessage `json:"headers"`
+		PathParams  map[string]json.RawMessage `json:"pathParams"`
+		BodyType    string                     `json:"bodyType"`
+		Body        json.RawMessage            `json:"body"`
+		BodySchema  json.RawMessage            `json:"bodySchema"`
+		Output      *Output                    `json:"output"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&d); err != nil {
+	if err := dec.Decode(&rd); err != nil {
 		return nil, jsonDeclErr(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, declErr("", "trailing data after the object")
+	}
+	d := Declaration{BodyType: rd.BodyType, Body: rd.Body, BodySchema: rd.BodySchema, Output: rd.Output}
+	var err error
+	if d.QueryParams, err = parseParams("queryParams", rd.QueryParams); err != nil {
+		return nil, err
+	}
+	if d.Headers, err = parseParams("headers", rd.Headers); err != nil {
+		return nil, err
+	}
+	if d.PathParams, err = parseParams("pathParams", rd.PathParams); err != nil {
+		return nil, err
 	}
 	if err := d.validate(routePath); err != nil {
 		return nil, err
@@ -173,6 +192,35 @@ func jsonDeclErr(err error) error {
 		return declErr(name, "unknown field")
 	}
 	return declErr("", "not valid JSON: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+// parseParams decodes each parameter on its own, so an error names it.
+func parseParams(kind string, raw map[string]json.RawMessage) (map[string]Param, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	if len(raw) > maxParams {
+		return nil, declErr(kind, "has more than %d entries", maxParams)
+	}
+	out := make(map[string]Param, len(raw))
+	for name, msg := range raw {
+		msg = bytes.TrimSpace(msg)
+		if len(msg) == 0 || msg[0] != '"' && msg[0] != '{' {
+			return nil, declErr(kind+"."+name, "must be an example string or a parameter object")
+		}
+		var p Param
+		if err := json.Unmarshal(msg, &p); err != nil {
+			e := jsonDeclErr(err).(*DeclarationError)
+			if e.Field != "" {
+				e.Field = kind + "." + name + "." + e.Field
+			} else {
+				e.Field = kind + "." + name
+			}
+			return nil, e
+		}
+		out[name] = p
+	}
+	return out, nil
 }
 
 func (d *Declaration) validate(routePath string) error {

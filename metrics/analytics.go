@@ -30,9 +30,17 @@ type APIStats struct {
 	Errors    int64
 	// RevenueMicros is the billed revenue in micro-USD.
 	RevenueMicros int64
+	// UniqueCallers counts distinct caller ids (UsageEvent.CallerID) with
+	// a call; UniqueSources distinct sources (UsageEvent.Source), the
+	// figure the trending score uses. Both are exact up to ExactCallers
+	// and estimates (about 1%) beyond.
 	UniqueCallers int
-	// MaxCallerCalls is the number of calls of the API's busiest caller.
+	UniqueSources int
+	// MaxCallerCalls is the number of calls of the API's busiest caller
+	// id, MaxSourceCalls of its busiest source (upper estimates once their
+	// sets are sketched; see CallerSet.MaxCalls).
 	MaxCallerCalls int64
+	MaxSourceCalls int64
 	// MaxHourCalls is the number of calls in the API's busiest hour.
 	MaxHourCalls int64
 	// ActiveHours is the number of hours with at least one call.
@@ -40,7 +48,8 @@ type APIStats struct {
 	Latency     LatencyHistogram
 
 	lastHour time.Time
-	callers  map[string]int64
+	callers  CallerSet
+	sources  CallerSet
 }
 
 // ErrorRate is Errors/Calls, 0 without calls.
@@ -50,18 +59,22 @@ func (a *APIStats) ErrorRate() float64 { return ratio(a.Errors, a.Calls) }
 // bound).
 func (a *APIStats) P95LatencyMs() int64 { return a.Latency.Quantile(0.95) }
 
-// MaxCallerShare is the busiest caller's share of the calls.
+// MaxCallerShare is the busiest caller id's share of the calls.
 func (a *APIStats) MaxCallerShare() float64 { return ratio(a.MaxCallerCalls, a.Calls) }
+
+// MaxSourceShare is the busiest source's share of the calls.
+func (a *APIStats) MaxSourceShare() float64 { return ratio(a.MaxSourceCalls, a.Calls) }
 
 // MaxHourShare is the busiest hour's share of the calls.
 func (a *APIStats) MaxHourShare() float64 { return ratio(a.MaxHourCalls, a.Calls) }
 
-// ScoreInputs returns what ComputeTrendingScore needs.
+// ScoreInputs returns what ComputeTrendingScore needs: diversity comes
+// from sources, never from asserted caller ids.
 func (a *APIStats) ScoreInputs() ScoreInputs {
 	return ScoreInputs{
 		Calls: a.Calls, Errors: a.Errors, RevenueMicros: a.RevenueMicros,
-		UniqueCallers: a.UniqueCallers, P95LatencyMs: a.P95LatencyMs(),
-		MaxCallerCalls: a.MaxCallerCalls, MaxHourCalls: a.MaxHourCalls,
+		UniqueSources: a.UniqueSources, P95LatencyMs: a.P95LatencyMs(),
+		MaxSourceCalls: a.MaxSourceCalls, MaxHourCalls: a.MaxHourCalls,
 	}
 }
 
@@ -79,6 +92,7 @@ type DirectoryStats struct {
 	Calls         int64
 	Errors        int64
 	RevenueMicros int64
+	// UniqueCallers counts the distinct caller ids of the directory's APIs.
 	UniqueCallers int
 }
 
@@ -90,7 +104,8 @@ type WindowSnapshot struct {
 	APIs []APIStats
 	// Directories is ordered by name.
 	Directories []DirectoryStats
-	// ActiveCallers counts distinct callers with at least one call.
+	// ActiveCallers counts distinct caller ids with at least one call
+	// (exact up to ExactCallers, an estimate beyond).
 	ActiveCallers int
 	Calls         int64
 	RevenueMicros int64
@@ -129,7 +144,7 @@ func newSnapshotBuilder(w Window, now time.Time) (*snapshotBuilder, error) {
 func (b *snapshotBuilder) get(id string) *APIStats {
 	a, ok := b.byAPI[id]
 	if !ok {
-		a = &APIStats{APIID: id, Directory: DefaultDirectory, callers: map[string]int64{}}
+		a = &APIStats{APIID: id, Directory: DefaultDirectory}
 		b.byAPI[id] = a
 	}
 	return a
@@ -154,9 +169,8 @@ func (b *snapshotBuilder) add(r *HourRollup) {
 		a.ActiveHours++
 		a.MaxHourCalls = max(a.MaxHourCalls, r.Calls)
 	}
-	for c, n := range r.Callers {
-		a.callers[c] += n
-	}
+	a.callers.Merge(&r.Callers)
+	a.sources.Merge(&r.Sources)
 }
 
 func (b *snapshotBuilder) finish(published []APIInfo) *WindowSnapshot {
@@ -176,51 +190,50 @@ func (b *snapshotBuilder) finish(published []APIInfo) *WindowSnapshot {
 		}
 	}
 
-	everyone := map[string]struct{}{}
+	var everyone CallerSet
 	dirs := map[string]*DirectoryStats{}
-	dirCallers := map[string]map[string]struct{}{}
+	dirCallers := map[string]*CallerSet{}
 	snap.APIs = make([]APIStats, 0, len(byAPI))
 	for _, a := range byAPI {
-		a.UniqueCallers = len(a.callers)
+		a.UniqueCallers, a.MaxCallerCalls = a.callers.Distinct(), a.callers.MaxCalls()
+		a.UniqueSources, a.MaxSourceCalls = a.sources.Distinct(), a.sources.MaxCalls()
 		d, ok := dirs[a.Directory]
 		if !ok {
 			d = &DirectoryStats{Directory: a.Directory}
 			dirs[a.Directory] = d
-			dirCallers[a.Directory] = map[string]struct{}{}
+			dirCallers[a.Directory] = &CallerSet{}
 		}
 		d.APIs++
 		d.Calls += a.Calls
 		d.Errors += a.Errors
 		d.RevenueMicros += a.RevenueMicros
-		dc := dirCallers[a.Directory]
-		for c, n := range a.callers {
-			a.MaxCallerCalls = max(a.MaxCallerCalls, n)
-			everyone[c] = struct{}{}
-			dc[c] = struct{}{}
-		}
+		dirCallers[a.Directory].Merge(&a.callers)
+		everyone.Merge(&a.callers)
 		snap.Calls += a.Calls
 		snap.RevenueMicros += a.RevenueMicros
-		a.callers = nil
+		a.callers, a.sources = CallerSet{}, CallerSet{}
 		snap.APIs = append(snap.APIs, *a)
 	}
 	slices.SortFunc(snap.APIs, func(x, y APIStats) int { return strings.Compare(x.APIID, y.APIID) })
 	for name, d := range dirs {
-		d.UniqueCallers = len(dirCallers[name])
+		d.UniqueCallers = dirCallers[name].Distinct()
 		snap.Directories = append(snap.Directories, *d)
 	}
 	slices.SortFunc(snap.Directories, func(x, y DirectoryStats) int { return strings.Compare(x.Directory, y.Directory) })
-	snap.ActiveCallers = len(everyone)
+	snap.ActiveCallers = everyone.Distinct()
 	return snap
 }
 
 // ScoreInputs are the figures the trending score is computed from.
+// Diversity is measured on sources (UsageEvent.Source): distinct verified
+// payers for paid calls and distinct client networks for free ones.
 type ScoreInputs struct {
 	Calls          int64
 	Errors         int64
 	RevenueMicros  int64
-	UniqueCallers  int
+	UniqueSources  int
 	P95LatencyMs   int64
-	MaxCallerCalls int64
+	MaxSourceCalls int64
 	MaxHourCalls   int64
 }
 
@@ -231,10 +244,10 @@ func ComputeTrendingScore(in ScoreInputs) float64 {
 		return 0
 	}
 	calls := float64(in.Calls)
-	callers := float64(max(in.UniqueCallers, 0))
+	callers := float64(max(in.UniqueSources, 0))
 	cents := float64(max(in.RevenueMicros, 0)) / 1e4
 	errRate := clamp01(float64(in.Errors) / calls)
-	callerShare := clamp01(float64(in.MaxCallerCalls) / calls)
+	callerShare := clamp01(float64(in.MaxSourceCalls) / calls)
 	hourShare := clamp01(float64(in.MaxHourCalls) / calls)
 	diversity := clamp01(callers / math.Sqrt(calls))
 
@@ -257,7 +270,7 @@ type MarketplaceAnalytics struct {
 
 // Hero holds the headline figures of a window.
 type Hero struct {
-	// ActiveAgents counts distinct callers with at least one call.
+	// ActiveAgents counts distinct caller ids with at least one call.
 	ActiveAgents int `json:"activeAgents"`
 	// PublishedAPIs counts published APIs plus those seen in the window.
 	PublishedAPIs int `json:"publishedApis"`
@@ -268,6 +281,14 @@ type Hero struct {
 }
 
 // TopAPI is one row of the trending leaderboard.
+//
+// uniqueCallers is the API's audience as callers describe themselves:
+// distinct caller ids (the payer for paid calls, else X-Agent-Id and the
+// other identity sources), which a caller can rotate at will, so it is
+// informative, not trusted. uniqueSources and maxSourceShare are what the
+// score uses: distinct verified payers of paid calls plus distinct client
+// networks (/24, /48) of free calls, and the busiest one's share.
+// maxCallerShare is the busiest caller id's share.
 type TopAPI struct {
 	Rank           int     `json:"rank"`
 	APIID          string  `json:"apiId"`
@@ -275,12 +296,14 @@ type TopAPI struct {
 	Owner          string  `json:"owner,omitempty"`
 	Calls          int64   `json:"calls"`
 	UniqueCallers  int     `json:"uniqueCallers"`
+	UniqueSources  int     `json:"uniqueSources"`
 	RevenueUSD     string  `json:"revenueUsd"`
 	ErrorRate      float64 `json:"errorRate"`
 	P95LatencyMs   int64   `json:"p95LatencyMs"`
 	Score          float64 `json:"score"`
 	Errors         int64   `json:"errors"`
 	MaxCallerShare float64 `json:"maxCallerShare"`
+	MaxSourceShare float64 `json:"maxSourceShare"`
 	MaxHourShare   float64 `json:"maxHourShare"`
 	ActiveHours    int     `json:"activeHours"`
 }
@@ -341,7 +364,7 @@ func BuildMarketplaceAnalytics(ctx context.Context, store Store, opt AnalyticsOp
 }
 
 // Ranked returns the APIs with at least one call, best first, with their
-// scores. Ranking is by score, then calls, unique callers and revenue (all
+// scores. Ranking is by score, then calls, unique sources and revenue (all
 // descending), then APIID ascending, so ties always break the same way.
 func (s *WindowSnapshot) Ranked() []TopAPI {
 	rows := make([]TopAPI, 0, len(s.APIs))
@@ -354,13 +377,14 @@ func (s *WindowSnapshot) Ranked() []TopAPI {
 		revenue[a.APIID] = a.RevenueMicros
 		rows = append(rows, TopAPI{
 			APIID: a.APIID, Directory: a.Directory, Owner: a.Owner,
-			Calls: a.Calls, UniqueCallers: a.UniqueCallers,
+			Calls: a.Calls, UniqueCallers: a.UniqueCallers, UniqueSources: a.UniqueSources,
 			RevenueUSD:     MicrosToUSD(a.RevenueMicros),
 			ErrorRate:      round4(a.ErrorRate()),
 			P95LatencyMs:   a.P95LatencyMs(),
 			Score:          ComputeTrendingScore(a.ScoreInputs()),
 			Errors:         a.Errors,
 			MaxCallerShare: round4(a.MaxCallerShare()),
+			MaxSourceShare: round4(a.MaxSourceShare()),
 			MaxHourShare:   round4(a.MaxHourShare()),
 			ActiveHours:    a.ActiveHours,
 		})
@@ -369,7 +393,7 @@ func (s *WindowSnapshot) Ranked() []TopAPI {
 		return cmp.Or(
 			cmp.Compare(y.Score, x.Score),
 			cmp.Compare(y.Calls, x.Calls),
-			cmp.Compare(y.UniqueCallers, x.UniqueCallers),
+			cmp.Compare(y.UniqueSources, x.UniqueSources),
 			cmp.Compare(revenue[y.APIID], revenue[x.APIID]),
 			strings.Compare(x.APIID, y.APIID),
 		)

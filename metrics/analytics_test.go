@@ -159,9 +159,9 @@ func TestTrendingRanking(t *testing.T) {
 
 func TestComputeTrendingScore(t *testing.T) {
 	t.Parallel()
-	base := metrics.ScoreInputs{Calls: 70, UniqueCallers: 35, MaxCallerCalls: 2, MaxHourCalls: 6, P95LatencyMs: 50}
+	base := metrics.ScoreInputs{Calls: 70, UniqueSources: 35, MaxSourceCalls: 2, MaxHourCalls: 6, P95LatencyMs: 50}
 	with := func(f func(*metrics.ScoreInputs)) metrics.ScoreInputs { in := base; f(&in); return in }
-	gamed := metrics.ScoreInputs{Calls: 90, UniqueCallers: 1, MaxCallerCalls: 90, MaxHourCalls: 90, P95LatencyMs: 50}
+	gamed := metrics.ScoreInputs{Calls: 90, UniqueSources: 1, MaxSourceCalls: 90, MaxHourCalls: 90, P95LatencyMs: 50}
 
 	score := metrics.ComputeTrendingScore
 	require.Zero(t, score(metrics.ScoreInputs{}))
@@ -170,12 +170,12 @@ func TestComputeTrendingScore(t *testing.T) {
 	require.InDelta(t, 7.4, score(with(func(in *metrics.ScoreInputs) { in.P95LatencyMs = 0 })), 0.05)
 
 	// Each signal moves the score the documented way.
-	require.Greater(t, score(with(func(in *metrics.ScoreInputs) { in.Calls = 140; in.MaxHourCalls = 12; in.MaxCallerCalls = 4 })), score(base))
+	require.Greater(t, score(with(func(in *metrics.ScoreInputs) { in.Calls = 140; in.MaxHourCalls = 12; in.MaxSourceCalls = 4 })), score(base))
 	require.Greater(t, score(with(func(in *metrics.ScoreInputs) { in.RevenueMicros = 700_000 })), score(base))
-	require.Greater(t, score(with(func(in *metrics.ScoreInputs) { in.UniqueCallers = 50 })), score(base))
+	require.Greater(t, score(with(func(in *metrics.ScoreInputs) { in.UniqueSources = 50 })), score(base))
 	require.InDelta(t, score(base)/4, score(with(func(in *metrics.ScoreInputs) { in.Errors = 35 })), 0.001)
 	require.Less(t, score(with(func(in *metrics.ScoreInputs) { in.P95LatencyMs = 3000 })), score(base)/2)
-	require.Less(t, score(with(func(in *metrics.ScoreInputs) { in.MaxCallerCalls = 60 })), score(base))
+	require.Less(t, score(with(func(in *metrics.ScoreInputs) { in.MaxSourceCalls = 60 })), score(base))
 	require.Less(t, score(with(func(in *metrics.ScoreInputs) { in.MaxHourCalls = 70 })), score(base))
 	require.Zero(t, score(with(func(in *metrics.ScoreInputs) { in.Errors = 70 })))
 }
@@ -187,7 +187,10 @@ func TestRankedTieBreaks(t *testing.T) {
 	for _, api := range []string{"c", "a", "b"} {
 		r := metrics.NewHourRollup(api, now)
 		r.Calls, r.Events = 10, 10
-		r.Callers = map[string]int64{"x": 5, "y": 5}
+		r.Callers.Add("x", 5)
+		r.Callers.Add("y", 5)
+		r.Sources.Add("x", 5)
+		r.Sources.Add("y", 5)
 		r.Latency.Observe(10)
 		rs = append(rs, r)
 	}

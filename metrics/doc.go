@@ -22,11 +22,32 @@
 //
 // A Store de-duplicates events by request id and keeps, next to the raw
 // events, one HourRollup per API per UTC hour: calls, errors, revenue in
-// integer micro-USD, calls per caller, and a fixed-bucket LatencyHistogram
-// that merges by addition. Analytics reads only rollups, so its cost grows
-// with APIs x hours (and their distinct callers), not with events. SQL
-// adapters update rollup tables in the same transaction as the event insert;
-// see Store. The conformance suite is metricstest.Run.
+// integer micro-USD, a fixed-bucket LatencyHistogram that merges by
+// addition, and two CallerSets: calls per caller id and calls per source.
+// A CallerSet is exact up to ExactCallers (1024) ids and then turns into a
+// HyperLogLog sketch (precision 14, about 0.8% standard error) plus a
+// Space-Saving summary of its HeavyHitters busiest ids, so a rollup stays
+// bounded (about 20 KB per set) however many callers, real or minted, an
+// hour sees, and the union over a window's hours still estimates its
+// distinct callers within a few percent. Only calls (countable events)
+// reach the sets. Analytics reads only rollups, so its cost grows with
+// APIs x hours, not with events or callers. SQL adapters update rollup rows
+// in the same transaction as the event insert; see Store. The conformance
+// suite is metricstest.Run.
+//
+// # Who is a caller
+//
+// CallerID is what a caller says it is (X-Agent-Id and the other identity
+// sources of the dispatcher, or the payer of a paid call): free to rotate.
+// Caller diversity in the trending score is therefore measured on sources
+// (UsageEvent.Source), which a caller cannot mint for free: the verified
+// payer (Payer, see HashPayer) of a settled call, otherwise the client's
+// network prefix (ClientNet, see HashClientNet: /24 for IPv4, /48 for
+// IPv6), so 1,000 rotating X-Agent-Ids from one /24 are one source. Events
+// that carry neither (recorded before these fields existed) count their
+// CallerID. The public figures say which they count: uniqueCallers and
+// activeAgents count caller ids (the audience as callers describe
+// themselves); uniqueSources and maxSourceShare are the score's inputs.
 //
 // # Windows
 //
@@ -37,8 +58,8 @@
 // # Trending score
 //
 // For an API with n calls (n > 0) in the window, e errors, u distinct
-// callers, revenue r in US cents, p95 latency p in milliseconds, busiest
-// caller share c = (calls of the busiest caller)/n and busiest hour share
+// sources, revenue r in US cents, p95 latency p in milliseconds, busiest
+// source share c = (calls of the busiest source)/n and busiest hour share
 // h = (calls in the busiest hour)/n:
 //
 //	activity  = ln(1+n) + ln(1+u) + ln(1+r)
@@ -54,11 +75,12 @@
 // a popular API with many returning callers is not penalised but one
 // caller's hundred calls are. Each gaming signal can at most halve the
 // score, and together they can cut it to an eighth: 90 calls from one
-// caller in one hour score about 0.72, while 70 calls from 35 callers over
-// 12 hours score about 7.4. An API without calls scores 0.
+// source in one hour score about 0.72 (whatever ids they assert), while 70
+// calls from 35 sources over 12 hours score about 7.4. An API without calls
+// scores 0.
 //
 // The leaderboard (topApis) lists APIs with at least one call, ordered by
-// score, then calls, distinct callers and revenue (descending), then apiId
+// score, then calls, distinct sources and revenue (descending), then apiId
 // (ascending), so equal scores always rank the same way.
 //
 // # Platform routes

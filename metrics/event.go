@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -105,6 +106,46 @@ func HashCaller(raw string) string {
 	return "c_" + hex.EncodeToString(sum[:16])
 }
 
+// HashPayer turns a verified payer address into the Payer of a usage
+// event: the same id the payment stage gives the caller of a paid request,
+// HashCaller("payer:" + the lower-cased address). An empty address gives "".
+func HashPayer(address string) string {
+	address = strings.TrimSpace(address)
+	if address == "" {
+		return ""
+	}
+	return HashCaller("payer:" + strings.ToLower(address))
+}
+
+// Client network prefixes: a caller can rotate asserted ids for free, and
+// addresses within its own /24 (IPv4) or /48 (IPv6, a typical site
+// allocation) cheaply, but not networks.
+const (
+	ClientNetBitsIPv4 = 24
+	ClientNetBitsIPv6 = 48
+)
+
+// HashClientNet returns the ClientNet of a usage event for a client
+// address: "n_" and the first 32 hex digits of the SHA-256 of the address's
+// network prefix (/24 for IPv4, IPv4-mapped IPv6 included; /48 for IPv6;
+// zones ignored). An invalid address (no client address known) gives the
+// hash of "unknown", one network for every such client, so a missing
+// address never adds diversity. The hash is unkeyed so that replicas agree.
+func HashClientNet(ip netip.Addr) string {
+	prefix := "unknown"
+	if ip.IsValid() {
+		ip = ip.Unmap().WithZone("")
+		bits := ClientNetBitsIPv6
+		if ip.Is4() {
+			bits = ClientNetBitsIPv4
+		}
+		p, _ := ip.Prefix(bits) // bits fits the family: no error
+		prefix = p.String()
+	}
+	sum := sha256.Sum256([]byte("net:" + prefix))
+	return "n_" + hex.EncodeToString(sum[:16])
+}
+
 // UsageEvent records the final outcome of one request. Its JSON form is the
 // wire form of GET /__platform/events; amounts are exact decimal strings.
 type UsageEvent struct {
@@ -121,8 +162,16 @@ type UsageEvent struct {
 	Owner string
 	// Directory is the tenant's marketplace category.
 	Directory string
-	// CallerID is the hashed caller identity (see HashCaller).
+	// CallerID is the hashed caller identity (see HashCaller): the
+	// verified payer for paid calls, otherwise the asserted or derived
+	// identity (X-Agent-Id, ...), which a caller can rotate at will.
 	CallerID string
+	// ClientNet is the hashed network prefix of the client's address (see
+	// HashClientNet); empty when the producer does not know it.
+	ClientNet string
+	// Payer is the hashed verified payer address (see HashPayer); empty for
+	// unpaid calls.
+	Payer string
 	// Status is the HTTP status sent to the client.
 	Status int
 	// LatencyMs is the time the gateway spent on the request.
@@ -147,6 +196,8 @@ type usageEventJSON struct {
 	Owner     string          `json:"owner"`
 	Directory string          `json:"directory"`
 	CallerID  string          `json:"callerId"`
+	ClientNet string          `json:"clientNet"`
+	Payer     string          `json:"payer"`
 	Status    int             `json:"status"`
 	LatencyMs int64           `json:"latencyMs"`
 	PriceUSD  decimal.Decimal `json:"priceUsd"`
@@ -225,13 +276,16 @@ func NormalizeUsageEvent(e UsageEvent) (UsageEvent, error) {
 	e.Owner = strings.TrimSpace(e.Owner)
 	e.Directory = strings.TrimSpace(e.Directory)
 	e.CallerID = strings.TrimSpace(e.CallerID)
+	e.ClientNet = strings.TrimSpace(e.ClientNet)
+	e.Payer = strings.TrimSpace(e.Payer)
 	switch {
 	case e.RequestID == "":
 		return bad("requestId is required")
 	case e.APIID == "":
 		return bad("apiId is required")
 	case len(e.RequestID) > maxIDLen || len(e.APIID) > maxIDLen || len(e.Owner) > maxIDLen ||
-		len(e.Directory) > maxIDLen || len(e.CallerID) > maxIDLen:
+		len(e.Directory) > maxIDLen || len(e.CallerID) > maxIDLen || len(e.ClientNet) > maxIDLen ||
+		len(e.Payer) > maxIDLen:
 		return bad("an id is longer than %d bytes", maxIDLen)
 	case len(e.Endpoint) > maxEndpointLen:
 		return bad("endpoint is longer than %d bytes", maxEndpointLen)
@@ -271,6 +325,22 @@ func NormalizeUsageEvent(e UsageEvent) (UsageEvent, error) {
 		return bad("billedUsd: %v", err)
 	}
 	return e, nil
+}
+
+// Source returns the identity caller diversity is measured on, one that a
+// caller cannot mint for free: the verified Payer of a billable (settled)
+// call; otherwise the client's network (ClientNet), so that any number of
+// asserted ids from one network count as one source; and only when the
+// producer recorded neither, the CallerID (events from before these fields
+// existed).
+func (e *UsageEvent) Source() string {
+	switch {
+	case e.Billable && e.Payer != "":
+		return e.Payer
+	case e.ClientNet != "":
+		return e.ClientNet
+	}
+	return e.CallerID
 }
 
 // IsFailure reports whether a countable event counts as an error against the

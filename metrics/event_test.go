@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -153,12 +154,15 @@ func TestHashCaller(t *testing.T) {
 
 func TestUsageEventJSON(t *testing.T) {
 	t.Parallel()
-	e, err := metrics.NormalizeUsageEvent(metricstest.Event("r1", "acme", "x", now, metrics.LifecyclePaymentSettled, "0.10", 12))
+	in := metricstest.Event("r1", "acme", "x", now, metrics.LifecyclePaymentSettled, "0.10", 12)
+	in.ClientNet, in.Payer = metrics.HashClientNet(netip.MustParseAddr("192.0.2.7")), metrics.HashPayer("0xABC")
+	e, err := metrics.NormalizeUsageEvent(in)
 	require.NoError(t, err)
 	b, err := json.Marshal(e)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"time":"2025-03-10T23:30:00Z","requestId":"r1","apiId":"acme","endpoint":"/v1/x",
-		"owner":"owner-acme","directory":"data","callerId":"`+metrics.HashCaller("x")+`","status":200,
+		"owner":"owner-acme","directory":"data","callerId":"`+metrics.HashCaller("x")+`",
+		"clientNet":"`+in.ClientNet+`","payer":"`+in.Payer+`","status":200,
 		"latencyMs":12,"priceUsd":"0.1","billedUsd":"0.1","lifecycle":"payment_settled","billable":true,"countable":true}`, string(b))
 
 	var back metrics.UsageEvent

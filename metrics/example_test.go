@@ -68,8 +68,8 @@ func Example() {
 
 // The trending score of the same traffic, with and without gaming signals.
 func ExampleComputeTrendingScore() {
-	organic := metrics.ScoreInputs{Calls: 70, UniqueCallers: 35, MaxCallerCalls: 2, MaxHourCalls: 6}
-	gamed := metrics.ScoreInputs{Calls: 90, UniqueCallers: 1, MaxCallerCalls: 90, MaxHourCalls: 90}
+	organic := metrics.ScoreInputs{Calls: 70, UniqueSources: 35, MaxSourceCalls: 2, MaxHourCalls: 6}
+	gamed := metrics.ScoreInputs{Calls: 90, UniqueSources: 1, MaxSourceCalls: 90, MaxHourCalls: 90}
 	fmt.Println(metrics.ComputeTrendingScore(organic), metrics.ComputeTrendingScore(gamed))
 	// Output: 7.4026 0.7191
 }

@@ -10,17 +10,13 @@ import (
 //
 // Analytics never reads raw events: a store maintains one HourRollup per API
 // per UTC hour, updated as events are appended. A SQL adapter does it in the
-// same transaction as the event insert:
-//
-//	INSERT INTO usage_events ... ON CONFLICT (request_id) DO NOTHING;
-//	-- only when a row was inserted:
-//	INSERT INTO usage_rollups (api_id, hour, ...) VALUES (...)
-//	  ON CONFLICT (api_id, hour) DO UPDATE SET events = events + 1, calls = calls + ...,
-//	  owner = excluded.owner, directory = excluded.directory, latency_bN = latency_bN + 1;
-//	INSERT INTO usage_rollup_callers (api_id, hour, caller_id, calls) VALUES (..., 1)
-//	  ON CONFLICT (api_id, hour, caller_id) DO UPDATE SET calls = calls + 1;
-//
-// mirroring what HourRollup.Add does in memory.
+// same transaction as the event insert: insert the event with ON CONFLICT
+// (request_id) DO NOTHING and, only when a row was inserted, fold it into
+// its (api, hour) rollup row as HourRollup.Add does in memory: counters
+// added, latency buckets added, and the two caller sets read, merged in Go
+// (CallerSet.Merge) and written back in their binary form
+// (CallerSet.AppendBinary), so that a rollup row stays bounded however many
+// callers an hour sees.
 type Store interface {
 	// Append normalizes and stores events (see NormalizeUsageEvent) and
 	// updates the rollups. An event whose RequestID the store has already
@@ -41,7 +37,7 @@ type Store interface {
 
 // RollupScanner is an optional ability of a Store: visiting the rollups
 // Rollups would return without copying them. fn must not keep the rollup
-// or its Callers map, and must not call the store. BuildMarketplaceAnalytics
+// or its caller sets, and must not call the store. BuildMarketplaceAnalytics
 // uses it when the store has it.
 type RollupScanner interface {
 	ScanRollups(ctx context.Context, q RollupQuery, fn func(*HourRollup)) error
@@ -83,8 +79,12 @@ type HourRollup struct {
 	Errors int64 `json:"errors"`
 	// RevenueMicros sums BilledUSD of billable events in micro-USD.
 	RevenueMicros int64 `json:"revenueMicros"`
-	// Callers maps each caller id to its number of calls.
-	Callers map[string]int64 `json:"callers"`
+	// Callers counts the calls per caller id (UsageEvent.CallerID) of
+	// the calls; Sources the calls per source (UsageEvent.Source), the
+	// identity the trending score measures diversity on. Both are bounded
+	// (see CallerSet), and only calls are counted.
+	Callers CallerSet `json:"callers"`
+	Sources CallerSet `json:"sources"`
 	// Latency holds the latencies of the calls.
 	Latency LatencyHistogram `json:"latency"`
 }
@@ -94,7 +94,7 @@ func HourOf(t time.Time) time.Time { return t.UTC().Truncate(time.Hour) }
 
 // NewHourRollup returns an empty rollup for an API and the hour of t.
 func NewHourRollup(apiID string, t time.Time) HourRollup {
-	return HourRollup{APIID: apiID, Hour: HourOf(t), Callers: map[string]int64{}}
+	return HourRollup{APIID: apiID, Hour: HourOf(t)}
 }
 
 // Add folds one normalized event into the rollup. The event must belong to
@@ -113,19 +113,14 @@ func (r *HourRollup) Add(e UsageEvent) {
 		m, _ := USDToMicros(e.BilledUSD) // validated by NormalizeUsageEvent
 		r.RevenueMicros += m
 	}
-	if r.Callers == nil {
-		r.Callers = map[string]int64{}
-	}
-	r.Callers[e.CallerID]++
+	r.Callers.Add(e.CallerID, 1)
+	r.Sources.Add(e.Source(), 1)
 	r.Latency.Observe(e.LatencyMs)
 }
 
 // Clone returns a deep copy.
 func (r *HourRollup) Clone() HourRollup {
 	c := *r
-	c.Callers = make(map[string]int64, len(r.Callers))
-	for k, v := range r.Callers {
-		c.Callers[k] = v
-	}
+	c.Callers, c.Sources = r.Callers.Clone(), r.Sources.Clone()
 	return c
 }

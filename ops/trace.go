@@ -58,9 +58,10 @@ type Tracing struct {
 
 // NewTracing returns the tracer provider cfg and the environment ask for.
 // With no exporter configured and no OTLP endpoint in the environment, it
-// returns a no-op provider (Enabled is false): spans cost next to nothing
-// and nothing is sent, but an incoming W3C traceparent is still passed on
-// to workers. It never sets the global OpenTelemetry provider.
+// returns a no-op provider (Enabled is false): the Trace* wrappers then
+// return what they wrap unchanged, so tracing off costs nothing, and a
+// client's W3C traceparent still reaches the worker with the request's
+// other headers. It never sets the global OpenTelemetry provider.
 func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	getenv := cfg.Getenv
 	if getenv == nil {

@@ -42,6 +42,16 @@ const (
 // propagator is W3C Trace Context: traceparent and tracestate.
 var propagator = propagation.TraceContext{}
 
+// tracingOff reports whether tp is a Tracing that NewTracing switched off.
+// The Trace* wrappers then return what they were given, so tracing off
+// costs nothing on the request path. A client's traceparent still reaches
+// the worker: the dispatcher forwards the request's headers, and with
+// tracing off there is no span of the gateway's own to name instead.
+func tracingOff(tp trace.TracerProvider) bool {
+	t, ok := tp.(*Tracing)
+	return ok && t.sdk == nil
+}
+
 // TraceHandler wraps the dispatcher (or any handler) in one server span per
 // request. The span continues the trace of an incoming W3C traceparent
 // header, and it is in the request's context, so the spans of TraceStages,
@@ -50,6 +60,9 @@ var propagator = propagation.TraceContext{}
 // dispatcher answered with; TraceSink adds the lifecycle. A 5xx answer
 // marks the span as an error.
 func TraceHandler(tp trace.TracerProvider, next http.Handler) http.Handler {
+	if tracingOff(tp) {
+		return next
+	}
 	tr := tp.Tracer(TracerName)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
@@ -198,8 +211,12 @@ func StageName(s dispatch.Stage) string {
 // rate limit is an answer, not a failure). Nil stages are kept nil, for
 // NewDispatcher to report.
 func TraceStages(tp trace.TracerProvider, stages ...dispatch.Stage) []dispatch.Stage {
-	tr := tp.Tracer(TracerName)
 	out := make([]dispatch.Stage, len(stages))
+	if tracingOff(tp) {
+		copy(out, stages)
+		return out
+	}
+	tr := tp.Tracer(TracerName)
 	for i, s := range stages {
 		if s == nil {
 			continue
@@ -250,8 +267,8 @@ func (s *tracedStage) Handle(ctx context.Context, x *dispatch.Exchange, next dis
 // response headers are in. A failed call marks the span as an error, as
 // does a 5xx answer.
 func TraceFetcher(tp trace.TracerProvider, f dispatch.Fetcher) dispatch.Fetcher {
-	if f == nil {
-		return nil
+	if f == nil || tracingOff(tp) {
+		return f
 	}
 	return &tracedFetcher{tr: tp.Tracer(TracerName), next: f}
 }
@@ -293,8 +310,8 @@ func (f *tracedFetcher) Fetch(ctx context.Context, req *http.Request, p *dispatc
 // (valid, settled, the reason given). A call without a usable answer marks
 // the span as an error; an invalid payment does not.
 func TraceFacilitator(tp trace.TracerProvider, f x402.Facilitator) x402.Facilitator {
-	if f == nil {
-		return nil
+	if f == nil || tracingOff(tp) {
+		return f
 	}
 	return &tracedFacilitator{tr: tp.Tracer(TracerName), next: f}
 }

@@ -15,7 +15,9 @@ var (
 	// ErrNotFound means no tenant owns the host or the /t/<slug>/ path.
 	ErrNotFound = errors.New("tenant: not found")
 	// ErrBadRequest means the host or path cannot be read: a malformed or
-	// oversized host, a bad slug, dot segments in the path.
+	// oversized host, a bad slug, or a tenant path a decoder could turn
+	// into another one (dot segments in any encoding, an encoded slash, a
+	// backslash raw or encoded). The dispatcher answers 400 bad_request.
 	ErrBadRequest = errors.New("tenant: bad request")
 )
 
@@ -124,7 +126,9 @@ const pathPrefix = "/t/"
 // Resolve finds the tenant for a request: an exact host match first (the
 // host lower-cased, its port stripped), then a path /t/<slug>/<rest>. path is
 // the escaped request path (url.URL.EscapedPath). Errors wrap ErrNotFound or
-// ErrBadRequest.
+// ErrBadRequest; the tenant path (by host or by /t/<slug>) is refused with
+// ErrBadRequest when it holds a "." or ".." segment (plain or %2e-encoded in
+// any case), an encoded slash (%2f, %2F) or a backslash (raw, %5c, %5C).
 func (d *Directory) Resolve(host, path string) (Resolution, error) {
 	h, ok := NormalizeHost(host)
 	if !ok {

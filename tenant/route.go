@@ -137,9 +137,11 @@ type Priced struct {
 // matching: the tenant's own price and schemes.
 //
 // PriceFor is allocation-free on tenants of a Directory (Lookup, Resolve,
-// Tenants). On a Tenant value whose routes were built or changed elsewhere
-// it compiles them on every call; if they are invalid it prices by the
-// tenant alone.
+// Tenants), whose routes were compiled when the directory was built. On a
+// Tenant value built elsewhere, or whose Routes slice was replaced since, it
+// compiles the routes on every call, and prices by the tenant alone if they
+// are invalid. Routes edited in place are not noticed: a directory's tenants
+// are immutable, and a changed tenant goes through NewDirectory again.
 func (t *Tenant) PriceFor(method, path string) Priced {
 	rt := t.table()
 	if rt == nil {
@@ -360,7 +362,7 @@ func (t *terminal) pick(method string) *compiledRoute {
 	}
 	if strings.EqualFold(method, "HEAD") {
 		for _, r := range t.methods {
-			if r.method == "GET" {
+			if strings.EqualFold(r.method, "GET") {
 				return r
 			}
 		}
@@ -383,14 +385,13 @@ func compileRoutes(t *Tenant) (*routeTable, error) {
 	shapes := make(map[string]int, len(t.Routes))
 	for i := range t.Routes {
 		r := &t.Routes[i]
-		field := fmt.Sprintf("routes[%d]", i)
 		segs, err := splitPattern(r.Path)
 		if err != nil {
-			return nil, &ValidationError{Tenant: t.Slug, Field: field + ".path", Reason: err.Error()}
+			return nil, &ValidationError{Tenant: t.Slug, Field: routeField(i, "path"), Reason: err.Error()}
 		}
 		key := r.Method + " " + shapeKey(segs)
 		if j, dup := shapes[key]; dup {
-			return nil, &ValidationError{Tenant: t.Slug, Field: field, Reason: fmt.Sprintf(
+			return nil, &ValidationError{Tenant: t.Slug, Field: routeField(i, ""), Reason: fmt.Sprintf(
 				"routes[%d] and routes[%d] are ambiguous: %q and %q match the same requests with the same %s",
 				j, i, t.Routes[j].Path, r.Path, methodWords(r.Method))}
 		}
@@ -428,6 +429,15 @@ func compileRoutes(t *Tenant) (*routeTable, error) {
 		}
 	}
 	return rt, nil
+}
+
+// routeField names a route's field in errors: "routes[2].path"; sub ""
+// names the route itself. Built only when there is an error to report.
+func routeField(i int, sub string) string {
+	if sub == "" {
+		return fmt.Sprintf("routes[%d]", i)
+	}
+	return fmt.Sprintf("routes[%d].%s", i, sub)
 }
 
 func methodWords(m string) string {
@@ -637,14 +647,13 @@ func normalizeRoutes(t *Tenant) error {
 	}
 	for i := range t.Routes {
 		r := &t.Routes[i]
-		field := fmt.Sprintf("routes[%d].", i)
 		if r.Method != "" {
 			if len(r.Method) > maxMethodLen {
-				return fail(field+"method", fmt.Sprintf("longer than %d bytes", maxMethodLen))
+				return fail(routeField(i, "method"), fmt.Sprintf("longer than %d bytes", maxMethodLen))
 			}
 			for j := 0; j < len(r.Method); j++ {
 				if !isTokenChar(r.Method[j]) {
-					return fail(field+"method", fmt.Sprintf("%q is not an HTTP method token", r.Method))
+					return fail(routeField(i, "method"), fmt.Sprintf("%q is not an HTTP method token", r.Method))
 				}
 			}
 			r.Method = strings.ToUpper(r.Method)
@@ -652,43 +661,43 @@ func normalizeRoutes(t *Tenant) error {
 		price := t.PriceUSD
 		if r.PriceUSD != nil {
 			if err := checkMoney(*r.PriceUSD); err != nil {
-				return fail(field+"priceUsd", err.Error())
+				return fail(routeField(i, "priceUsd"), err.Error())
 			}
 			price = *r.PriceUSD
 		}
 		if r.MaxPriceUSD != nil {
 			if err := checkMoney(*r.MaxPriceUSD); err != nil {
-				return fail(field+"maxPriceUsd", err.Error())
+				return fail(routeField(i, "maxPriceUsd"), err.Error())
 			}
 			if r.MaxPriceUSD.LessThan(price) {
-				return fail(field+"maxPriceUsd", fmt.Sprintf("%s is below the route's price %s", r.MaxPriceUSD, price))
+				return fail(routeField(i, "maxPriceUsd"), fmt.Sprintf("%s is below the route's price %s", r.MaxPriceUSD, price))
 			}
 		}
 		if len(r.Schemes) == 0 {
 			r.Schemes = nil
 		}
 		if err := checkSchemes(r.Schemes); err != nil {
-			return fail(field+"schemes", err.Error())
+			return fail(routeField(i, "schemes"), err.Error())
 		}
 		if err := checkText(r.Description, MaxDescriptionLen); err != nil {
-			return fail(field+"description", err.Error())
+			return fail(routeField(i, "description"), err.Error())
 		}
 		if err := checkText(r.MimeType, MaxMimeTypeLen); err != nil {
-			return fail(field+"mimeType", err.Error())
+			return fail(routeField(i, "mimeType"), err.Error())
 		}
 		if len(r.Discovery) > 0 {
 			if len(r.Discovery) > MaxDiscoveryLen {
-				return fail(field+"discovery", fmt.Sprintf("longer than %d bytes", MaxDiscoveryLen))
+				return fail(routeField(i, "discovery"), fmt.Sprintf("longer than %d bytes", MaxDiscoveryLen))
 			}
 			trimmed := bytes.TrimSpace(r.Discovery)
 			if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
-				return fail(field+"discovery", "must be a JSON object")
+				return fail(routeField(i, "discovery"), "must be a JSON object")
 			}
 			// Marshalling a RawMessage compacts and escapes it as every
 			// later marshal will, so the stored form round-trips exactly.
 			canon, err := json.Marshal(json.RawMessage(trimmed))
 			if err != nil {
-				return fail(field+"discovery", err.Error())
+				return fail(routeField(i, "discovery"), err.Error())
 			}
 			r.Discovery = canon
 		} else {

@@ -13,6 +13,14 @@
 // A directory is validated whole: one bad tenant rejects it, with an error
 // naming the tenant and the field, and a [Registry] keeps serving the
 // directory it had.
+//
+// A tenant may list routes, each a priced (or free) endpoint with its own
+// schemes and discovery data ([Route]); [Tenant.PriceFor] finds the most
+// specific route for a request without allocating. [Directory.Resolve]
+// refuses tenant paths that a decoder could turn into another path (dot
+// segments in any encoding, encoded slashes, backslashes) with
+// [ErrBadRequest]. Package tenanttest is the conformance suite of the
+// [Store] port.
 package tenant
 
 import (

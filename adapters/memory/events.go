@@ -34,8 +34,11 @@ type EventsConfig struct {
 // Memory stays bounded however many events are appended: raw events live in
 // a ring of MaxRecent, request ids in a FIFO pruned by age and count (kept
 // as two 64-bit seeded hashes, 16 bytes, rather than strings), and rollups
-// grow with the number of distinct (API, hour, caller) triples, not with the
-// number of events. Rollups are kept for all time.
+// grow with (API, hour) pairs: each rollup's caller and source sets hold at
+// most metrics.ExactCallers ids before they turn into fixed-size sketches
+// (metrics.CallerSet), however many callers, real or minted, an hour sees.
+// Caller ids are never interned; only calls (countable events) reach a
+// caller set. Rollups are kept for all time.
 type Events struct {
 	cfg  EventsConfig
 	seed [2]maphash.Seed
@@ -50,9 +53,9 @@ type Events struct {
 	head   int          // first live entry of fifo
 	hours  map[int64]map[string]*metrics.HourRollup
 	sorted []int64 // keys of hours, ascending
-	// names interns API, owner, directory and caller ids, so that the
-	// rollups share one copy of each string instead of pinning one per
-	// event. It grows with distinct ids, like the rollups.
+	// names interns API, owner and directory ids, so that the rollups
+	// share one copy of each string instead of pinning one per event. It
+	// grows with the tenant directory, not with callers.
 	names map[string]string
 }
 
@@ -169,7 +172,7 @@ func (s *Events) intern(v string) string {
 }
 
 func (s *Events) rollupLocked(e metrics.UsageEvent) {
-	e.APIID, e.Owner, e.Directory, e.CallerID = s.intern(e.APIID), s.intern(e.Owner), s.intern(e.Directory), s.intern(e.CallerID)
+	e.APIID, e.Owner, e.Directory = s.intern(e.APIID), s.intern(e.Owner), s.intern(e.Directory)
 	hour := metrics.HourOf(e.Time)
 	h := hour.Unix()
 	apis, ok := s.hours[h]
@@ -186,6 +189,21 @@ func (s *Events) rollupLocked(e metrics.UsageEvent) {
 		apis[e.APIID] = r
 	}
 	r.Add(e)
+}
+
+// RollupSize reports what the rollups hold in memory: the number of
+// (API, hour) rollups, and the ids their caller and source sets keep
+// (exact ids and heavy-hitter counters) plus the interned names.
+func (s *Events) RollupSize() (rollups, ids int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, apis := range s.hours {
+		for _, r := range apis {
+			rollups++
+			ids += r.Callers.Entries() + r.Sources.Entries()
+		}
+	}
+	return rollups, ids + len(s.names)
 }
 
 // DedupLen returns how many request ids the store currently remembers.

@@ -32,7 +32,10 @@ func buildTenantQueries(schema string) tenantQueries {
 
 // LoadTenants implements tenant.Store. The stored documents are parsed as one
 // directory ({"tenants":[...]}) by tenant.ParseDirectory, in their saved
-// order, so what comes back is validated exactly like a directory file.
+// order, so what comes back is validated exactly like a directory file. The
+// documents hold every field of tenant.Tenant, routes, schemes and cookies
+// included, so new tenant fields need no migration (tenanttest's round trip
+// checks it). The result is sorted by slug, as tenant.Store documents.
 func (s *Store) LoadTenants(ctx context.Context) ([]tenant.Tenant, error) {
 	rows, err := s.pool.Query(ctx, s.tq.load)
 	if err != nil {

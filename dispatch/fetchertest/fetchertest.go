@@ -119,6 +119,7 @@ func Run(t *testing.T, h Harness) {
 		{"FailureMidBody", testFailureMidBody},
 		{"OverLimit", testOverLimit},
 		{"Cancel", testCancel},
+		{"WorkerStopsAtCancel", testWorkerStopsAtCancel},
 		{"LargeResponseBody", testLargeResponseBody},
 		{"LargeRequestBody", testLargeRequestBody},
 		{"Streaming", testStreaming},
@@ -129,7 +130,7 @@ func Run(t *testing.T, h Harness) {
 	}
 }
 
-// Call is one request the suite sends through a fetcher.
+// call is one request the suite sends through a fetcher.
 type call struct {
 	worker string
 	method string
@@ -504,7 +505,7 @@ func testStallMidBody(t *testing.T, h Harness) {
 		b, rerr := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		require.Error(t, rerr, "a body cut off by the deadline must not read as complete (got %q)", b)
-		require.True(t, strings.HasPrefix("partial", string(b)), "got %q", b)
+		require.True(t, strings.HasPrefix("partial", string(b)), "only what the worker sent before stalling, got %q", b)
 	}
 	require.Less(t, time.Since(start), deadline+slack)
 	g.requireCanceled(t, "the deadline")
@@ -597,6 +598,45 @@ func testCancel(t *testing.T, h Harness) {
 	}
 	require.Less(t, time.Since(start), 2*slack)
 	g.requireCanceled(t, "the cancellation")
+}
+
+// testWorkerStopsAtCancel: a worker that stops as soon as its context ends
+// leaves an answer cut short (here, empty), which the fetcher must not
+// hand on as the worker's answer. The call's context ends while the worker
+// runs, and the worker returns at once; whichever the fetcher notices
+// first, the call is an error. The race is re-run many times because a
+// fetcher gets it wrong only when the worker wins it.
+func testWorkerStopsAtCancel(t *testing.T, h Harness) {
+	var cancels sync.Map // call id -> context.CancelFunc
+	f := newFetcher(t, h, map[string]http.Handler{
+		"w-polite": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id := r.URL.Query().Get("id")
+			if c, ok := cancels.Load(id); ok {
+				c.(context.CancelFunc)()
+			}
+			select {
+			case <-r.Context().Done():
+				return // stops short, as a well-behaved worker does
+			case <-time.After(slack):
+				_, _ = io.WriteString(w, "the context never ended")
+			}
+		}),
+	})
+	const rounds = 500
+	for i := range rounds {
+		id := strconv.Itoa(i)
+		ctx, cancel := context.WithCancel(t.Context())
+		cancels.Store(id, cancel)
+		resp, err := fetch(ctx, f, call{worker: "w-polite", path: "/", query: "id=" + id})
+		cancel()
+		if resp != nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.Error(t, err, "round %d: the fetcher returned %d %q from a worker whose call was canceled mid-way: an answer cut short passes as complete (check ctx.Err() once the worker returns)", i, resp.StatusCode, b)
+		}
+		require.Error(t, err, "round %d", i)
+		require.True(t, errors.Is(err, context.Canceled) || errors.Is(err, dispatch.ErrWorkerFailure), "round %d: %v", i, err)
+	}
 }
 
 // pattern is a deterministic byte stream of n bytes.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -51,6 +52,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ExactRevenue", testExactRevenue},
 		{"ConcurrentAppends", testConcurrent},
 		{"ScanRollupsMatchesRollups", testScanner},
+		{"ClientNetAndPayer", testSources},
+		{"CallerSetsBounded", testBoundedSets},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -270,10 +273,12 @@ func testRollupContents(t *testing.T, s metrics.Store) {
 	require.EqualValues(t, 6, r.Calls, "challenges, replays and refusals are not calls")
 	require.EqualValues(t, 3, r.Errors, "5xx, worker_error and settlement failure; not 404")
 	require.EqualValues(t, 100_001, r.RevenueMicros, "only settled payments")
+	counts, exact := r.Callers.Counts()
+	require.True(t, exact)
 	require.Equal(t, map[string]int64{
 		metrics.HashCaller("x"): 3,
 		metrics.HashCaller("y"): 3,
-	}, r.Callers)
+	}, counts)
 	require.Equal(t, lat, r.Latency)
 }
 
@@ -355,7 +360,9 @@ func testConcurrent(t *testing.T, s metrics.Store) {
 			sharedCalls += r.Calls
 			continue
 		}
-		for c, n := range r.Callers {
+		counts, exact := r.Callers.Counts()
+		require.True(t, exact)
+		for c, n := range counts {
 			callers[c] += n
 		}
 	}
@@ -388,4 +395,94 @@ func testScanner(t *testing.T, s metrics.Store) {
 		require.ElementsMatch(t, want, got)
 	}
 	require.ErrorIs(t, sc.ScanRollups(ctx, metrics.RollupQuery{From: Base, To: Base.Add(-time.Hour)}, func(*metrics.HourRollup) {}), metrics.ErrInvalidQuery)
+}
+
+// testSources checks that ClientNet and Payer are stored and returned, and
+// that rollups count sources: the payer of a settled call, else the
+// client network, else the caller id.
+func testSources(t *testing.T, s metrics.Store) {
+	ctx := context.Background()
+	netA := metrics.HashClientNet(netip.MustParseAddr("198.51.100.1"))
+	netB := metrics.HashClientNet(netip.MustParseAddr("2001:db8:7::1"))
+	payer := metrics.HashPayer("0x00000000000000000000000000000000000000aa")
+	with := func(e metrics.UsageEvent, net, payer string) metrics.UsageEvent {
+		e.ClientNet, e.Payer = net, payer
+		return e
+	}
+	at := func(sec int) time.Time { return Base.Add(time.Duration(sec) * time.Second) }
+	events := []metrics.UsageEvent{
+		// Three asserted ids from one network: one source.
+		with(Event("s1", "a", "bot-1", at(1), metrics.LifecycleServed, "0", 5), netA, ""),
+		with(Event("s2", "a", "bot-2", at(2), metrics.LifecycleServed, "0", 5), netA, ""),
+		with(Event("s3", "a", "bot-3", at(3), metrics.LifecycleServed, "0", 5), netA, ""),
+		// A settled payment counts its payer, whatever the network.
+		with(Event("s4", "a", "payer", at(4), metrics.LifecyclePaymentSettled, "0.01", 5), netB, payer),
+		with(Event("s5", "a", "payer", at(5), metrics.LifecyclePaymentSettled, "0.01", 5), netA, payer),
+		// A failed settlement is not paid: its network counts.
+		with(Event("s6", "a", "payer", at(6), metrics.LifecyclePaymentSettlementFailed, "0.01", 5), netB, payer),
+		// Neither recorded: the caller id.
+		Event("s7", "a", "legacy", at(7), metrics.LifecycleServed, "0", 5),
+		// Refused: no call, no source.
+		with(Event("s8", "a", "bot-9", at(8), metrics.LifecycleRateLimited, "0", 5), metrics.HashClientNet(netip.MustParseAddr("192.0.2.1")), ""),
+	}
+	require.NoError(t, s.Append(ctx, events...))
+
+	got, err := s.Recent(ctx, 10)
+	require.NoError(t, err)
+	want := make([]metrics.UsageEvent, 0, len(events))
+	for i := len(events) - 1; i >= 0; i-- {
+		n, err := metrics.NormalizeUsageEvent(events[i])
+		require.NoError(t, err)
+		want = append(want, n)
+	}
+	require.Equal(t, eventJSON(t, want), eventJSON(t, got), "clientNet and payer are stored")
+
+	rs, err := s.Rollups(ctx, metrics.RollupQuery{})
+	require.NoError(t, err)
+	require.Len(t, rs, 1)
+	sources, exact := rs[0].Sources.Counts()
+	require.True(t, exact)
+	require.Equal(t, map[string]int64{netA: 3, payer: 2, netB: 1, metrics.HashCaller("legacy"): 1}, sources)
+	callers, exact := rs[0].Callers.Counts()
+	require.True(t, exact)
+	require.Len(t, callers, 5, "bot-1..3, payer, legacy")
+}
+
+// testBoundedSets appends, over several calls, more distinct callers in
+// one hour than metrics.ExactCallers: the stored caller set turns into a
+// sketch that still estimates them within 3%, and merges with what later
+// appends add.
+func testBoundedSets(t *testing.T, s metrics.Store) {
+	ctx := context.Background()
+	const callers, batches = 3000, 3
+	for b := range batches {
+		var batch []metrics.UsageEvent
+		for i := b; i < callers; i += batches {
+			e := Event(fmt.Sprint("b", i), "a", fmt.Sprint("agent-", i), Base.Add(time.Duration(i)*time.Second), metrics.LifecycleServed, "0", 5)
+			e.ClientNet = metrics.HashClientNet(netip.AddrFrom4([4]byte{10, 0, byte(i % 30), 1}))
+			batch = append(batch, e)
+		}
+		// A busy caller in every batch.
+		e := Event(fmt.Sprint("busy-", b), "a", "busy", Base.Add(time.Duration(b)*time.Second), metrics.LifecycleServed, "0", 5)
+		e.ClientNet = metrics.HashClientNet(netip.MustParseAddr("10.0.0.1"))
+		batch = append(batch, e, e) // the duplicate request id counts once
+		require.NoError(t, s.Append(ctx, batch...))
+	}
+	rs, err := s.Rollups(ctx, metrics.RollupQuery{})
+	require.NoError(t, err)
+	require.Len(t, rs, 1)
+	r := rs[0]
+	require.EqualValues(t, callers+batches, r.Calls)
+	require.False(t, r.Callers.Exact())
+	require.InEpsilon(t, callers+1, r.Callers.Distinct(), 0.03)
+	require.LessOrEqual(t, r.Callers.Entries(), metrics.HeavyHitters)
+	require.True(t, r.Sources.Exact())
+	require.Equal(t, 30, r.Sources.Distinct())
+	require.EqualValues(t, callers/30+batches, r.Sources.MaxCalls())
+
+	a, err := metrics.BuildMarketplaceAnalytics(ctx, s, metrics.AnalyticsOptions{Window: metrics.WindowOverall, Now: Base.Add(time.Hour)})
+	require.NoError(t, err)
+	require.Len(t, a.TopAPIs, 1)
+	require.InEpsilon(t, callers+1, a.TopAPIs[0].UniqueCallers, 0.03)
+	require.Equal(t, 30, a.TopAPIs[0].UniqueSources)
 }

@@ -36,7 +36,7 @@ type cacheKey struct {
 }
 
 // NewRecoverCache returns a cache holding at most size signers; size zero
-// or less means DefaultCacheSize.
+// or less means DefaultCacheSize, and the smallest cache holds two.
 func NewRecoverCache(size int) *RecoverCache {
 	if size <= 0 {
 		size = DefaultCacheSize

@@ -1,12 +1,17 @@
 package localfacilitator_test
 
 import (
+	"context"
+	"errors"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/x402"
 	"github.com/402claw/dispatcher/x402/facilitatortest"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
@@ -82,4 +87,93 @@ func BenchmarkConformance(b *testing.B) {
 			})
 		})
 	}
+}
+
+// replicas spreads calls over several facilitators in turn, as a load
+// balancer over gateway replicas would.
+type replicas struct {
+	fs   []x402.Facilitator
+	next atomic.Uint64
+}
+
+func (r *replicas) pick() x402.Facilitator { return r.fs[(r.next.Add(1)-1)%uint64(len(r.fs))] }
+
+func (r *replicas) Verify(ctx context.Context, req x402.FacilitatorRequest) (*x402.VerifyResponse, error) {
+	return r.pick().Verify(ctx, req)
+}
+
+func (r *replicas) Settle(ctx context.Context, req x402.FacilitatorRequest) (*x402.SettleResponse, error) {
+	return r.pick().Settle(ctx, req)
+}
+
+func (r *replicas) Supported(ctx context.Context) (*x402.SupportedResponse, error) {
+	return r.pick().Supported(ctx)
+}
+
+// sharedStore is a minimal concurrency-safe kv.Store with the methods the
+// facilitator uses (Get, SetNX; expiry ignored), so that this package's
+// tests build on the kv port alone rather than on an adapter and its
+// dependencies.
+type sharedStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (s *sharedStore) Get(_ context.Context, key string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	if !ok {
+		return nil, kv.ErrNotFound
+	}
+	return v, nil
+}
+
+func (s *sharedStore) Set(_ context.Context, key string, value []byte, _ time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[key] = value
+	return nil
+}
+
+func (s *sharedStore) SetNX(_ context.Context, key string, value []byte, _ time.Duration) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[key]; ok {
+		return false, nil
+	}
+	s.m[key] = value
+	return true, nil
+}
+
+func (s *sharedStore) Delete(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, key)
+	return nil
+}
+
+func (s *sharedStore) Incr(context.Context, string, kv.Increment) (int64, bool, error) {
+	return 0, false, errors.New("sharedStore: Incr is not used by the facilitator")
+}
+
+// TestConformanceReplicasSharedStore runs the suite on three local
+// facilitators sharing one kv.Store, called in turn:
+// a nonce settled through one is spent for all, and of 50 concurrent
+// settlements spread over them exactly one succeeds.
+func TestConformanceReplicasSharedStore(t *testing.T) {
+	t.Parallel()
+	facilitatortest.Run(t, func(t *testing.T) facilitatortest.Target {
+		now := func() time.Time { return conformanceClock }
+		store := &sharedStore{m: make(map[string][]byte)}
+		r := &replicas{}
+		for range 3 {
+			f, err := localfacilitator.New(localfacilitator.Config{Now: now, Store: store})
+			require.NoError(t, err)
+			r.fs = append(r.fs, f)
+		}
+		payer, err := localfacilitator.NewSigner(conformancePayer)
+		require.NoError(t, err)
+		return facilitatortest.Target{Facilitator: r, Payer: payer, Network: x402.DefaultNetwork, PayTo: testPayTo, Now: now}
+	})
 }

@@ -508,3 +508,61 @@ func TestDecodePayment(t *testing.T) {
 	_, err = localfacilitator.ParsePayment([]byte(strings.Replace(string(raw), `"x402Version":2`, `"x402Version":1`, 1)))
 	require.ErrorIs(t, err, x402.ErrInvalidPayment)
 }
+
+func TestParseRequestPermit2Envelope(t *testing.T) {
+	t.Parallel()
+	_, up := loadPermit2Fixtures(t)
+	req := permit2Request(t, up)
+	body, err := req.Body()
+	require.NoError(t, err)
+	got, err := localfacilitator.ParseRequest(body)
+	require.NoError(t, err)
+	require.Equal(t, "upto", got.Requirement.Scheme)
+	require.Equal(t, "50000", got.Requirement.Amount)
+	require.Equal(t, req.Payment.Payload, got.Payment.Payload)
+	require.Equal(t, up.requirement().Resource, got.Requirement.Resource)
+
+	s := string(body)
+	for name, tc := range map[string]struct {
+		body string
+		want error
+	}{
+		"no requirements":   {strings.Replace(s, `"paymentRequirements":{`, `"paymentRequirements":null,"x":{`, 1), x402.ErrInvalidRequirement},
+		"bad requirements":  {strings.Replace(s, `"paymentRequirements":{"scheme":"upto"`, `"paymentRequirements":{"scheme":7`, 1), x402.ErrInvalidRequirement},
+		"unknown network":   {strings.Replace(s, `"paymentRequirements":{"scheme":"upto","network":"eip155:84532"`, `"paymentRequirements":{"scheme":"upto","network":"solana"`, 1), x402.ErrInvalidRequirement},
+		"version disagrees": {strings.Replace(s, `{"x402Version":2,"paymentPayload"`, `{"x402Version":1,"paymentPayload"`, 1), x402.ErrInvalidPayment},
+		"not permit2":       {strings.Replace(s, `"permit2Authorization"`, `"authorization"`, 1), x402.ErrInvalidPayment},
+	} {
+		require.NotEqual(t, s, tc.body, name)
+		_, err := localfacilitator.ParseRequest([]byte(tc.body))
+		require.ErrorIs(t, err, tc.want, name)
+	}
+}
+
+// TestEnvelopeAgreesWithX402 pins the hand-over to x402's own envelope
+// parser: until x402.ParsePaymentPayload takes Permit2 payloads it refuses
+// them with ErrInvalidPayment (and ParsePayment parses them here); once it
+// does, its payment must carry the same chosen requirement and scheme
+// payload, and verify.
+func TestEnvelopeAgreesWithX402(t *testing.T) {
+	t.Parallel()
+	exact, up := loadPermit2Fixtures(t)
+	for _, f := range []fixture{exact, up} {
+		mine, err := localfacilitator.DecodePayment(f.ClientSent.HeaderValue)
+		require.NoError(t, err)
+		theirs, err := x402.DecodePaymentHeader(f.ClientSent.HeaderValue)
+		if err != nil {
+			require.ErrorIs(t, err, x402.ErrInvalidPayment, f.Name)
+			continue
+		}
+		require.Equal(t, mine.Accepted.Scheme, theirs.Accepted.Scheme, f.Name)
+		require.Equal(t, mine.Accepted.Network, theirs.Accepted.Network, f.Name)
+		require.Equal(t, mine.Accepted.Amount, theirs.Accepted.Amount, f.Name)
+		require.Equal(t, mine.Accepted.Extra, theirs.Accepted.Extra, f.Name)
+		require.JSONEq(t, string(mine.Payload), string(theirs.Payload), f.Name)
+		vr, err := newFacilitator(t, f.signedAt(), nil).Verify(context.Background(),
+			x402.FacilitatorRequest{Payment: theirs, Requirement: f.requirement()})
+		require.NoError(t, err)
+		require.True(t, vr.IsValid, vr.InvalidReason)
+	}
+}

@@ -1,6 +1,8 @@
 package permit2
 
 import (
+	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -314,7 +316,7 @@ func DecodeJSON(raw json.RawMessage, v any) error {
 	if len(raw) > x402.MaxHeaderBytes {
 		return invalid("payload is %d bytes, over the %d byte limit", len(raw), x402.MaxHeaderBytes)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return invalid("bad Permit2 payload JSON: %v", err)
@@ -345,7 +347,20 @@ func (p Permit) Signed(network, signature string, witness ...string) []string {
 	for _, w := range witness {
 		out = append(out, strings.ToLower(w))
 	}
-	return append(out, strings.ToLower(signature))
+	return append(out, canonicalSignature(signature))
+}
+
+// canonicalSignature lower-cases a signature and writes its v as 27 or 28
+// (clients may send 0 or 1), so both spellings fingerprint the same.
+func canonicalSignature(sig string) string {
+	b, err := eip712.HexBytes(sig, 65)
+	if err != nil {
+		return strings.ToLower(sig)
+	}
+	if b[64] < 27 {
+		b[64] += 27
+	}
+	return "0x" + hex.EncodeToString(b)
 }
 
 // Grant builds the x402.Grant of a checked permit.

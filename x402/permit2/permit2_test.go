@@ -122,6 +122,20 @@ func TestCheckAcceptsTheRealClient(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, g.Signed[1], g2.Signed[1])
 	require.NotEqual(t, g.ID, g2.ID)
+
+	// The same payment with v written as 0/1 and upper-case hex
+	// fingerprints the same.
+	var m2 map[string]any
+	require.NoError(t, json.Unmarshal(a, &m2))
+	sig := m2["signature"].(string)
+	v := sig[130:]
+	require.Equal(t, "1b", v)
+	m2["signature"] = "0x" + strings.ToUpper(sig[2:130]) + "00"
+	b2, err := json.Marshal(m2)
+	require.NoError(t, err)
+	g3, err := s.Check(f.payment(b2), req, f.now())
+	require.NoError(t, err)
+	require.Equal(t, g, g3)
 }
 
 func TestCheckRefusesMismatches(t *testing.T) {
@@ -274,4 +288,18 @@ func FuzzDecodePayload(f *testing.F) {
 			t.Fatalf("check of a decoded payload: %v", err)
 		}
 	})
+}
+
+// BenchmarkCheck measures the gateway-side check of a real client's
+// payment (decode, normalize, field checks, grant).
+func BenchmarkCheck(b *testing.B) {
+	f := load(b)
+	s := permit2.New()
+	req, p, now := f.requirement(), f.payment(nil), f.now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Check(p, req, now); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

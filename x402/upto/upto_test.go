@@ -231,3 +231,17 @@ func FuzzDecodePayload(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCheck measures the gateway-side check of a real client's upto
+// payment.
+func BenchmarkCheck(b *testing.B) {
+	f := load(b)
+	s := newScheme(b)
+	req, p, now := f.requirement(), f.payment(nil), f.now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Check(p, req, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/shopspring/decimal"
@@ -41,6 +42,40 @@ func TestDemoDirectory(t *testing.T) {
 	require.True(t, paid.SpendLimit.DailySpendUSD.IsPositive())
 	require.True(t, paid.SpendLimit.MonthlySpendUSD.IsPositive())
 	require.Equal(t, "data", paid.Directory)
+
+	// Per-route prices: a free index, a cheap listing, a dearer detail
+	// route, and the tenant's own price for everything else.
+	for _, c := range []struct {
+		path, pattern, price string
+		charges              bool
+	}{
+		{"/", "/", "0", false},
+		{"/rows", "/rows", "0.001", true},
+		{"/rows/", "/rows", "0.001", true},
+		{"/rows/42", "/rows/:id", "0.003", true},
+		{"/premium/rows", "", "0.01", true},
+		{"/premium/rows/42", "", "0.01", true},
+		{"/climate", "", "0.01", true},
+	} {
+		p := paid.PriceFor("GET", c.path)
+		require.Equal(t, c.pattern, p.Pattern, c.path)
+		require.True(t, p.PriceUSD.Equal(decimal.RequireFromString(c.price)), "%s: %s", c.path, p.PriceUSD)
+		require.Equal(t, c.charges, p.Charges, c.path)
+		require.Equal(t, []string{"exact"}, p.Schemes, c.path)
+	}
+	prices := map[string]bool{paid.PriceUSD.String(): true}
+	for _, r := range paid.Routes {
+		if r.PriceUSD.IsPositive() {
+			require.False(t, prices[r.PriceUSD.String()], "%s: each priced route costs something different", r.Path)
+			prices[r.PriceUSD.String()] = true
+		}
+		var doc map[string]any
+		if r.Discovery != nil {
+			require.NoError(t, json.Unmarshal(r.Discovery, &doc), r.Path)
+		}
+	}
+	require.Len(t, prices, 3, "the tenant's price and two route prices")
+	require.Contains(t, dir.Tenants()[1].Routes[1].Description, "cities")
 
 	weather, ok := dir.Lookup("weather")
 	require.True(t, ok)
@@ -148,5 +183,26 @@ func TestThroughDispatcher(t *testing.T) {
 		resp.Body.Close()
 		require.Equal(t, c.status, resp.StatusCode, fmt.Sprintf("%s: %s", c.path, body))
 		require.NotEmpty(t, resp.Header.Get("X-Request-Id"))
+	}
+}
+
+// TestRoutedPathsAreServed: every route demo-paid prices is a path the demo
+// worker answers 200 on, so the prices are for real endpoints.
+func TestRoutedPathsAreServed(t *testing.T) {
+	t.Parallel()
+	dir, err := tenant.ParseDirectory([]byte(demo.DemoDirectoryJSON))
+	require.NoError(t, err)
+	paid, _ := dir.Lookup("demo-paid")
+	require.Len(t, paid.Routes, 3)
+	worker := demo.NewCSVAPI()
+	for _, r := range paid.Routes {
+		path := strings.ReplaceAll(r.Path, ":id", "1")
+		if path == "/rows" {
+			path += "?limit=2"
+		}
+		require.Equal(t, r.Path, paid.PriceFor(r.Method, path).Pattern)
+		rec := httptest.NewRecorder()
+		worker.ServeHTTP(rec, httptest.NewRequest(r.Method, path, nil))
+		require.Equal(t, http.StatusOK, rec.Code, "%s %s: %s", r.Method, path, rec.Body)
 	}
 }

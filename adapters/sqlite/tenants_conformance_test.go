@@ -1,0 +1,20 @@
+package sqlite_test
+
+import (
+	"testing"
+
+	"github.com/402claw/dispatcher/tenant"
+	"github.com/402claw/dispatcher/tenant/tenanttest"
+)
+
+// The tenants table keeps each tenant as its JSON document, so routes,
+// schemes, cookies and discovery documents need no migration: the suite's
+// round trip proves they survive.
+func TestTenantsConformance(t *testing.T) {
+	t.Parallel()
+	tenanttest.Run(t, func(t *testing.T) tenant.Store { return newStore(t) })
+}
+
+func BenchmarkTenants(b *testing.B) {
+	tenanttest.Benchmark(b, func(b *testing.B) tenant.Store { return newStore(b) })
+}
