@@ -99,12 +99,12 @@ func errorBody(t *testing.T, rec *httptest.ResponseRecorder) dispatch.ErrorBody 
 func TestRoutesByPathAndStripsPrefix(t *testing.T) {
 	t.Parallel()
 	d, _ := newDispatcher(t, nil)
-	rec := do(t, d, "GET", "http://gw.local/t/acme/rows/a%2Fb?limit=5", nil)
+	rec := do(t, d, "GET", "http://gw.local/t/acme/rows/a%20b?limit=5", nil)
 	require.Equal(t, 200, rec.Code)
 	var got map[string]string
 	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
-	require.Equal(t, "/rows/a/b", got["path"])
-	require.Equal(t, "/rows/a%2Fb", got["raw"])
+	require.Equal(t, "/rows/a b", got["path"])
+	require.Equal(t, "/rows/a%20b", got["raw"])
 	require.Equal(t, "limit=5", got["query"])
 	require.Equal(t, "acme", rec.Header().Get("X-Tenant-Id"))
 	_, err := uuid.Parse(rec.Header().Get("X-Request-Id"))
@@ -253,7 +253,9 @@ func TestStagesRunInOrderAndMayAnswer(t *testing.T) {
 		if x.Request.Header.Get("X-Refuse") != "" {
 			h := http.Header{}
 			h.Set("Retry-After", "7")
-			return nil, &headerErr{fmt.Errorf("%w: slow down", dispatch.ErrRateLimited), h}
+			e := dispatch.ErrRateLimited.With("slow down", nil)
+			e.Header = h
+			return nil, e
 		}
 		return next(ctx, x)
 	})
@@ -276,23 +278,15 @@ func TestStagesRunInOrderAndMayAnswer(t *testing.T) {
 	require.Equal(t, dispatch.EventStart, ev.events[0].Type)
 	require.Equal(t, dispatch.EventSuccess, ev.events[1].Type)
 	require.Equal(t, 200, ev.events[1].Status)
-	require.Equal(t, "served", ev.events[1].Exchange.Lifecycle)
+	require.Equal(t, dispatch.LifecycleServed, ev.events[1].Exchange.Lifecycle)
 	require.Equal(t, dispatch.EventFailure, ev.events[3].Type)
 	require.Equal(t, "rate_limited", ev.events[3].Code)
-	require.Equal(t, "rate_limited", ev.events[3].Exchange.Lifecycle)
+	require.Equal(t, dispatch.LifecycleRateLimited, ev.events[3].Exchange.Lifecycle)
 	require.False(t, ev.events[3].Exchange.WorkerCalled)
 	require.Equal(t, "acme-w", ev.events[1].Worker)
 	require.Equal(t, "pro", ev.events[1].Plan)
 	require.Equal(t, limits.Limits{CPUMs: 200, SubRequests: 3}, ev.events[1].Limits)
 }
-
-type headerErr struct {
-	error
-	h http.Header
-}
-
-func (e *headerErr) Unwrap() error               { return e.error }
-func (e *headerErr) ResponseHeader() http.Header { return e.h }
 
 func TestPlatformRoutesNeverReachTenants(t *testing.T) {
 	t.Parallel()
@@ -393,7 +387,7 @@ func (u *usageRec) Emit(e metrics.UsageEvent) { u.mu.Lock(); u.ev = append(u.ev,
 func TestOneUsageEventPerRequest(t *testing.T) {
 	t.Parallel()
 	u := &usageRec{}
-	d, _ := newDispatcher(t, func(c *dispatch.Config) { c.Events = dispatch.UsageSink(u) })
+	d, _ := newDispatcher(t, func(c *dispatch.Config) { c.Events = metrics.UsageSink(u) })
 	do(t, d, "GET", "http://gw/t/acme/rows?x=1", map[string]string{"X-Agent-Id": "bot"})
 	do(t, d, "GET", "http://gw/t/ghost/rows", nil)
 	do(t, d, "GET", "http://gw/t/nobody/rows", nil)
@@ -413,12 +407,20 @@ func TestOneUsageEventPerRequest(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// ownerStage is a stage that declares the response headers it owns.
+type ownerStage struct {
+	dispatch.StageFunc
+	owned []string
+}
+
+func (s ownerStage) OwnedHeaders() []string { return s.owned }
+
 func TestWorkerCannotForgeGatewayHeaders(t *testing.T) {
 	t.Parallel()
-	limitStage := dispatch.StageFunc(func(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
+	limitStage := ownerStage{StageFunc: func(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
 		x.Header.Set("X-RateLimit-Remaining", "4")
 		return next(ctx, x)
-	})
+	}, owned: []string{"X-Ratelimit-", "X-Usage-", "X-Payment-", "Payment-Response"}}
 	d, _ := newDispatcher(t, func(c *dispatch.Config) {
 		c.Stages = []dispatch.Stage{limitStage}
 		c.Fetcher = dispatch.NewHandlerFetcher(map[string]http.Handler{"acme-w": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,13 +43,18 @@ type Fetcher interface {
 }
 
 // Exchange is one tenant request on its way through the pipeline. Stages
-// read it and record what they decide on it.
+// read it and record what they decide on it. Everything on it is public and
+// documented: stages do not leave private state here for one another.
 type Exchange struct {
-	// Request is the incoming request.
+	// Request is the incoming request. Stages read it; the worker gets a
+	// copy without the headers stages consume (see HeaderOwner).
 	Request *http.Request
 	// Resolution is how the tenant was found; Tenant is its tenant.
 	Resolution tenant.Resolution
 	Tenant     *tenant.Tenant
+	// Price is what this request costs: the tenant's most specific route
+	// for its method and worker path, or the tenant's own price.
+	Price tenant.Priced
 	// Payload is what the worker is told: request id, worker, limits.
 	Payload Payload
 	// Start is when the request arrived.
@@ -59,71 +65,65 @@ type Exchange struct {
 	// payment stage uses the verified payer).
 	Caller   string
 	CallerID string
+	// ClientIP is the client's address (the connection's peer, or the
+	// first untrusted forwarding hop); invalid when unknown. Per-client-IP
+	// limits and the analytics' caller diversity use it, since a caller
+	// can assert any X-Agent-Id but not a network.
+	ClientIP netip.Addr
 	// Header holds headers every answer to this request carries (limit
 	// headers, payment headers). Stages add to it.
 	Header http.Header
-	// Lifecycle is the analytics outcome; stages set it, and the dispatcher
-	// fills "served" or "worker_error" when none did.
-	Lifecycle string
-	// PriceUSD and BilledUSD are exact decimal strings for analytics: the
-	// tenant's price and what was actually charged.
-	PriceUSD  string
+	// Lifecycle is the analytics outcome; stages set it (or return an
+	// *Error carrying one), and the dispatcher fills LifecycleServed or
+	// LifecycleWorkerError when none did.
+	Lifecycle Lifecycle
+	// BilledUSD is what was actually charged, an exact decimal string
+	// ("0" unless a payment settled).
 	BilledUSD string
-	// Payer is the verified payer address of a paid request.
-	Payer string
+	// Payer is the verified payer address of a paid request; Scheme the
+	// payment scheme it paid with.
+	Payer  string
+	Scheme string
 	// WorkerCalled tells whether the worker was called.
 	WorkerCalled bool
-	// SettlementFailed is set by a payment stage when the worker answered
-	// but the payment could not be settled: the client is answered 402 and
-	// charged nothing, so stages give back what the request reserved (its
-	// usage quota unit) as if the worker had not run.
-	SettlementFailed bool
 	// Status is the status answered; Err the error answered, if any.
 	Status int
 	Err    error
-
-	values  map[any]any
-	refunds []func(context.Context)
 }
 
-// OnRefund registers fn to give back something a stage reserved, should a
-// later decision (a failed settlement) leave the request uncharged after
-// its worker ran. Stages nested inside a payment stage use it: they return
-// before the payment is settled.
-func (x *Exchange) OnRefund(fn func(context.Context)) { x.refunds = append(x.refunds, fn) }
-
-// Refund marks the request as not charged after its worker ran
-// (SettlementFailed) and runs the registered give-backs, once.
-func (x *Exchange) Refund(ctx context.Context) {
-	x.SettlementFailed = true
-	fns := x.refunds
-	x.refunds = nil
-	for _, fn := range fns {
-		fn(ctx)
-	}
-}
-
-// SetValue stores a stage's private value on the exchange.
-func (x *Exchange) SetValue(key, value any) {
-	if x.values == nil {
-		x.values = make(map[any]any)
-	}
-	x.values[key] = value
-}
-
-// Value returns a value stored with SetValue.
-func (x *Exchange) Value(key any) any { return x.values[key] }
+// PriceUSD is the request's effective price as an exact decimal string.
+func (x *Exchange) PriceUSD() string { return x.Price.PriceUSD.String() }
 
 // Next calls the rest of the pipeline: the later stages and the worker.
 type Next func(ctx context.Context, x *Exchange) (*http.Response, error)
 
 // Stage is one step of the pipeline. It may answer itself (return a
 // response or an error without calling next), or call next and act on its
-// answer. An error is rendered through the error table; a HeaderError adds
-// its headers. A stage that reserved something before calling next gives it
-// back when next fails before the worker ran (x.WorkerCalled is false).
+// answer. An error is rendered through the error table (ErrorResponse). A
+// stage that reserved something before calling next gives it back when
+// next fails before the worker ran (x.WorkerCalled is false).
+//
+// Stages are independent of one another: each decides from the Exchange
+// (x.Price.Charges tells which requests a payment stage owns), so their
+// order changes nothing but the order of their checks.
 type Stage interface {
 	Handle(ctx context.Context, x *Exchange, next Next) (*http.Response, error)
+}
+
+// HeaderOwner is implemented by stages that own response headers: the
+// dispatcher removes every header starting with one of the returned
+// (canonical) prefixes from a worker's answer, so that a worker cannot
+// forge a limit or payment header.
+type HeaderOwner interface {
+	OwnedHeaders() []string
+}
+
+// HeaderConsumer is implemented by stages that read request headers no
+// worker may see (a signed payment): the dispatcher removes them from every
+// request it forwards, whatever the tenant, so that no worker can take a
+// client's payment for itself.
+type HeaderConsumer interface {
+	ConsumedHeaders() []string
 }
 
 // StageFunc adapts a function to a Stage.
@@ -145,18 +145,38 @@ type Config struct {
 	// overrides only lower).
 	Policy limits.Policy
 	// Stages run in order between resolution and the worker call: rate
-	// limits, payment, quotas.
+	// limits and quotas, payment.
 	Stages []Stage
 	// Events receives lifecycle events (nil: discarded).
 	Events EventSink
 	// Platform serves requests under /__platform/ (nil: 404 for all).
 	Platform http.Handler
+	// Fallback serves requests that name no tenant (neither by host nor
+	// by /t/<slug>/): the platform's front page, discovery, and so on. Nil
+	// answers them 404 tenant_not_found.
+	Fallback http.Handler
 	// Identity derives the caller identity (nil: DefaultIdentity, which
 	// believes no forwarding headers).
 	Identity func(r *http.Request) string
+	// ClientIP derives the client's address (nil: the connection's peer;
+	// see ClientAddr for a deployment behind trusted proxies).
+	ClientIP func(r *http.Request) netip.Addr
 	// WallClock returns the wall-clock budget of a worker call from its
 	// limits (nil: DefaultWallClock).
 	WallClock func(limits.Limits) time.Duration
+	// MaxBodyBytes bounds a tenant request's body (zero or negative:
+	// unbounded, so that workers may stream uploads; the example server
+	// sets DefaultMaxBodyBytes). A larger body is answered 413
+	// request_too_large, before any payment step when its length is
+	// declared, else as soon as the worker reads past the bound.
+	MaxBodyBytes int64
+	// ReadTimeout and WriteTimeout bound, through http.ResponseController,
+	// how long ServeHTTP waits for a tenant request's body and for the
+	// client to take the answer, so that the handler is safe behind a
+	// server that sets no timeouts (zero: DefaultReadTimeout and
+	// DefaultWriteTimeout; negative: leave the server's). A server's own
+	// shorter timeouts still apply.
+	ReadTimeout, WriteTimeout time.Duration
 	// KeepRequestID keeps a valid incoming X-Request-Id (a UUID) instead of
 	// making a new one.
 	KeepRequestID bool
@@ -165,6 +185,13 @@ type Config struct {
 	// Logger logs failures (nil: discarded).
 	Logger *slog.Logger
 }
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes = 10 << 20 // a sensible Config.MaxBodyBytes
+	DefaultReadTimeout  = 30 * time.Second
+	DefaultWriteTimeout = 2 * time.Minute
+)
 
 // DefaultWallClockFactor is how many milliseconds of wall-clock time a
 // worker call gets per millisecond of its CPU budget. Go cannot meter CPU
@@ -185,14 +212,19 @@ func DefaultWallClock(l limits.Limits) time.Duration {
 // Dispatcher is the gateway's request pipeline as an http.Handler. It is
 // safe for concurrent use.
 type Dispatcher struct {
-	cfg     Config
-	handler Next
-	events  EventSink
-	now     func() time.Time
-	log     *slog.Logger
+	cfg      Config
+	handler  Next
+	events   EventSink
+	now      func() time.Time
+	log      *slog.Logger
+	owned    []string // response header prefixes only the gateway sets
+	consumed []string // request headers no worker sees
 }
 
 var _ http.Handler = (*Dispatcher)(nil)
+
+// gatewayHeaders are the response headers the dispatcher itself owns.
+var gatewayHeaders = []string{HeaderRequestID, HeaderTenantID}
 
 // NewDispatcher validates cfg and builds the pipeline.
 func NewDispatcher(cfg Config) (*Dispatcher, error) {
@@ -215,14 +247,34 @@ func NewDispatcher(cfg Config) (*Dispatcher, error) {
 	if d.cfg.Identity == nil {
 		d.cfg.Identity = DefaultIdentity
 	}
+	if d.cfg.ClientIP == nil {
+		d.cfg.ClientIP = func(r *http.Request) netip.Addr { a, _ := ClientAddr(r, nil); return a }
+	}
 	if d.cfg.WallClock == nil {
 		d.cfg.WallClock = DefaultWallClock
 	}
+	if d.cfg.ReadTimeout == 0 {
+		d.cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if d.cfg.WriteTimeout == 0 {
+		d.cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	d.owned = append(d.owned, gatewayHeaders...)
 	h := Next(d.fetch)
 	for i := len(cfg.Stages) - 1; i >= 0; i-- {
 		stage, next := cfg.Stages[i], h
 		if stage == nil {
 			return nil, fmt.Errorf("dispatch: Config.Stages[%d] is nil", i)
+		}
+		if o, ok := stage.(HeaderOwner); ok {
+			for _, p := range o.OwnedHeaders() {
+				d.owned = append(d.owned, http.CanonicalHeaderKey(p))
+			}
+		}
+		if c, ok := stage.(HeaderConsumer); ok {
+			for _, p := range c.ConsumedHeaders() {
+				d.consumed = append(d.consumed, http.CanonicalHeaderKey(p))
+			}
 		}
 		h = func(ctx context.Context, x *Exchange) (*http.Response, error) {
 			return stage.Handle(ctx, x, next)
@@ -234,6 +286,14 @@ func NewDispatcher(cfg Config) (*Dispatcher, error) {
 
 // ServeHTTP dispatches r and writes the answer, streaming the worker's body.
 func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	now := time.Now()
+	if d.cfg.ReadTimeout > 0 {
+		_ = rc.SetReadDeadline(now.Add(d.cfg.ReadTimeout)) // unsupported writers keep the server's
+	}
+	if d.cfg.WriteTimeout > 0 {
+		_ = rc.SetWriteDeadline(now.Add(d.cfg.WriteTimeout))
+	}
 	resp := d.Dispatch(r.Context(), r)
 	defer resp.Body.Close()
 	dst := w.Header()
@@ -259,14 +319,16 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r *http.Request) *http.Respon
 	start := d.now()
 	rid := d.requestID(r)
 	if strings.HasPrefix(r.URL.Path, PlatformPrefix) || r.URL.Path+"/" == PlatformPrefix {
-		return d.platform(r, rid)
+		return d.serveHandler(d.cfg.Platform, r, rid)
 	}
 	res, err := d.cfg.Tenants.Load().Resolve(r.Host, r.URL.EscapedPath())
 	if err != nil {
 		if errors.Is(err, tenant.ErrBadRequest) {
-			err = fmt.Errorf("%w: %v", ErrBadRequest, err)
+			err = ErrBadRequest.With(err.Error(), nil)
+		} else if d.cfg.Fallback != nil {
+			return d.serveHandler(d.cfg.Fallback, r, rid)
 		} else {
-			err = fmt.Errorf("%w: %v", ErrTenantNotFound, err)
+			err = ErrTenantNotFound.With("", nil)
 		}
 		resp := ErrorResponse(err, rid)
 		resp.Header.Set(HeaderRequestID, rid)
@@ -279,22 +341,28 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r *http.Request) *http.Respon
 		Request:    r,
 		Resolution: res,
 		Tenant:     t,
+		Price:      t.PriceFor(r.Method, res.Path),
 		Payload:    BuildDispatchPayload(res, lim, RequestInfo{RequestID: rid, Method: r.Method, Host: r.Host, Query: r.URL.RawQuery}),
 		Start:      start,
 		Caller:     caller,
 		CallerID:   HashCaller(caller),
+		ClientIP:   d.cfg.ClientIP(r),
 		Header:     make(http.Header),
-		PriceUSD:   t.PriceUSD.String(),
 		BilledUSD:  "0",
 	}
 	d.events.Emit(Event{Type: EventStart, Time: start, RequestID: rid, Tenant: t.Slug, Worker: t.WorkerName, Plan: t.Plan, Limits: lim, Exchange: x})
-	resp, err := d.handler(ctx, x)
+	var resp *http.Response
+	if max := d.cfg.MaxBodyBytes; max > 0 && r.ContentLength > max {
+		err = ErrRequestTooLarge.With(fmt.Sprintf("the request body is %d bytes, over the %d byte limit", r.ContentLength, max), nil)
+	} else {
+		resp, err = d.handler(ctx, x)
+	}
 	if err != nil && resp != nil {
 		resp.Body.Close() // a stage answered both: the error wins
 		resp = nil
 	}
 	if err == nil && resp == nil {
-		err = fmt.Errorf("%w: a pipeline stage returned neither a response nor an error", ErrInternal)
+		err = ErrInternal.With("", errors.New("a pipeline stage returned neither a response nor an error"))
 	}
 	if err != nil {
 		x.Err = err
@@ -315,7 +383,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r *http.Request) *http.Respon
 	if x.Lifecycle == "" {
 		x.Lifecycle = defaultLifecycle(x)
 	}
-	ev := Event{Type: EventSuccess, Time: d.now(), RequestID: rid, Tenant: t.Slug, Worker: t.WorkerName, Plan: t.Plan, Limits: lim, Status: resp.StatusCode, Exchange: x}
+	ev := Event{Type: EventSuccess, Time: d.now(), RequestID: rid, Tenant: t.Slug, Worker: t.WorkerName, Plan: t.Plan, Limits: lim, Status: resp.StatusCode, Lifecycle: x.Lifecycle, Exchange: x}
 	ev.Duration = ev.Time.Sub(start)
 	if err != nil {
 		ev.Type = EventFailure
@@ -323,29 +391,6 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r *http.Request) *http.Respon
 	}
 	d.events.Emit(ev)
 	return resp
-}
-
-// Analytics lifecycles the dispatcher itself assigns (see metrics for all).
-const (
-	LifecycleServed      = "served"
-	LifecycleWorkerError = "worker_error"
-)
-
-func defaultLifecycle(x *Exchange) string {
-	if x.Err != nil {
-		_, code := StatusOf(x.Err)
-		switch code {
-		case "rate_limited", "usage_quota_exceeded", "spend_cap_exceeded":
-			return code
-		case "invalid_payment", "idempotency_key_in_use", "idempotency_key_reused":
-			return "payment_invalid" // the request's payment, not the tenant, is at fault
-		}
-		return LifecycleWorkerError
-	}
-	if x.Status >= 500 {
-		return LifecycleWorkerError
-	}
-	return LifecycleServed
 }
 
 func (d *Dispatcher) requestID(r *http.Request) string {
@@ -359,9 +404,11 @@ func (d *Dispatcher) requestID(r *http.Request) string {
 	return uuid.NewString()
 }
 
-func (d *Dispatcher) platform(r *http.Request, rid string) *http.Response {
-	if d.cfg.Platform == nil {
-		resp := ErrorResponse(fmt.Errorf("%w: no platform route %s", &Error{"not_found", "not found"}, r.URL.Path), rid)
+// serveHandler answers r with h (a platform or front handler), carrying the
+// request id; a nil h is 404 not_found.
+func (d *Dispatcher) serveHandler(h http.Handler, r *http.Request, rid string) *http.Response {
+	if h == nil {
+		resp := ErrorResponse(ErrNotFound.With("no platform route "+r.URL.Path, nil), rid)
 		resp.Header.Set(HeaderRequestID, rid)
 		return resp
 	}
@@ -369,7 +416,7 @@ func (d *Dispatcher) platform(r *http.Request, rid string) *http.Response {
 	if r.Header.Get(HeaderRequestID) == "" {
 		r.Header.Set(HeaderRequestID, rid)
 	}
-	d.cfg.Platform.ServeHTTP(rec, r)
+	h.ServeHTTP(rec, r)
 	resp := rec.response()
 	if resp.Header.Get(HeaderRequestID) == "" {
 		resp.Header.Set(HeaderRequestID, rid)
@@ -381,7 +428,7 @@ func (d *Dispatcher) platform(r *http.Request, rid string) *http.Response {
 func (d *Dispatcher) fetch(ctx context.Context, x *Exchange) (*http.Response, error) {
 	ctx, budget := withNewBudget(ctx, x.Payload.Limits.SubRequests)
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.WallClock(x.Payload.Limits))
-	out, err := outgoingRequest(ctx, x) // one clone, with the final context
+	out, err := d.outgoingRequest(ctx, x) // one clone, with the final context
 	if err != nil {
 		cancel()
 		return nil, err
@@ -392,30 +439,50 @@ func (d *Dispatcher) fetch(ctx context.Context, x *Exchange) (*http.Response, er
 		cancel()
 		return nil, classifyFetchError(ctx, err)
 	}
-	stripGatewayHeaders(resp.Header)
 	if budget.Exceeded() {
 		resp.Body.Close()
 		cancel()
-		return nil, fmt.Errorf("%w: worker %q tried more than %d subrequests", ErrWorkerLimitExceeded, x.Payload.WorkerName, x.Payload.Limits.SubRequests)
+		return nil, ErrWorkerLimitExceeded.With("", fmt.Errorf("worker %q tried more than %d subrequests", x.Payload.WorkerName, x.Payload.Limits.SubRequests))
+	}
+	if resp.StatusCode == http.StatusPaymentRequired {
+		// A worker never takes payment itself: its 402 would be a
+		// challenge to its own address, outside the ledger, the caps and
+		// the platform's fees.
+		resp.Body.Close()
+		cancel()
+		return nil, ErrWorkerFailure.With("", fmt.Errorf("worker %q answered 402; workers cannot ask for payment", x.Payload.WorkerName))
+	}
+	d.stripOwned(resp.Header)
+	if !x.Resolution.ByHost && !x.Tenant.Cookies {
+		// Tenants under /t/<slug>/ share the platform's host and so its
+		// cookies: none cross between client and worker unless the tenant
+		// opted in.
+		resp.Header.Del("Set-Cookie")
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
 }
 
 func classifyFetchError(ctx context.Context, err error) error {
+	if errors.Is(err, errBodyTooLarge) {
+		return ErrRequestTooLarge.With("", err)
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return err
 	}
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("%w: %v", ErrWorkerTimeout, err)
+		return ErrWorkerTimeout.With("", err)
 	}
-	return fmt.Errorf("%w: %v", ErrWorkerFailure, err)
+	return ErrWorkerFailure.With("", err)
 }
 
 // outgoingRequest derives the request the worker gets: the incoming one
-// with the worker's path.
-func outgoingRequest(ctx context.Context, x *Exchange) (*http.Request, error) {
+// with the worker's path, without the headers no worker may see (those the
+// stages consume, the client's Forwarded, names with '_' that CGI-style
+// servers merge with the gateway's own, and cookies across tenants on a
+// shared host), and with its body bounded.
+func (d *Dispatcher) outgoingRequest(ctx context.Context, x *Exchange) (*http.Request, error) {
 	in := x.Request
 	out := in.Clone(ctx)
 	out.RequestURI = ""
@@ -424,7 +491,7 @@ func outgoingRequest(ctx context.Context, x *Exchange) (*http.Request, error) {
 		u.RawPath = x.Resolution.Path
 		p, err := unescapePath(x.Resolution.Path)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+			return nil, ErrBadRequest.With("", err)
 		}
 		u.Path = p
 		if u.RawPath == u.Path {
@@ -432,8 +499,50 @@ func outgoingRequest(ctx context.Context, x *Exchange) (*http.Request, error) {
 		}
 		out.URL = &u
 	}
+	h := out.Header
+	for _, k := range d.consumed {
+		delete(h, k)
+	}
+	delete(h, "Forwarded")
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			delete(h, k)
+		}
+	}
+	if !x.Resolution.ByHost && !x.Tenant.Cookies {
+		delete(h, "Cookie")
+	}
+	if max := d.cfg.MaxBodyBytes; max > 0 && out.Body != nil && out.Body != http.NoBody {
+		out.Body = &limitedBody{rc: out.Body, left: max}
+	}
 	return out, nil
 }
+
+// errBodyTooLarge is what a worker reading past Config.MaxBodyBytes gets.
+var errBodyTooLarge = errors.New("dispatch: request body over the gateway's limit")
+
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var one [1]byte
+		if n, _ := b.rc.Read(one[:]); n > 0 {
+			return 0, errBodyTooLarge
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
 
 type cancelOnClose struct {
 	io.ReadCloser
@@ -477,13 +586,11 @@ func NewResponse(status int, h http.Header, body []byte) *http.Response {
 	return newResponse(status, h, body)
 }
 
-// gatewayHeaderPrefixes name the headers only the gateway may set on a
-// tenant response: a worker cannot forge limit or payment headers.
-var gatewayHeaderPrefixes = []string{"X-Ratelimit-", "Ratelimit", "X-Usage-", "X-Spend-", "X-Payment-", "Payment-Response", "Payment-Required", "X-Request-Id", "X-Tenant-Id"}
-
-func stripGatewayHeaders(h http.Header) {
+// stripOwned removes from a worker's answer every header only the gateway
+// (or one of its stages) may set.
+func (d *Dispatcher) stripOwned(h http.Header) {
 	for k := range h {
-		for _, p := range gatewayHeaderPrefixes {
+		for _, p := range d.owned {
 			if strings.HasPrefix(k, p) {
 				delete(h, k)
 				break

@@ -32,6 +32,8 @@ type Event struct {
 	Status int
 	// Code is the error code of a Failure.
 	Code string
+	// Lifecycle is the request's analytics outcome (final events only).
+	Lifecycle Lifecycle
 	// Duration is the time from the request's arrival to the answer.
 	Duration time.Duration
 	// Exchange is the request's state, for sinks that derive more (usage

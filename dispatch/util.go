@@ -8,16 +8,18 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-
-	"github.com/402claw/dispatcher/metrics"
 )
 
 func unescapePath(p string) (string, error) { return url.PathUnescape(p) }
 
-// HashCaller returns the stored form of a caller identity
-// (metrics.HashCaller: SHA-256 based). Raw identities (agent ids, API keys,
-// IPs) are never stored.
-func HashCaller(identity string) string { return metrics.HashCaller(identity) }
+// HashCaller returns the stored form of a caller identity: "c_" followed by
+// the first 32 hex digits (128 bits) of its SHA-256, the same function as
+// metrics.HashCaller. Raw identities (agent ids, API keys, IPs) are never
+// stored.
+func HashCaller(identity string) string {
+	sum := sha256.Sum256([]byte(identity))
+	return "c_" + hex.EncodeToString(sum[:16])
+}
 
 // DefaultIdentity is Identity with no trusted proxies.
 func DefaultIdentity(r *http.Request) string { return Identity(r, nil) }
@@ -38,13 +40,17 @@ func Identity(r *http.Request, trusted []netip.Prefix) string {
 		sum := sha256.Sum256([]byte(v))
 		return "key:" + hex.EncodeToString(sum[:])
 	}
-	if ip, ok := clientIP(r, trusted); ok {
+	if ip, ok := ClientAddr(r, trusted); ok {
 		return "ip:" + ip.String()
 	}
 	return "anonymous"
 }
 
-func clientIP(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
+// ClientAddr returns the client's address: the connection's peer, or, when
+// that peer is one of the trusted proxies, the first untrusted address of
+// X-Forwarded-For read from the right. It reports false when RemoteAddr is
+// not an address.
+func ClientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr

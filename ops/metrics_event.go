@@ -14,10 +14,13 @@ import (
 // eventLifecycle returns the analytics lifecycle of a finished request's
 // event ("" when unknown).
 func eventLifecycle(e dispatch.Event) string {
+	if e.Lifecycle != "" {
+		return string(e.Lifecycle)
+	}
 	if e.Exchange == nil {
 		return ""
 	}
-	return e.Exchange.Lifecycle
+	return string(e.Exchange.Lifecycle)
 }
 
 // eventContext returns the context of the request an event is about, which

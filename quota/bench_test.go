@@ -53,22 +53,19 @@ func BenchmarkCheck(b *testing.B) {
 	})
 }
 
-// BenchmarkStages runs RateLimitStage and UsageStage around a no-op next,
-// headers included: the quota work of one request in the pipeline.
+// BenchmarkStages runs the metering stage around a no-op next, headers
+// included: the quota work of one request in the pipeline.
 func BenchmarkStages(b *testing.B) {
 	l, err := quota.New(memory.NewKV(), quota.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	ten := benchTenant()
-	rate, usage := l.RateLimitStage(), l.UsageStage()
+	stage := l.Stage()
 	ok := &http.Response{StatusCode: http.StatusOK}
 	worker := func(ctx context.Context, x *dispatch.Exchange) (*http.Response, error) {
 		x.WorkerCalled = true
 		return ok, nil
-	}
-	inner := func(ctx context.Context, x *dispatch.Exchange) (*http.Response, error) {
-		return usage.Handle(ctx, x, worker)
 	}
 	var id atomic.Int64
 	b.ReportAllocs()
@@ -78,7 +75,7 @@ func BenchmarkStages(b *testing.B) {
 		caller := dispatch.HashCaller("caller-" + strconv.FormatInt(id.Add(1), 10))
 		for pb.Next() {
 			x := &dispatch.Exchange{Tenant: ten, CallerID: caller, Header: make(http.Header, 8)}
-			if _, err := rate.Handle(ctx, x, inner); err != nil {
+			if _, err := stage.Handle(ctx, x, worker); err != nil {
 				b.Fatal(err)
 			}
 		}

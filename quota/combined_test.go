@@ -16,6 +16,7 @@ import (
 	"github.com/402claw/dispatcher/adapters/memory"
 	"github.com/402claw/dispatcher/dispatch"
 	"github.com/402claw/dispatcher/kv"
+	"github.com/402claw/dispatcher/meter"
 	"github.com/402claw/dispatcher/quota"
 	"github.com/402claw/dispatcher/quota/quotatest"
 	"github.com/402claw/dispatcher/tenant"
@@ -47,37 +48,66 @@ func (c *countingKV) IncrAll(ctx context.Context, keys []string, ins []kv.Increm
 }
 
 // fakePay is the x402 payment stage's shape for the quota: no payment
-// header is a 402 challenge, "bad" an undecodable payment (400), "replay"
-// an answer of its own; any other payment is "verified", then the price is
-// reserved through ReserveExchange (the combined check), next is called,
-// and the reservation is committed when the worker answered below 400 and
-// released otherwise.
+// header is a 402 challenge, "bad" an undecodable payment (400), both
+// metered for their rate limits only; any other payment is "verified" and
+// admitted through Limiter.Admit (rate, usage unit and price in one round
+// trip); "replay" then answers from a record, giving the hold back. Next
+// is called, and the hold is committed with the price when the worker
+// answered below 400, with nothing (the unit stays counted) when it
+// answered 400 or more, and released when the worker was never called.
 func fakePay(l *quota.Limiter) dispatch.Stage {
 	return dispatch.StageFunc(func(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
-		if !x.Tenant.Charges() {
+		if !x.Price.Charges {
 			return next(ctx, x)
 		}
+		admit := func(p meter.Params) (meter.Hold, error) {
+			h, err := l.Admit(ctx, p)
+			if h != nil {
+				h.SetHeaders(x.Header)
+			}
+			return h, err
+		}
+		base := meter.Params{Tenant: x.Tenant, CallerID: x.CallerID, ClientIP: x.ClientIP, Rate: true}
 		switch x.Request.Header.Get("Payment-Signature") {
 		case "":
+			if _, err := admit(base); err != nil {
+				return nil, err
+			}
 			return dispatch.NewResponse(http.StatusPaymentRequired, nil, []byte("{}")), nil
 		case "bad":
+			if _, err := admit(base); err != nil {
+				return nil, err
+			}
 			return nil, dispatch.ErrInvalidPayment
-		case "replay":
-			return dispatch.NewResponse(http.StatusOK, nil, []byte("replayed")), nil
 		}
-		x.CallerID = dispatch.HashCaller("payer:0xabc") // as the real stage does
-		r, err := l.ReserveExchange(ctx, x, x.Tenant.PriceUSD)
+		p := base
+		p.Usage, p.Spend = true, x.Price.PriceUSD
+		h, err := admit(p)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := next(ctx, x)
-		if err != nil || resp.StatusCode >= 400 {
-			if rerr := r.Release(ctx); rerr != nil {
-				return nil, errors.Join(err, rerr)
+		if x.Request.Header.Get("Payment-Signature") == "replay" {
+			if err := h.Release(ctx); err != nil {
+				return nil, err
 			}
-			return resp, err
+			h.SetHeaders(x.Header)
+			return dispatch.NewResponse(http.StatusOK, nil, []byte("replayed")), nil
 		}
-		return resp, r.Commit(ctx)
+		x.CallerID = dispatch.HashCaller("payer:0xabc") // as the real stage does
+		resp, err := next(ctx, x)
+		switch {
+		case err != nil && !x.WorkerCalled:
+			err = errors.Join(err, h.Release(ctx))
+		case err != nil || resp.StatusCode >= 400:
+			err = errors.Join(err, h.Commit(ctx, decimal.Zero))
+		default:
+			err = h.Commit(ctx, x.Price.PriceUSD)
+		}
+		h.SetHeaders(x.Header)
+		if err != nil {
+			return nil, err
+		}
+		return resp, nil
 	})
 }
 
@@ -108,7 +138,7 @@ func newPaidGateway(t *testing.T, ten tenant.Tenant, stages func(l *quota.Limite
 	})
 	if stages == nil {
 		stages = func(l *quota.Limiter, refuse dispatch.Stage) []dispatch.Stage {
-			return []dispatch.Stage{l.RateLimitStage(), fakePay(l), l.UsageStage(), refuse}
+			return []dispatch.Stage{l.Stage(), fakePay(l), refuse}
 		}
 	}
 	d, err := dispatch.NewDispatcher(dispatch.Config{
@@ -347,22 +377,17 @@ func TestCombinedExactUnderConcurrency(t *testing.T) {
 	require.Equal(t, int64(n*10_000), s)
 }
 
-// With the usage stage BEFORE the payment stage, or with no rate stage,
-// the usage unit is still counted exactly once.
+// The metering stage and the payment stage meter disjoint requests, so in
+// either order a paid request's usage unit is counted exactly once and its
+// rate limit once.
 func TestCombinedOtherOrdersCountOnce(t *testing.T) {
 	t.Parallel()
 	orders := map[string]func(l *quota.Limiter, refuse dispatch.Stage) []dispatch.Stage{
-		"rate,usage,pay": func(l *quota.Limiter, _ dispatch.Stage) []dispatch.Stage {
-			return []dispatch.Stage{l.RateLimitStage(), l.UsageStage(), fakePay(l)}
+		"quota,pay": func(l *quota.Limiter, _ dispatch.Stage) []dispatch.Stage {
+			return []dispatch.Stage{l.Stage(), fakePay(l)}
 		},
-		"usage,pay": func(l *quota.Limiter, _ dispatch.Stage) []dispatch.Stage {
-			return []dispatch.Stage{l.UsageStage(), fakePay(l)}
-		},
-		"pay,usage": func(l *quota.Limiter, _ dispatch.Stage) []dispatch.Stage {
-			return []dispatch.Stage{fakePay(l), l.UsageStage()}
-		},
-		"rate,usage (no payment stage)": func(l *quota.Limiter, _ dispatch.Stage) []dispatch.Stage {
-			return []dispatch.Stage{l.RateLimitStage(), l.UsageStage()}
+		"pay,quota": func(l *quota.Limiter, _ dispatch.Stage) []dispatch.Stage {
+			return []dispatch.Stage{fakePay(l), l.Stage()}
 		},
 	}
 	for name, stages := range orders {
@@ -373,12 +398,10 @@ func TestCombinedOtherOrdersCountOnce(t *testing.T) {
 			}
 			u, _ := g.used(t)
 			require.Equal(t, int64(2), u)
-			if name != "usage,pay" && name != "pay,usage" {
-				a := g.get(t, "/hello", "sig")
-				require.Equal(t, http.StatusOK, a.status)
-				require.Equal(t, "0", a.header.Get("X-RateLimit-Remaining"), "rate limited once per request")
-				require.Equal(t, http.StatusTooManyRequests, g.get(t, "/hello", "sig").status)
-			}
+			a := g.get(t, "/hello", "sig")
+			require.Equal(t, http.StatusOK, a.status)
+			require.Equal(t, "0", a.header.Get("X-RateLimit-Remaining"), "rate limited once per request")
+			require.Equal(t, http.StatusTooManyRequests, g.get(t, "/hello", "sig").status)
 		})
 	}
 }

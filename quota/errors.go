@@ -1,7 +1,6 @@
 package quota
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -20,9 +19,9 @@ const (
 
 // Analytics lifecycles the quota stages set on refusals.
 const (
-	LifecycleRateLimited        = "rate_limited"
-	LifecycleUsageQuotaExceeded = "usage_quota_exceeded"
-	LifecycleSpendCapExceeded   = "spend_cap_exceeded"
+	LifecycleRateLimited        = dispatch.LifecycleRateLimited
+	LifecycleUsageQuotaExceeded = dispatch.LifecycleUsageQuotaExceeded
+	LifecycleSpendCapExceeded   = dispatch.LifecycleSpendCapExceeded
 )
 
 // Errors of a spend Reservation used after it was settled one way.
@@ -56,28 +55,35 @@ type LimitError struct {
 
 	header http.Header
 	desc   string
+	kind   *dispatch.Error // the wire error: code, headers, lifecycle
 }
-
-var _ dispatch.HeaderError = (*LimitError)(nil)
 
 func (e *LimitError) Error() string {
 	return fmt.Sprintf("%s; retry after %ds", e.desc, e.RetryAfterSeconds())
 }
 
-// Unwrap returns the dispatch sentinel of the error's kind.
+// Unwrap returns the wire error of the error's kind: a *dispatch.Error
+// matching dispatch.ErrRateLimited, ErrUsageQuotaExceeded or
+// ErrSpendCapExceeded, carrying the refusal's headers and lifecycle.
 func (e *LimitError) Unwrap() error {
-	switch e.Kind {
-	case KindRate:
-		return dispatch.ErrRateLimited
-	case KindUsage:
-		return dispatch.ErrUsageQuotaExceeded
-	default:
-		return dispatch.ErrSpendCapExceeded
+	if e.kind == nil {
+		var base *dispatch.Error
+		switch e.Kind {
+		case KindRate:
+			base = dispatch.ErrRateLimited
+		case KindUsage:
+			base = dispatch.ErrUsageQuotaExceeded
+		default:
+			base = dispatch.ErrSpendCapExceeded
+		}
+		k := *base
+		k.Header = e.header
+		e.kind = &k
 	}
+	return e.kind
 }
 
-// ResponseHeader returns the refusal's headers (implementing
-// dispatch.HeaderError). Callers must not modify it.
+// ResponseHeader returns the refusal's headers. Callers must not modify it.
 func (e *LimitError) ResponseHeader() http.Header { return e.header }
 
 // RetryAfterSeconds is RetryAfter in whole seconds, rounded up: the value
@@ -87,7 +93,7 @@ func (e *LimitError) RetryAfterSeconds() int64 {
 }
 
 // Lifecycle returns the analytics lifecycle of the refusal.
-func (e *LimitError) Lifecycle() string {
+func (e *LimitError) Lifecycle() dispatch.Lifecycle {
 	switch e.Kind {
 	case KindRate:
 		return LifecycleRateLimited
@@ -144,8 +150,6 @@ type StoreError struct {
 	Err error
 }
 
-var _ dispatch.BodyError = (*StoreError)(nil)
-
 func storeError(op string, err error) error {
 	if err == nil {
 		return nil
@@ -159,10 +163,3 @@ func (e *StoreError) Error() string {
 
 // Unwrap returns dispatch.ErrStoreUnavailable and the store's error.
 func (e *StoreError) Unwrap() []error { return []error{dispatch.ErrStoreUnavailable, e.Err} }
-
-// ResponseBody implements dispatch.BodyError: the gateway's JSON error body
-// with the generic message of dispatch.ErrStoreUnavailable.
-func (e *StoreError) ResponseBody(requestID string) (string, []byte) {
-	b, _ := json.Marshal(dispatch.ErrorBody{Error: dispatch.ErrStoreUnavailable.Code, Message: dispatch.ErrStoreUnavailable.Message, RequestID: requestID})
-	return "application/json", b
-}

@@ -21,16 +21,22 @@ type PlanRates struct {
 	PerCaller tenant.Rate
 	// Global limits all callers of a tenant together.
 	Global tenant.Rate
+	// PerIP limits each client address, whatever caller identities it
+	// asserts (X-Agent-Id, X-Caller-Id, API keys cost nothing to rotate).
+	// It applies only beside an asserted identity: a caller known by its
+	// address already meets PerCaller. A tenant that sets its own
+	// rateLimit.perCaller gets five times that rate per address instead.
+	PerIP tenant.Rate
 }
 
 func perMinute(n int64) tenant.Rate { return tenant.Rate{Requests: n, WindowSeconds: 60} }
 
 var defaultPlans = map[string]PlanRates{
-	limits.Free:       {PerCaller: perMinute(60), Global: perMinute(600)},
-	limits.Pro:        {PerCaller: perMinute(300), Global: perMinute(3_000)},
-	limits.Business:   {PerCaller: perMinute(1_200), Global: perMinute(12_000)},
-	limits.Enterprise: {PerCaller: perMinute(6_000), Global: perMinute(60_000)},
-	limits.Quarantine: {PerCaller: perMinute(10), Global: perMinute(60)},
+	limits.Free:       {PerCaller: perMinute(60), Global: perMinute(600), PerIP: perMinute(300)},
+	limits.Pro:        {PerCaller: perMinute(300), Global: perMinute(3_000), PerIP: perMinute(1_500)},
+	limits.Business:   {PerCaller: perMinute(1_200), Global: perMinute(12_000), PerIP: perMinute(6_000)},
+	limits.Enterprise: {PerCaller: perMinute(6_000), Global: perMinute(60_000), PerIP: perMinute(30_000)},
+	limits.Quarantine: {PerCaller: perMinute(10), Global: perMinute(60), PerIP: perMinute(30)},
 }
 
 // DefaultPlans returns a copy of the built-in plan rates, keyed by plan
@@ -106,9 +112,9 @@ type scratch struct {
 	vals [maxBatch]int64
 }
 
-// maxBatch is the most counters one check touches: two rate limits, two
+// maxBatch is the most counters one check touches: three rate limits, two
 // usage windows and two spend windows.
-const maxBatch = 6
+const maxBatch = 7
 
 // New returns a Limiter over store.
 func New(store kv.Store, cfg Config) (*Limiter, error) {
@@ -138,7 +144,7 @@ func New(store kv.Store, cfg Config) (*Limiter, error) {
 		if name != strings.ToLower(name) {
 			return nil, fmt.Errorf("quota: plan name %q must be lower-case", name)
 		}
-		for what, r := range map[string]tenant.Rate{"PerCaller": p.PerCaller, "Global": p.Global} {
+		for what, r := range map[string]tenant.Rate{"PerCaller": p.PerCaller, "Global": p.Global, "PerIP": p.PerIP} {
 			if r.Requests < 0 || r.WindowSeconds < 0 || (r.Requests == 0) != (r.WindowSeconds == 0) {
 				return nil, fmt.Errorf("quota: plan %q: %s %+v must be zero or have positive requests and windowSeconds", name, what, r)
 			}
@@ -179,6 +185,24 @@ func (l *Limiter) Rates(t *tenant.Tenant) (perCaller, global tenant.Rate) {
 	return perCaller, global
 }
 
+// ipRate is the per-client-address limit for t (see PlanRates.PerIP).
+func (l *Limiter) ipRate(t *tenant.Tenant) tenant.Rate {
+	if pc := t.RateLimit.PerCaller; !pc.IsZero() {
+		return tenant.Rate{Requests: pc.Requests * 5, WindowSeconds: pc.WindowSeconds}
+	}
+	return l.planOf(t).PerIP
+}
+
+func (l *Limiter) planOf(t *tenant.Tenant) PlanRates {
+	p, ok := l.plans[t.Plan]
+	if !ok {
+		if p, ok = l.plans[strings.ToLower(t.Plan)]; !ok {
+			p = l.free
+		}
+	}
+	return p
+}
+
 func (l *Limiter) getScratch() *scratch { return l.pool.Get().(*scratch) }
 
 func (l *Limiter) putScratch(sc *scratch) {
@@ -192,6 +216,7 @@ func (l *Limiter) putScratch(sc *scratch) {
 // IncrAll.
 type tenantKeys struct {
 	callerPrefix string // "<prefix>:{<slug>}:rate:c:", followed by the caller id
+	ipPrefix     string // "<prefix>:{<slug>}:rate:ip:", followed by the hashed address
 	rateTenant   string
 	useMonth     string
 	useDay       string
@@ -209,6 +234,7 @@ func (l *Limiter) keysFor(cal *calendar, slug string) *tenantKeys {
 	tag := l.prefix + ":{" + slug + "}:"
 	k := &tenantKeys{
 		callerPrefix: tag + "rate:c:",
+		ipPrefix:     tag + "rate:ip:",
 		rateTenant:   tag + "rate:t",
 		useMonth:     tag + "use:m:" + cal.month.ID,
 		useDay:       tag + "use:d:" + cal.day.ID,

@@ -17,7 +17,12 @@ import (
 const (
 	PolicyCaller = "caller"
 	PolicyTenant = "tenant"
+	PolicyIP     = "ip"
 )
+
+// maxPolicies is the most rate limits one request meets: per caller, per
+// client address, and tenant-wide.
+const maxPolicies = 3
 
 // gcra is one GCRA rate limit in integer microseconds.
 //
@@ -103,13 +108,14 @@ type RateStatus struct {
 	// admit the request.
 	RetryAfter time.Duration
 
-	policies [2]RatePolicy
+	policies [maxPolicies]RatePolicy
 	n        int
 	draft    bool
 }
 
 // Policies returns the state of each rate limit in force: the per-caller
-// one first, then the tenant-wide one. It is empty when none is.
+// one first, then the per-client-address one, then the tenant-wide one. It
+// is empty when none is.
 func (s *RateStatus) Policies() []RatePolicy { return s.policies[:s.n] }
 
 // SetHeaders sets X-RateLimit-Limit, X-RateLimit-Remaining and
@@ -161,7 +167,12 @@ func (s *RateStatus) SetHeaders(h http.Header) {
 // dispatch.ErrRateLimited; a store failure returns a *StoreError (wrapping
 // dispatch.ErrStoreUnavailable and the store's error).
 func (l *Limiter) Allow(ctx context.Context, t *tenant.Tenant, callerID string) (RateStatus, error) {
-	rc := l.rateCheck(t)
+	return l.allow(ctx, t, callerID, "")
+}
+
+// allow is Allow with the per-client-address limit for ipID ("" for none).
+func (l *Limiter) allow(ctx context.Context, t *tenant.Tenant, callerID, ipID string) (RateStatus, error) {
+	rc := l.rateCheck(t, ipID != "")
 	if rc.st.n == 0 {
 		return rc.st, nil
 	}
@@ -171,7 +182,7 @@ func (l *Limiter) Allow(ctx context.Context, t *tenant.Tenant, callerID string) 
 
 	sc := l.getScratch()
 	defer l.putScratch(sc)
-	rc.fill(keys, callerID, nowUS, sc.keys[:], sc.ins[:])
+	rc.fill(keys, callerID, ipID, nowUS, sc.keys[:], sc.ins[:])
 	refused, err := l.incrGCRA(ctx, sc, &rc.g, rc.st.n)
 	if err != nil {
 		return rc.st, storeError("rate limit", err)
@@ -186,17 +197,23 @@ func (l *Limiter) Allow(ctx context.Context, t *tenant.Tenant, callerID string) 
 // rateCheck is one rate-limit check of a tenant's policies: the GCRA of
 // each policy in force and the status being built.
 type rateCheck struct {
-	g  [2]gcra
+	g  [maxPolicies]gcra
 	st RateStatus
 }
 
-// rateCheck returns the policies in force for t (st.n of them).
-func (l *Limiter) rateCheck(t *tenant.Tenant) rateCheck {
+// rateCheck returns the policies in force for t (st.n of them), with the
+// per-client-address one when withIP.
+func (l *Limiter) rateCheck(t *tenant.Tenant, withIP bool) rateCheck {
 	rc := rateCheck{st: RateStatus{Allowed: true, draft: l.draft}}
 	pc, gl := l.Rates(t)
 	if !pc.IsZero() {
 		rc.g[rc.st.n] = newGCRA(pc)
 		rc.st.policies[rc.st.n] = RatePolicy{Name: PolicyCaller, Rate: pc}
+		rc.st.n++
+	}
+	if ip := l.ipRate(t); withIP && !ip.IsZero() {
+		rc.g[rc.st.n] = newGCRA(ip)
+		rc.st.policies[rc.st.n] = RatePolicy{Name: PolicyIP, Rate: ip}
 		rc.st.n++
 	}
 	if !gl.IsZero() {
@@ -209,14 +226,20 @@ func (l *Limiter) rateCheck(t *tenant.Tenant) rateCheck {
 
 // fill puts the keys and increments of the check's policies in keys and
 // ins (st.n of each).
-func (rc *rateCheck) fill(keys *tenantKeys, callerID string, nowUS int64, k []string, ins []kv.Increment) {
+func (rc *rateCheck) fill(keys *tenantKeys, callerID, ipID string, nowUS int64, k []string, ins []kv.Increment) {
 	for i := 0; i < rc.st.n; i++ {
-		if rc.st.policies[i].Name == PolicyCaller {
+		switch rc.st.policies[i].Name {
+		case PolicyCaller:
 			k[i] = keys.callerPrefix + callerID
-		} else {
+		case PolicyIP:
+			k[i] = keys.ipPrefix + ipID
+		default:
 			k[i] = keys.rateTenant
 		}
 		ins[i] = rc.g[i].incr(nowUS)
+		// Rate windows are short-lived: a single-node store may keep them
+		// off the disk (a crash forgets at most one window).
+		ins[i].Volatile = true
 	}
 }
 
@@ -254,12 +277,12 @@ func (rc *rateCheck) finish(nowUS int64, vals []int64, refused int) {
 
 // incrGCRA applies the GCRA increments of sc to its keys, all or none, and
 // leaves the TATs in sc.vals (current ones on a refusal).
-func (l *Limiter) incrGCRA(ctx context.Context, sc *scratch, g *[2]gcra, n int) (int, error) {
+func (l *Limiter) incrGCRA(ctx context.Context, sc *scratch, g *[maxPolicies]gcra, n int) (int, error) {
 	if n == 1 {
 		return l.incrCounters(ctx, sc, 1)
 	}
 	if l.batch != nil {
-		// One atomic step over both counters: exact, one round trip.
+		// One atomic step over every counter: exact, one round trip.
 		vals, refused, err := l.batch.IncrAll(ctx, sc.keys[:n], sc.ins[:n])
 		if err != nil {
 			return -1, err
@@ -267,30 +290,40 @@ func (l *Limiter) incrGCRA(ctx context.Context, sc *scratch, g *[2]gcra, n int) 
 		copy(sc.vals[:n], vals)
 		return refused, nil
 	}
-	// No batch ability: per caller first, then the tenant-wide limit, and
-	// give the per-caller unit back when the latter refuses. kv.IncrAll's
-	// fallback is not used: its undo assumes plain counters.
-	v0, ok, err := l.store.Incr(ctx, sc.keys[0], sc.ins[0])
-	if err != nil {
-		return -1, err
+	// No batch ability: one policy after the other, giving the earlier
+	// units back when a later policy refuses. kv.IncrAll's fallback is not
+	// used: its undo assumes plain counters.
+	for i := 0; i < n; i++ {
+		v, ok, err := l.store.Incr(ctx, sc.keys[i], sc.ins[i])
+		if err == nil && ok {
+			sc.vals[i] = v
+			continue
+		}
+		var errs []error
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for j := i - 1; j >= 0; j-- {
+			back, _, berr := l.store.Incr(context.WithoutCancel(ctx), sc.keys[j], kv.Increment{Delta: -g[j].t, Max: kv.Unbounded, TTL: g[j].ttl, Volatile: true})
+			if berr != nil {
+				errs = append(errs, berr)
+			}
+			sc.vals[j] = back
+		}
+		if len(errs) > 0 {
+			return -1, errors.Join(errs...)
+		}
+		sc.vals[i] = v
+		for j := i + 1; j < n; j++ { // read the rest, for Retry-After
+			r, _, rerr := l.store.Incr(ctx, sc.keys[j], kv.Increment{Max: kv.Unbounded, Volatile: true})
+			if rerr != nil {
+				return -1, rerr
+			}
+			sc.vals[j] = r
+		}
+		return i, nil
 	}
-	if !ok {
-		sc.vals[0] = v0
-		v1, _, err := l.store.Incr(ctx, sc.keys[1], kv.Increment{Max: kv.Unbounded}) // read, for Retry-After
-		sc.vals[1] = v1
-		return 0, err
-	}
-	v1, ok, err := l.store.Incr(ctx, sc.keys[1], sc.ins[1])
-	if err == nil && ok {
-		sc.vals[0], sc.vals[1] = v0, v1
-		return -1, nil
-	}
-	back, _, berr := l.store.Incr(context.WithoutCancel(ctx), sc.keys[0], kv.Increment{Delta: -g[0].t, Max: kv.Unbounded, TTL: g[0].ttl})
-	if err != nil || berr != nil {
-		return -1, errors.Join(err, berr)
-	}
-	sc.vals[0], sc.vals[1] = back, v1
-	return 1, nil
+	return -1, nil
 }
 
 func (l *Limiter) rateError(st *RateStatus) *LimitError {
@@ -301,8 +334,11 @@ func (l *Limiter) rateError(st *RateStatus) *LimitError {
 		}
 	}
 	who := "per caller"
-	if p.Name == PolicyTenant {
+	switch p.Name {
+	case PolicyTenant:
 		who = "for the whole API"
+	case PolicyIP:
+		who = "per client address"
 	}
 	e := &LimitError{
 		Kind:       KindRate,

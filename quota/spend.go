@@ -8,7 +8,6 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/402claw/dispatcher/dispatch"
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/tenant"
 )
@@ -94,16 +93,6 @@ type Reservation struct {
 	state            reservationState
 	st               SpendStatus
 	dayKey, monthKey string
-	header           http.Header // refreshed on Release when set by ReserveExchange
-
-	// The usage unit counted with the price by ReserveExchange's combined
-	// check, when it was: Release gives it back too unless the worker was
-	// called (x.WorkerCalled), since a request the worker answered stays
-	// counted.
-	x                *dispatch.Exchange
-	use              UsageStatus
-	useDay, useMonth string
-	useHeld          bool
 }
 
 // Tenant returns the slug of the tenant the reservation is for.
@@ -143,13 +132,11 @@ func (r *Reservation) Commit(ctx context.Context) error {
 
 // Release gives the reserved amount back to the day and month counters:
 // call it when the request fails before settlement or settlement fails.
-// When ReserveExchange counted the request's usage unit with the price (see
-// ReserveExchange) and the worker was not called, the unit is given back
-// too, in the same store call. Releasing again is a no-op; releasing a
-// committed reservation returns ErrReservationCommitted. The give-back runs
-// even when ctx is cancelled. If the store fails, the reservation still
-// counts as released and the amount stays counted until its window ends:
-// erring that way can never let settlements exceed a cap.
+// Releasing again is a no-op; releasing a committed reservation returns
+// ErrReservationCommitted. The give-back runs even when ctx is cancelled.
+// If the store fails, the reservation still counts as released and the
+// amount stays counted until its window ends: erring that way can never
+// let settlements exceed a cap.
 func (r *Reservation) Release(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -160,58 +147,8 @@ func (r *Reservation) Release(ctx context.Context) error {
 		return nil
 	}
 	r.state = released
-	useBack := r.useHeld && usageRefundable(r.x)
-	r.useHeld = false
-	var err error
-	if useBack {
-		err = r.releaseBoth(ctx)
-	} else {
-		err = r.l.release(ctx, &r.st.Day, &r.st.Month, r.dayKey, r.monthKey, r.amount)
-	}
-	if err != nil {
+	if err := r.l.release(ctx, &r.st.Day, &r.st.Month, r.dayKey, r.monthKey, r.amount); err != nil {
 		return fmt.Errorf("quota: releasing %s USD of tenant %q: %w", r.price, r.tenant, err)
-	}
-	if r.header != nil {
-		r.st.SetHeaders(r.header)
-		if useBack {
-			r.use.SetHeaders(r.header)
-		}
-	}
-	return nil
-}
-
-// releaseBoth gives the price and the usage unit back in one store call.
-func (r *Reservation) releaseBoth(ctx context.Context) error {
-	type item struct {
-		c     *Counter
-		key   string
-		delta int64
-	}
-	items := [4]item{
-		{&r.st.Month, r.monthKey, r.amount}, {&r.st.Day, r.dayKey, r.amount},
-		{&r.use.Month, r.useMonth, 1}, {&r.use.Day, r.useDay, 1},
-	}
-	keys := make([]string, 0, 4)
-	deltas := make([]int64, 0, 4)
-	ends := make([]int64, 0, 4)
-	idx := make([]int, 0, 4)
-	for i, it := range items {
-		if it.key == "" || it.delta <= 0 {
-			continue
-		}
-		keys, deltas = append(keys, it.key), append(deltas, it.delta)
-		ends, idx = append(ends, it.c.Window.End.UnixMicro()), append(idx, i)
-	}
-	vals, err := r.l.giveBack(ctx, keys, deltas, ends)
-	if err != nil {
-		return err
-	}
-	for j, i := range idx {
-		if v := vals[j]; v >= 0 {
-			items[i].c.Used = v
-		} else {
-			items[i].c.Used = max(0, items[i].c.Used-items[i].delta)
-		}
 	}
 	return nil
 }
@@ -244,52 +181,6 @@ func (l *Limiter) Reserve(ctx context.Context, t *tenant.Tenant, price decimal.D
 		return nil, l.windowError(spendKind, c, res.now, formatUSD, r.st.SetHeaders)
 	}
 	r.dayKey, r.monthKey = res.dayKey, res.monthKey
-	return r, nil
-}
-
-// ReserveExchange is Reserve for a request in the pipeline: it reserves
-// price for x.Tenant, sets the X-Spend-Day-* and X-Spend-Month-* headers
-// on x.Header (refreshed when the reservation is released), and on a
-// refusal sets x.Lifecycle.
-//
-// On a store with a batch ability (kv.BatchIncrementer) it is also the
-// paid request's combined check: in the same one all-or-none IncrAll (one
-// round trip) it counts
-//
-//   - the rate limits, when RateLimitStage deferred them to this point
-//     (the tenant charges and the request carries a payment header), per
-//     caller as RateLimitStage saw the caller;
-//   - one unit of the usage quotas, when the tenant has any and the
-//     limiter's UsageStage is in use and has not run for x yet; UsageStage
-//     then counts nothing for x, and Release gives the unit back with the
-//     price when the worker was not called (x.WorkerCalled).
-//
-// It sets the X-RateLimit-* and X-Usage-* headers of what it counted, and
-// a refusal by any of them is that limit's *LimitError (429 rate_limited,
-// usage_quota_exceeded or spend_cap_exceeded, with its headers and
-// Retry-After), with nothing counted. A store failure is a *StoreError.
-func (l *Limiter) ReserveExchange(ctx context.Context, x *dispatch.Exchange, price decimal.Decimal) (*Reservation, error) {
-	st := stateOf(x)
-	rate := st != nil && st.ratePending
-	usage := l.staged.Load() && (st == nil || !st.usageDone) && usageLimited(x.Tenant)
-	if l.batch != nil && (rate || usage) {
-		if st == nil {
-			st = &exchangeState{}
-			x.SetValue(exchangeKey{}, st)
-		}
-		return l.reserveExchangeCombined(ctx, x, st, price, rate, usage)
-	}
-	r, err := l.Reserve(ctx, x.Tenant, price)
-	if err != nil {
-		// The error's own headers (X-Spend-*, Retry-After) reach the
-		// response through dispatch.HeaderError.
-		if le, ok := isLimit(err); ok {
-			x.Lifecycle = le.Lifecycle()
-		}
-		return nil, err
-	}
-	r.header = x.Header
-	r.SetHeaders(x.Header)
 	return r, nil
 }
 

@@ -40,7 +40,7 @@ type gateway struct {
 	l       *quota.Limiter
 	calls   atomic.Int64 // worker calls
 	mu      sync.Mutex
-	cycles  map[string]string // request id -> lifecycle
+	cycles  map[string]dispatch.Lifecycle // request id -> lifecycle
 	tenants map[string]*tenant.Tenant
 }
 
@@ -49,7 +49,7 @@ type stagesFunc func(l *quota.Limiter) []dispatch.Stage
 
 func newGateway(t *testing.T, cfg quota.Config, stages stagesFunc, tenants ...tenant.Tenant) *gateway {
 	t.Helper()
-	g := &gateway{cycles: map[string]string{}, tenants: map[string]*tenant.Tenant{}}
+	g := &gateway{cycles: map[string]dispatch.Lifecycle{}, tenants: map[string]*tenant.Tenant{}}
 	if cfg.Now == nil {
 		cfg.Now = quotatest.NewClock(noon).Now
 	}
@@ -58,7 +58,7 @@ func newGateway(t *testing.T, cfg quota.Config, stages stagesFunc, tenants ...te
 	g.l = l
 	if stages == nil {
 		stages = func(l *quota.Limiter) []dispatch.Stage {
-			return []dispatch.Stage{l.RateLimitStage(), l.UsageStage()}
+			return []dispatch.Stage{l.Stage()}
 		}
 	}
 	workers := map[string]http.Handler{}
@@ -125,7 +125,7 @@ func (g *gateway) get(t *testing.T, path, caller string, hdr ...string) answer {
 	return answer{resp.StatusCode, resp.Header, string(b)}
 }
 
-func (g *gateway) lifecycle(rid string) string {
+func (g *gateway) lifecycle(rid string) dispatch.Lifecycle {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.cycles[rid]
@@ -262,8 +262,8 @@ func TestStagesGiveBackWhenLaterStageRefuses(t *testing.T) {
 		}
 		return next(ctx, x)
 	})
-	// A stage between the rate limit and the usage quota that answers
-	// itself, as a 402 challenge does.
+	// A later stage that answers itself before the worker, as a 402
+	// challenge does.
 	challenge := dispatch.StageFunc(func(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
 		if x.Request.Header.Get("X-Challenge") != "" {
 			return dispatch.NewResponse(http.StatusPaymentRequired, nil, []byte("{}")), nil
@@ -271,7 +271,7 @@ func TestStagesGiveBackWhenLaterStageRefuses(t *testing.T) {
 		return next(ctx, x)
 	})
 	g := newGateway(t, quota.Config{}, func(l *quota.Limiter) []dispatch.Stage {
-		return []dispatch.Stage{l.RateLimitStage(), challenge, l.UsageStage(), later}
+		return []dispatch.Stage{l.Stage(), challenge, later}
 	}, ten)
 
 	for i := 0; i < 5; i++ {
@@ -351,28 +351,11 @@ func TestStagesDraftHeaders(t *testing.T) {
 	ten.RateLimit.Global = tenant.Rate{Requests: 100, WindowSeconds: 60}
 	g := newGateway(t, quota.Config{DraftHeaders: true}, nil, ten)
 	a := g.get(t, "/t/acme/hello", "agent-1")
-	require.Equal(t, `"caller";q=3;w=60, "tenant";q=100;w=60`, a.header.Get("RateLimit-Policy"))
-	require.Equal(t, `"caller";r=2;t=20, "tenant";r=99;t=1`, a.header.Get("RateLimit"))
+	// The per-client-address limit stands beside the asserted identity:
+	// five times the tenant's own per-caller rate.
+	require.Equal(t, `"caller";q=3;w=60, "ip";q=15;w=60, "tenant";q=100;w=60`, a.header.Get("RateLimit-Policy"))
+	require.Equal(t, `"caller";r=2;t=20, "ip";r=14;t=4, "tenant";r=99;t=1`, a.header.Get("RateLimit"))
 	require.Equal(t, "2", a.header.Get("X-RateLimit-Remaining"), "the binding policy is the caller's")
-}
-
-// paymentStage stands for the x402 stage's use of the spend API: reserve
-// before next, commit on success, release otherwise.
-func paymentStage(l *quota.Limiter) dispatch.Stage {
-	return dispatch.StageFunc(func(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
-		r, err := l.ReserveExchange(ctx, x, x.Tenant.PriceUSD)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := next(ctx, x)
-		if err != nil || resp.StatusCode >= 400 {
-			if rerr := r.Release(ctx); rerr != nil {
-				return nil, errors.Join(err, rerr)
-			}
-			return resp, err
-		}
-		return resp, r.Commit(ctx)
-	})
 }
 
 func TestStagesSpendCap(t *testing.T) {
@@ -382,23 +365,23 @@ func TestStagesSpendCap(t *testing.T) {
 		SpendLimit: tenant.SpendLimit{DailySpendUSD: decimal.RequireFromString("0.02"), MonthlySpendUSD: decimal.RequireFromString("1")},
 	}
 	g := newGateway(t, quota.Config{}, func(l *quota.Limiter) []dispatch.Stage {
-		return []dispatch.Stage{l.RateLimitStage(), paymentStage(l), l.UsageStage()}
+		return []dispatch.Stage{l.Stage(), fakePay(l)}
 	}, ten)
 
-	a := g.get(t, "/t/paid/fail", "agent-1")
+	a := g.get(t, "/t/paid/fail", "agent-1", "Payment-Signature", "sig")
 	require.Equal(t, http.StatusInternalServerError, a.status)
 	require.Equal(t, "0.02", a.header.Get("X-Spend-Day-Remaining"), "a failed request releases its price")
 	require.Equal(t, "1", a.header.Get("X-Spend-Month-Remaining"))
 
 	for _, want := range []string{"0.01", "0"} {
-		a = g.get(t, "/t/paid/hello", "agent-1")
+		a = g.get(t, "/t/paid/hello", "agent-1", "Payment-Signature", "sig")
 		require.Equal(t, http.StatusOK, a.status)
 		require.Equal(t, "0.02", a.header.Get("X-Spend-Day-Limit"))
 		require.Equal(t, want, a.header.Get("X-Spend-Day-Remaining"))
 		require.Equal(t, unix(tomorrow), a.header.Get("X-Spend-Day-Reset"))
 		require.Equal(t, unix(nextMon), a.header.Get("X-Spend-Month-Reset"))
 	}
-	a = g.get(t, "/t/paid/hello", "agent-1")
+	a = g.get(t, "/t/paid/hello", "agent-1", "Payment-Signature", "sig")
 	rid := a.header.Get("X-Request-Id")
 	require.Equal(t, http.StatusTooManyRequests, a.status)
 	require.JSONEq(t, errorBody("spend_cap_exceeded", "daily spend cap of 0.02 USD reached (window 2026-11-24); retry after 43200s", rid), a.body)
@@ -510,7 +493,7 @@ func TestStagesStoreFailure(t *testing.T) {
 	d, err := dispatch.NewDispatcher(dispatch.Config{
 		Tenants: tenant.NewRegistry(dir),
 		Fetcher: dispatch.NewHandlerFetcher(map[string]http.Handler{"w": http.HandlerFunc(func(http.ResponseWriter, *http.Request) { calls.Add(1) })}),
-		Stages:  []dispatch.Stage{l.RateLimitStage(), l.UsageStage()},
+		Stages:  []dispatch.Stage{l.Stage()},
 	})
 	require.NoError(t, err)
 	for _, usage := range []bool{false, true} {

@@ -37,37 +37,64 @@ type Challenge struct {
 // {"x402Version":1,"error":...,"accepts":[...]}, describing the same
 // payment. The requirement must be valid (wraps ErrInvalidRequirement).
 func NewChallenge(req Requirement, opts ChallengeOptions) (*Challenge, error) {
-	if err := req.Validate(); err != nil {
-		return nil, err
+	return NewChallengeAll([]Requirement{req}, opts)
+}
+
+// NewChallengeAll builds the dual challenge for several ways to pay, in
+// order: every requirement in the version 2 header's accepts, and in the
+// version 1 body only those version 1 can express (exact over EIP-3009;
+// the list may then be empty). The resource is the first requirement's.
+// Every requirement must be valid (wraps ErrInvalidRequirement).
+func NewChallengeAll(reqs []Requirement, opts ChallengeOptions) (*Challenge, error) {
+	if len(reqs) == 0 {
+		return nil, fmt.Errorf("%w: no requirement to offer", ErrInvalidRequirement)
 	}
 	errV2, errV1 := DefaultErrorV2, DefaultErrorV1
 	if opts.Error != "" {
 		errV2, errV1 = opts.Error, opts.Error
 	}
+	v2 := make([]PaymentRequirements, 0, len(reqs))
+	v1 := make([]PaymentRequirementsV1, 0, len(reqs))
+	for _, req := range reqs {
+		if err := req.Validate(); err != nil {
+			return nil, err
+		}
+		v2 = append(v2, req.V2())
+		if req.V1Expressible() {
+			v1 = append(v1, req.V1())
+		}
+	}
 	c := &Challenge{
 		PaymentRequired: PaymentRequired{
 			X402Version: Version2,
 			Error:       errV2,
-			Resource:    req.Resource,
-			Accepts:     []PaymentRequirements{req.V2()},
+			Resource:    reqs[0].Resource,
+			Accepts:     v2,
 			Extensions:  opts.Extensions,
 		},
 		PaymentRequiredV1: PaymentRequiredV1{
 			X402Version: Version1,
 			Error:       errV1,
-			Accepts:     []PaymentRequirementsV1{req.V1()},
+			Accepts:     v1,
 		},
 	}
-	v2, err := marshalJSON(c.PaymentRequired)
+	hdr, err := marshalJSON(c.PaymentRequired)
 	if err != nil {
 		return nil, fmt.Errorf("x402: encode challenge: %w", err)
 	}
-	c.Header = base64.StdEncoding.EncodeToString(v2)
+	c.Header = base64.StdEncoding.EncodeToString(hdr)
 	c.Body, err = marshalJSON(c.PaymentRequiredV1)
 	if err != nil {
 		return nil, fmt.Errorf("x402: encode challenge: %w", err)
 	}
 	return c, nil
+}
+
+// V1Expressible reports whether version 1 can express the requirement:
+// exact over EIP-3009, with no other transfer method.
+func (r Requirement) V1Expressible() bool {
+	m := r.ExtraString("assetTransferMethod")
+	return r.Scheme == SchemeExact && (m == "" || m == "eip3009")
 }
 
 // Write sends the challenge: the PAYMENT-REQUIRED header, a JSON content

@@ -3,6 +3,7 @@ package x402_test
 import (
 	"encoding/base64"
 	"errors"
+	"reflect"
 	"testing"
 
 	"github.com/402claw/dispatcher/x402"
@@ -104,7 +105,7 @@ func FuzzDecodeSettleResponse(f *testing.F) {
 			t.Fatal(err)
 		}
 		again, err := x402.DecodeSettleResponse(enc)
-		if err != nil || *again != *r {
+		if err != nil || !reflect.DeepEqual(again, r) {
 			t.Fatalf("round trip: %v %+v %+v", err, again, r)
 		}
 	})

@@ -50,6 +50,17 @@ const maxHeaderKeyLen = 128
 // two different requests. The key is scoped by the caller (per tenant). A
 // nil payment with no header yields "".
 func IdempotencyKey(p *Payment, header http.Header) string {
+	id := ""
+	if p != nil && p.Authorization.Nonce != "" {
+		id = AuthorizationID(p)
+	}
+	return IdempotencyKeyFor(p, header, id)
+}
+
+// IdempotencyKeyFor is IdempotencyKey for any scheme: authID is the
+// authorization identity the payment's scheme gives (Grant.ID), used for
+// the derived key; "" derives none.
+func IdempotencyKeyFor(p *Payment, header http.Header, authID string) string {
 	if p != nil && p.PaymentID != "" {
 		return KeyPrefixPaymentID + p.PaymentID
 	}
@@ -62,10 +73,10 @@ func IdempotencyKey(p *Payment, header http.Header) string {
 			return KeyPrefixHeaderHash + hex.EncodeToString(sum[:])
 		}
 	}
-	if p == nil {
+	if p == nil || authID == "" {
 		return ""
 	}
-	return KeyPrefixAuthorization + AuthorizationID(p)
+	return KeyPrefixAuthorization + authID
 }
 
 // AuthorizationID identifies the signed authorization of a payment: hex
@@ -115,25 +126,33 @@ func Fingerprint(method, pathAndQuery string, p *Payment) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// maxIdempotencyTTL bounds record lifetimes: an authorization valid for
-// longer than this is kept for good (TTL 0, no expiry), so that no store
-// computes an expiry past the end of its clock.
-const maxIdempotencyTTL = 100 * 365 * 24 * time.Hour
+// MaxIdempotencyTTL bounds every record lifetime: no authorization, however
+// far in the future its validity ends, makes a record that never expires.
+// (The payment stage refuses authorizations valid much longer than the
+// challenge's maxTimeoutSeconds anyway.)
+const MaxIdempotencyTTL = 30 * 24 * time.Hour
 
 // IdempotencyTTL returns how long an idempotency record for p must live
 // from now: at least minimum, and at least until the authorization's
-// validBefore (plus a minute of clock skew). A validBefore more than a
-// century away yields 0, meaning "never expires".
+// validBefore (plus a minute of clock skew), at most MaxIdempotencyTTL
+// (or minimum, when that is longer).
 func IdempotencyTTL(p *Payment, now time.Time, minimum time.Duration) time.Duration {
-	ttl := minimum
+	var vb time.Time
 	if p != nil {
-		if vb := p.ValidBefore(); !vb.IsZero() {
-			if vb.After(now.Add(maxIdempotencyTTL)) {
-				return 0
-			}
-			if d := vb.Sub(now) + time.Minute; d > ttl {
-				ttl = d
-			}
+		vb = p.ValidBefore()
+	}
+	return TTLUntil(vb, now, minimum)
+}
+
+// TTLUntil is IdempotencyTTL for a validity end of any scheme (zero: none).
+func TTLUntil(validBefore, now time.Time, minimum time.Duration) time.Duration {
+	ttl := minimum
+	if !validBefore.IsZero() && validBefore.After(now) {
+		if validBefore.After(now.Add(MaxIdempotencyTTL)) {
+			return max(MaxIdempotencyTTL, minimum)
+		}
+		if d := validBefore.Sub(now) + time.Minute; d > ttl {
+			ttl = d
 		}
 	}
 	return ttl
@@ -141,6 +160,24 @@ func IdempotencyTTL(p *Payment, now time.Time, minimum time.Duration) time.Durat
 
 // writeField writes a length-prefixed field, so that no two field lists
 // encode the same bytes.
+// FingerprintGrant is Fingerprint for a payment of any scheme: it covers
+// the method, the path and query, the payment's version, scheme, network
+// and asset, and the signed fields the scheme lists in g.Signed.
+func FingerprintGrant(method, pathAndQuery string, p *Payment, g Grant) string {
+	h := sha256.New()
+	writeField(h, "x402-fingerprint-v2")
+	writeField(h, strings.ToUpper(method))
+	writeField(h, pathAndQuery)
+	writeField(h, strconv.Itoa(p.Version))
+	writeField(h, p.Accepted.Scheme)
+	writeField(h, NormalizeNetwork(p.Accepted.Network))
+	writeField(h, strings.ToLower(p.Accepted.Asset))
+	for _, f := range g.Signed {
+		writeField(h, f)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 func writeField(h hash.Hash, s string) {
 	var n [8]byte
 	binary.BigEndian.PutUint64(n[:], uint64(len(s)))

@@ -147,7 +147,7 @@ func TestIdempotencyTTLFarFutureNeverOverflows(t *testing.T) {
 	now := time.Unix(1_795_561_873, 0)
 	for _, vb := range []int64{10_000_000_000, 253_402_300_799} {
 		p := &x402.Payment{Authorization: x402.Authorization{ValidBefore: strconv.FormatInt(vb, 10)}}
-		require.Equal(t, time.Duration(0), x402.IdempotencyTTL(p, now, x402.MinIdempotencyTTL), "a century away or more: kept for good")
+		require.Equal(t, x402.MaxIdempotencyTTL, x402.IdempotencyTTL(p, now, x402.MinIdempotencyTTL), "however far away: clamped, never kept for good")
 	}
 	p := &x402.Payment{Authorization: x402.Authorization{ValidBefore: strconv.FormatInt(now.Add(72*time.Hour).Unix(), 10)}}
 	require.Equal(t, 72*time.Hour+time.Minute, x402.IdempotencyTTL(p, now, x402.MinIdempotencyTTL))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -147,6 +148,16 @@ func parseV2(raw []byte) (*Payment, error) {
 	if err := json.Unmarshal(raw, &pp); err != nil {
 		return nil, invalidf("bad JSON in version 2 payload: %v", err)
 	}
+	if err := exactKeys(raw, "payment", "x402Version", "accepted", "payload", "resource", "extensions"); err != nil {
+		return nil, err
+	}
+	var env struct {
+		Accepted json.RawMessage `json:"accepted"`
+	}
+	_ = json.Unmarshal(raw, &env)
+	if err := exactKeys(env.Accepted, "accepted", "scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds", "extra"); err != nil {
+		return nil, err
+	}
 	a := pp.Accepted
 	if err := checkSchemeNetwork(a.Scheme, a.Network, "accepted."); err != nil {
 		return nil, err
@@ -164,10 +175,6 @@ func parseV2(raw []byte) (*Payment, error) {
 	if a.MaxTimeoutSeconds < 0 {
 		return nil, invalidf("accepted.maxTimeoutSeconds %d is negative", a.MaxTimeoutSeconds)
 	}
-	ev, err := parseExactEVM(pp.Payload)
-	if err != nil {
-		return nil, err
-	}
 	var res ResourceInfo
 	if pp.Resource != nil {
 		res = *pp.Resource
@@ -175,14 +182,22 @@ func parseV2(raw []byte) (*Payment, error) {
 	acc := RequirementFromV2(a, res)
 	acc.Amount = amount
 	p := &Payment{
-		Version:       Version2,
-		Accepted:      acc,
-		Authorization: ev.Authorization,
-		Signature:     ev.Signature,
-		Payer:         ev.Authorization.From,
-		Payload:       compactJSON(pp.Payload),
-		Extensions:    pp.Extensions,
+		Version:    Version2,
+		Accepted:   acc,
+		Payload:    compactJSON(pp.Payload),
+		Extensions: pp.Extensions,
 	}
+	if !isJSONObject(pp.Payload) {
+		return nil, invalidf("payload is missing or not an object")
+	}
+	if IsEIP3009Payload(a.Scheme, pp.Payload) {
+		ev, err := parseExactEVM(pp.Payload)
+		if err != nil {
+			return nil, err
+		}
+		p.Authorization, p.Signature, p.Payer = ev.Authorization, ev.Signature, ev.Authorization.From
+	}
+	var err error
 	if p.PaymentID, err = paymentIdentifier(pp.Extensions); err != nil {
 		return nil, err
 	}
@@ -194,8 +209,15 @@ func parseV1(raw []byte) (*Payment, error) {
 	if err := json.Unmarshal(raw, &pp); err != nil {
 		return nil, invalidf("bad JSON in version 1 payload: %v", err)
 	}
+	if err := exactKeys(raw, "payment", "x402Version", "scheme", "network", "payload"); err != nil {
+		return nil, err
+	}
 	if err := checkSchemeNetwork(pp.Scheme, pp.Network, ""); err != nil {
 		return nil, err
+	}
+	if pp.Scheme != SchemeExact {
+		// Version 1 expresses only exact over EIP-3009.
+		return nil, invalidf("unsupported scheme %q in a version 1 payload", clip(pp.Scheme))
 	}
 	ev, err := parseExactEVM(pp.Payload)
 	if err != nil {
@@ -225,7 +247,7 @@ func checkSchemeNetwork(scheme, network, prefix string) error {
 	if scheme == "" {
 		return invalidf("%sscheme is missing", prefix)
 	}
-	if scheme != SchemeExact {
+	if !validSchemeName(scheme) {
 		return invalidf("unsupported %sscheme %q", prefix, clip(scheme))
 	}
 	if network == "" {
@@ -244,6 +266,19 @@ func parseExactEVM(raw json.RawMessage) (*ExactEVMPayload, error) {
 	var ev ExactEVMPayload
 	if err := json.Unmarshal(raw, &ev); err != nil {
 		return nil, invalidf("bad JSON in exact payload: %v", err)
+	}
+	// Go matches JSON keys case-insensitively, but the signature covers
+	// the exact names: a "Nonce" read as the nonce would let the checked
+	// payment differ from the one a facilitator settles.
+	if err := exactKeys(raw, "payload", "authorization", "signature"); err != nil {
+		return nil, err
+	}
+	var inner struct {
+		Authorization json.RawMessage `json:"authorization"`
+	}
+	_ = json.Unmarshal(raw, &inner)
+	if err := exactKeys(inner.Authorization, "authorization", "from", "to", "value", "validAfter", "validBefore", "nonce"); err != nil {
+		return nil, err
 	}
 	a := ev.Authorization
 	switch {
@@ -322,6 +357,75 @@ func isTimestamp(s string) bool {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	return err == nil && n <= maxUnixSeconds
+}
+
+// IsEIP3009Payload reports whether a payment's scheme payload is an
+// EIP-3009 authorization (the exact scheme's default transfer method): the
+// scheme is exact and the payload has an "authorization" object.
+func IsEIP3009Payload(scheme string, payload json.RawMessage) bool {
+	if scheme != SchemeExact {
+		return false
+	}
+	var probe map[string]json.RawMessage
+	if json.Unmarshal(payload, &probe) != nil {
+		return false
+	}
+	_, ok := probe["authorization"]
+	return ok
+}
+
+// validSchemeName reports whether s can name a scheme: 1 to 32 lower-case
+// letters, digits and '-'.
+func validSchemeName(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func isJSONObject(raw json.RawMessage) bool {
+	b := bytes.TrimSpace(raw)
+	return len(b) >= 2 && b[0] == '{' && json.Valid(b)
+}
+
+// exactKeys checks that the JSON object raw has its keys exactly as named
+// (no key that differs from a wanted one only in case) and none twice.
+// Keys not wanted at all are allowed. where names the object in errors.
+func exactKeys(raw json.RawMessage, where string, want ...string) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return nil // not an object: the typed decoding reports it
+	}
+	seen := make(map[string]bool, len(want))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return invalidf("bad JSON in %s: %v", where, err)
+		}
+		k, _ := tok.(string)
+		folded := strings.ToLower(k)
+		if seen[folded] {
+			return invalidf("%s has the key %q more than once (keys are compared without case)", where, clip(k))
+		}
+		seen[folded] = true
+		for _, w := range want {
+			if strings.EqualFold(k, w) && k != w {
+				return invalidf("%s key %q must be spelled %q", where, clip(k), w)
+			}
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return invalidf("bad JSON in %s: %v", where, err)
+		}
+	}
+	return nil
 }
 
 func invalidf(format string, args ...any) error {

@@ -132,7 +132,7 @@ func TestDecodeRefusesMalformed(t *testing.T) {
 		"version huge":         {b64(`{"x402Version":1e400}`), "JSON"},
 		"no version":           {b64(`{"scheme":"exact"}`), "x402Version 0"},
 		"oversize":             {strings.Repeat("A", x402.MaxHeaderBytes+4), "limit"},
-		"unknown scheme":       {edit2(func(m map[string]any) { m["accepted"].(map[string]any)["scheme"] = "upto" }), "scheme"},
+		"malformed scheme":     {edit2(func(m map[string]any) { m["accepted"].(map[string]any)["scheme"] = "Not A Scheme!" }), "scheme"},
 		"v1 unknown scheme":    {edit1(func(m map[string]any) { m["scheme"] = "deferred" }), "scheme"},
 		"missing scheme":       {edit1(func(m map[string]any) { delete(m, "scheme") }), "scheme is missing"},
 		"solana network":       {edit1(func(m map[string]any) { m["network"] = "solana-devnet" }), "network"},
@@ -266,4 +266,22 @@ func TestMatch(t *testing.T) {
 	require.Equal(t, x402.ReasonRecipientMismatch, me.Reason())
 
 	require.ErrorIs(t, x402.Match(server, nil), x402.ErrRequirementMismatch)
+}
+
+// The envelope decodes for any well-formed scheme: choosing and checking
+// the scheme is the payment stage's (x402.Scheme), so a version 2 payment
+// for another scheme keeps its raw payload and fills no EIP-3009 fields.
+func TestDecodeKeepsOtherSchemesPayload(t *testing.T) {
+	t.Parallel()
+	raw := `{"x402Version":2,"accepted":{"scheme":"upto","network":"eip155:84532","amount":"500000",` +
+		`"asset":"0x036CbD53842c5426634e7929541eC2318f3dCF7e","payTo":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","maxTimeoutSeconds":60},` +
+		`"payload":{"permit2Authorization":{"from":"0x1"},"signature":"0xab"}}`
+	p, err := x402.ParsePaymentPayload([]byte(raw))
+	require.NoError(t, err)
+	require.Equal(t, "upto", p.Accepted.Scheme)
+	require.Empty(t, p.Authorization.Nonce)
+	require.Empty(t, p.Payer)
+	require.JSONEq(t, `{"permit2Authorization":{"from":"0x1"},"signature":"0xab"}`, string(p.Payload))
+	_, err = x402.ParsePaymentPayload([]byte(strings.Replace(raw, `"payload":{`, `"payload":[{`, 1) + "]"))
+	require.ErrorIs(t, err, x402.ErrInvalidPayment, "a payload that is not an object")
 }

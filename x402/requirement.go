@@ -101,13 +101,13 @@ func NewRequirement(p RequirementParams) (Requirement, error) {
 }
 
 // Validate checks that the requirement is one this package can take
-// payment for: exact scheme, an EVM network, a positive amount, hex
+// payment for: a well-formed scheme name, an EVM network, a positive amount, hex
 // addresses, a positive timeout. Errors wrap ErrInvalidRequirement.
 func (r Requirement) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidRequirement, fmt.Sprintf(format, args...))
 	}
-	if r.Scheme != SchemeExact {
+	if !validSchemeName(r.Scheme) {
 		return bad("unsupported scheme %q", r.Scheme)
 	}
 	if _, ok := EVMChainID(r.Network); !ok {
@@ -230,7 +230,35 @@ func RequestURL(r *http.Request) string {
 	if r.URL != nil {
 		uri = r.URL.RequestURI()
 	}
-	return scheme + "://" + host + uri
+	return printableURL(scheme + "://" + host + uri)
+}
+
+// printableURL percent-encodes every byte outside printable ASCII, so that
+// a resource URL is always valid UTF-8 (a raw \xff in a query would
+// otherwise make stores that insist on UTF-8 refuse the settlement's ledger
+// entry after the money moved).
+func printableURL(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	const hexDigits = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+16)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f {
+			b = append(b, '%', hexDigits[c>>4], hexDigits[c&15])
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
 
 // isHexAddress reports whether s is 0x followed by 40 hex digits.

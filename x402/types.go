@@ -178,6 +178,11 @@ type SettleResponse struct {
 	// Network is the network the transaction is on, spelled as the
 	// payment's protocol version spells it.
 	Network string `json:"network"`
+	// Amount is the amount settled in atomic units, for schemes whose
+	// charge may be less than the signed amount (upto); "" otherwise.
+	Amount string `json:"amount,omitempty"`
+	// Extra carries scheme-specific results (a channel's state).
+	Extra map[string]any `json:"extra,omitempty"`
 }
 
 // SettleOutcome classifies a SettleResponse.

@@ -124,8 +124,8 @@ func TestRedisRoundTripsPerPaidRequest(t *testing.T) {
 	require.Equal(t, 1, counterTrips(names), "one counter round trip per paid request")
 	for _, s := range names {
 		if strings.HasPrefix(s, "EVALSHA q:{") {
-			require.Len(t, strings.Split(strings.TrimPrefix(s, "EVALSHA "), ","), 6,
-				"the one script holds both rate limits, both usage windows and both spend windows")
+			require.Len(t, strings.Split(strings.TrimPrefix(s, "EVALSHA "), ","), 7,
+				"the one script holds the three rate limits (caller, client address, tenant), both usage windows and both spend windows")
 		}
 	}
 	n, names = measure("/t/quota/rows", "")

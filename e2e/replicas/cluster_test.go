@@ -207,13 +207,13 @@ func (c *cluster) wire(t testing.TB, kvs *redis.KV, pg *postgres.Store, workers 
 	require.NoError(t, err)
 	pay, err := payment.NewStage(payment.Config{
 		Facilitator: &countingFacilitator{Facilitator: lf, c: c}, KV: kvs, Ledger: led,
-		Spend: payment.SpendFromQuota(limiter), PayTo: payTo, Logger: log,
+		Meter: limiter, PayTo: payTo, Logger: log,
 	})
 	require.NoError(t, err)
 	cfg := dispatch.Config{
 		Tenants: tenant.NewRegistry(c.dir),
 		Fetcher: dispatch.NewHandlerFetcher(workers),
-		Stages:  []dispatch.Stage{limiter.RateLimitStage(), pay, limiter.UsageStage()},
+		Stages:  []dispatch.Stage{limiter.Stage(), pay},
 		Logger:  log,
 	}
 	var sink *metrics.AsyncSink
@@ -221,7 +221,7 @@ func (c *cluster) wire(t testing.TB, kvs *redis.KV, pg *postgres.Store, workers 
 		sink, err = metrics.NewAsyncSink(pg, metrics.AsyncSinkConfig{Logger: log})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = sink.Close(context.Background()) })
-		cfg.Events = dispatch.UsageSink(sink)
+		cfg.Events = metrics.UsageSink(sink)
 	}
 	d, err := dispatch.NewDispatcher(cfg)
 	require.NoError(t, err)

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -182,7 +183,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		return nil, err
 	}
 	pay, err := payment.NewStage(payment.Config{
-		Facilitator: fac, KV: b.kv, Ledger: led, Spend: payment.SpendFromQuota(limiter),
+		Facilitator: fac, KV: b.kv, Ledger: led, Meter: limiter,
 		Network: cfg.network, PayTo: cfg.payTo, Logger: log,
 	})
 	if err != nil {
@@ -227,14 +228,19 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := pay.CheckDirectory(registry.Load()); err != nil {
+		return nil, err
+	}
 	identity := func(r *http.Request) string { return dispatch.Identity(r, cfg.trustedProxies) }
+	clientIP := func(r *http.Request) netip.Addr { a, _ := dispatch.ClientAddr(r, cfg.trustedProxies); return a }
 	d, err := dispatch.NewDispatcher(dispatch.Config{
 		Tenants:  registry,
 		Fetcher:  fetcher,
-		Stages:   []dispatch.Stage{limiter.RateLimitStage(), pay, limiter.UsageStage()},
-		Events:   dispatch.UsageSink(sink),
+		Stages:   []dispatch.Stage{limiter.Stage(), pay},
+		Events:   metrics.UsageSink(sink),
 		Platform: platform,
 		Identity: identity,
+		ClientIP: clientIP,
 		Logger:   log,
 	})
 	if err != nil {

@@ -52,7 +52,7 @@ func BenchmarkPaidVsFree(b *testing.B) {
 		b.Fatal(err)
 	}
 	stage, err := payment.NewStage(payment.Config{
-		Facilitator: fac, KV: kvs, Ledger: led, Spend: payment.SpendFromQuota(lim), PayTo: payTo,
+		Facilitator: fac, KV: kvs, Ledger: led, Meter: lim, PayTo: payTo,
 	})
 	if err != nil {
 		b.Fatal(err)

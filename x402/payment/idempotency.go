@@ -7,17 +7,26 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/402claw/dispatcher/dispatch"
 	"github.com/402claw/dispatcher/kv"
+	"github.com/402claw/dispatcher/ledger"
 )
 
-// Idempotency records live in the KV store under keys that share the
-// tenant's hash tag:
+// Idempotency records live in the KV store:
 //
-//	x402:{<slug>}:key:<idempotency key>   the record (JSON)
-//	x402:{<slug>}:auth:<authorization id> the idempotency key that owns it
+//	x402:{<slug>}:key:<idempotency key>  the record (JSON), per tenant
+//	x402:auth:<authorization id>         "<slug> <idempotency key>" owning it
+//	x402:outcome:<ledger entry id>       a failed settlement's outcome
+//
+// The authorization record is global, not per tenant: one signed
+// authorization can be spent once, so it may buy one request of one tenant
+// (two paid tenants with the same payTo and price must not both run their
+// workers for it).
 //
 // A record is written "in flight" with SetNX when a request claims its key,
 // replaced by "done" (with the answer to replay) or "pending" after
@@ -36,17 +45,31 @@ type record struct {
 	Status      int         `json:"status,omitempty"`
 	Header      http.Header `json:"header,omitempty"`
 	Body        []byte      `json:"body,omitempty"`
+	Outcome     *outcome    `json:"outcome,omitempty"`
+}
+
+// outcome is what the facilitator answered for a settlement, kept before
+// the ledger entry is written so that Recover books the true status.
+type outcome struct {
+	EntryID uuid.UUID     `json:"entryId"`
+	Status  ledger.Status `json:"status"`
+	TxHash  string        `json:"txHash,omitempty"`
 }
 
 type claim struct {
 	s               *Stage
 	key, fp         string
 	keyKey, authKey string
+	authVal         []byte
 	ownAuth         bool
 }
 
 func recordKey(slug, key string) string { return "x402:{" + slug + "}:key:" + key }
-func authKey(slug, id string) string    { return "x402:{" + slug + "}:auth:" + id }
+func authKey(id string) string          { return "x402:auth:" + id }
+func outcomeKey(id uuid.UUID) string    { return "x402:outcome:" + id.String() }
+
+// outcomeTTL is how long a failed settlement's outcome is kept for Recover.
+const outcomeTTL = 7 * 24 * time.Hour
 
 // claim takes the idempotency key (and the authorization) for this request.
 // It returns a replayed answer, or an error for 409/422, when another
@@ -73,15 +96,17 @@ func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim
 			if attempt < 3 {
 				continue // the holder let go between our SetNX and Get
 			}
-			return nil, nil, fmt.Errorf("%w: key %q", dispatch.ErrIdempotencyKeyInUse, key)
+			return nil, nil, dispatch.ErrIdempotencyKeyInUse.With(fmt.Sprintf("%s: key %q", dispatch.ErrIdempotencyKeyInUse.Message, key), nil)
 		}
 		return nil, resp, err
 	}
 	if authID == "" {
 		return c, nil, nil
 	}
-	c.authKey = authKey(slug, authID)
-	ok, err := s.cfg.KV.SetNX(ctx, c.authKey, []byte(key), s.cfg.InFlightTTL)
+	c.authKey = authKey(authID)
+	owner := slug + " " + key
+	c.authVal = []byte(owner)
+	ok, err := s.cfg.KV.SetNX(ctx, c.authKey, c.authVal, s.cfg.InFlightTTL)
 	if err != nil {
 		c.drop(ctx)
 		return nil, nil, kvError(err)
@@ -91,7 +116,7 @@ func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim
 		return c, nil, nil
 	}
 	other, err := s.cfg.KV.Get(ctx, c.authKey)
-	if err == nil && string(other) == key {
+	if err == nil && string(other) == owner {
 		// A leftover pointing at the key this request now holds (its
 		// record expired or was lost): the key's holder owns it.
 		c.ownAuth = true
@@ -105,7 +130,11 @@ func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim
 		}
 		return nil, nil, kvError(err)
 	}
-	resp, err := s.decide(ctx, recordKey(slug, string(other)), fp)
+	otherSlug, otherKey, _ := strings.Cut(string(other), " ")
+	if otherSlug != slug {
+		return nil, nil, dispatch.ErrIdempotencyKeyReused.With("this payment authorization was already used for another API's request", nil)
+	}
+	resp, err := s.decide(ctx, recordKey(slug, otherKey), fp)
 	if errors.Is(err, kv.ErrNotFound) {
 		return nil, nil, fmt.Errorf("%w: the same payment authorization is being processed under another key", dispatch.ErrIdempotencyKeyInUse)
 	}
@@ -146,18 +175,19 @@ func (s *Stage) decide(ctx context.Context, key, fp string) (*http.Response, err
 	return dispatch.NewResponse(rec.Status, h, rec.Body), nil
 }
 
-// store replaces the in-flight record with the final answer, kept for ttl.
-func (c *claim) store(ctx context.Context, state string, resp *http.Response, body []byte, ttl time.Duration) {
+// store replaces the in-flight record with the final answer and the
+// settlement's outcome, kept for ttl.
+func (c *claim) store(ctx context.Context, state string, resp *http.Response, body []byte, ttl time.Duration, out *outcome) {
 	h := resp.Header.Clone()
 	for _, k := range []string{dispatch.HeaderRequestID, dispatch.HeaderTenantID, "Content-Length"} {
 		h.Del(k)
 	}
-	rec, _ := json.Marshal(record{State: state, Fingerprint: c.fp, Key: c.key, Status: resp.StatusCode, Header: h, Body: body})
+	rec, _ := json.Marshal(record{State: state, Fingerprint: c.fp, Key: c.key, Status: resp.StatusCode, Header: h, Body: body, Outcome: out})
 	if err := c.s.cfg.KV.Set(ctx, c.keyKey, rec, ttl); err != nil {
 		c.s.log.Error("storing the idempotency record failed; the ledger still refuses a second settlement", "key", c.keyKey, "err", err)
 	}
 	if c.authKey != "" {
-		if err := c.s.cfg.KV.Set(ctx, c.authKey, []byte(c.key), ttl); err != nil {
+		if err := c.s.cfg.KV.Set(ctx, c.authKey, c.authVal, ttl); err != nil {
 			c.s.log.Error("storing the authorization record failed", "key", c.authKey, "err", err)
 		}
 	}
@@ -173,6 +203,42 @@ func (c *claim) drop(ctx context.Context) {
 			c.s.log.Warn("releasing an authorization record failed", "key", c.authKey, "err", err)
 		}
 	}
+}
+
+// keepOutcome keeps a failed settlement's outcome for Recover, before its
+// ledger entry is written.
+func (s *Stage) keepOutcome(ctx context.Context, e ledger.Entry) {
+	raw, _ := json.Marshal(outcome{EntryID: e.ID, Status: e.Status, TxHash: e.TxHash})
+	if err := s.cfg.KV.Set(ctx, outcomeKey(e.ID), raw, outcomeTTL); err != nil {
+		s.log.Warn("keeping a settlement outcome failed", "tenant", e.Tenant, "key", e.IdempotencyKey, "err", err)
+	}
+}
+
+// knownOutcome returns what Recover can learn of an intent's outcome: a
+// failed settlement kept by keepOutcome, or the outcome stored with the
+// idempotency record of the entry's key.
+func (s *Stage) knownOutcome(ctx context.Context, e ledger.Entry) (*outcome, error) {
+	raw, err := s.cfg.KV.Get(ctx, outcomeKey(e.ID))
+	if err == nil {
+		var o outcome
+		if json.Unmarshal(raw, &o) == nil && o.EntryID == e.ID {
+			return &o, nil
+		}
+	} else if !errors.Is(err, kv.ErrNotFound) {
+		return nil, err
+	}
+	raw, err = s.cfg.KV.Get(ctx, recordKey(e.Tenant, e.IdempotencyKey))
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec record
+	if json.Unmarshal(raw, &rec) == nil && rec.Outcome != nil && rec.Outcome.EntryID == e.ID {
+		return rec.Outcome, nil
+	}
+	return nil, nil
 }
 
 // kvError fails a request closed, unpaid and unserved, when idempotency

@@ -34,7 +34,7 @@ func quotaEnv(t *testing.T, k int) (*env, *quota.Limiter) {
 	capUSD := decimal.RequireFromString("0.01").Mul(decimal.NewFromInt(int64(k)))
 	e.rebuild(rebuildOpts{
 		kv:     store,
-		mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim) },
+		mutate: func(c *payment.Config) { c.Meter = lim },
 		dir: fmt.Sprintf(`{"tenants":[
 		 {"slug":"paid","workerName":"w","priceUsd":"0.01","x402Enabled":true,"ownerUserId":"owner-1",
 		  "spendLimit":{"dailySpendUsd":"%s"}}]}`, capUSD),
@@ -42,15 +42,8 @@ func quotaEnv(t *testing.T, k int) (*env, *quota.Limiter) {
 	return e, lim
 }
 
-func TestSpendFromQuotaSatisfiesTheStage(t *testing.T) {
-	t.Parallel()
-	require.Nil(t, payment.SpendFromQuota(nil))
-	lim, err := quota.New(memory.NewKV(), quota.Config{})
-	require.NoError(t, err)
-	s := payment.SpendFromQuota(lim)
-	_, ok := s.(payment.ExchangeSpendReserver)
-	require.True(t, ok, "the adapter reserves through ReserveExchange, which sets the X-Spend-* headers")
-}
+// The limiter is the stage's Meter as it is: no adapter in between.
+var _ payment.Meter = (*quota.Limiter)(nil)
 
 // With a daily cap of k prices, 20·k concurrent requests carrying distinct
 // valid payments settle exactly k times; every other answer is
@@ -126,14 +119,14 @@ func TestSpendReservationGivenBackOnWorkerFailure(t *testing.T) {
 	e.status.Store(200)
 	e.rebuild(rebuildOpts{
 		kv:     memory.NewKV(),
-		mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim); c.MaxResponseBytes = 4 },
+		mutate: func(c *payment.Config) { c.Meter = lim; c.MaxResponseBytes = 4 },
 	})
 	rec = e.do(target, e.pay(target, 2, localfacilitator.SignOptions{}))
 	require.Equal(t, 502, rec.Code)
 	require.Equal(t, int64(0), used())
 
 	// A settlement failure gives it back as well.
-	e.rebuild(rebuildOpts{kv: memory.NewKV(), mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim) }})
+	e.rebuild(rebuildOpts{kv: memory.NewKV(), mutate: func(c *payment.Config) { c.Meter = lim }})
 	e.fac.SettleFn = func(context.Context, x402.FacilitatorRequest) (*x402.SettleResponse, error) {
 		return &x402.SettleResponse{ErrorReason: "insufficient_funds"}, nil
 	}
@@ -199,9 +192,9 @@ func TestCombinedCheckThroughTheStage(t *testing.T) {
 	})
 	e.rebuild(rebuildOpts{
 		kv:     store,
-		mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim) },
+		mutate: func(c *payment.Config) { c.Meter = lim },
 		stages: func(pay *payment.Stage) []dispatch.Stage {
-			return []dispatch.Stage{lim.RateLimitStage(), pay, lim.UsageStage(), refuse}
+			return []dispatch.Stage{lim.Stage(), pay, refuse}
 		},
 		dir: `{"tenants":[
 		 {"slug":"paid","workerName":"w","priceUsd":"0.01","x402Enabled":true,"ownerUserId":"owner-1",
@@ -262,9 +255,9 @@ func TestFailedSettlementConsumesNoQuota(t *testing.T) {
 			e.rebuild(rebuildOpts{
 				kv:     store,
 				dir:    `{"tenants":[{"slug":"paid","workerName":"w","priceUsd":"0.01","x402Enabled":true,"usageLimit":{"dailyRequests":2}}]}`,
-				mutate: func(c *payment.Config) { c.Spend = payment.SpendFromQuota(lim) },
+				mutate: func(c *payment.Config) { c.Meter = lim },
 				stages: func(pay *payment.Stage) []dispatch.Stage {
-					return []dispatch.Stage{lim.RateLimitStage(), pay, lim.UsageStage()}
+					return []dispatch.Stage{lim.Stage(), pay}
 				},
 			})
 			e.fac.SettleFn = func(context.Context, x402.FacilitatorRequest) (*x402.SettleResponse, error) {

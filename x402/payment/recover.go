@@ -56,7 +56,9 @@ type RecoverReport struct {
 // written leaves an intent with no outcome. Recover reads the audit log
 // (from where its last call, or the cursor kept in the KV store, left off),
 // and for each intent with no outcome that is at least olderThan old writes
-// its entry with status pending, so the payment is accounted for, counted
+// its entry with the outcome kept for it (the settle answer is stored with
+// the idempotency record, and a failure on its own, before the ledger
+// entry is written), or with status pending when none was kept, so the payment is accounted for, counted
 // against nothing twice and never settled again (the ledger refuses the key).
 //
 // Call it once at start-up and then now and then. With a single gateway
@@ -132,6 +134,20 @@ func (s *Stage) Recover(ctx context.Context, olderThan time.Duration) (RecoverRe
 			return rep, fmt.Errorf("payment: recover: %w", err)
 		}
 		e.Time, e.TxHash, e.Status = time.Time{}, "", ledger.StatusPending
+		// The outcome, when it was kept before the process died, says what
+		// really happened: a settled payment keeps its transaction, and a
+		// failed one is booked under a key of its own so the payer may
+		// pay again.
+		o, err := s.knownOutcome(ctx, e)
+		if err != nil {
+			return rep, fmt.Errorf("payment: recover: %w", err)
+		}
+		if o != nil {
+			e.Status, e.TxHash = o.Status, o.TxHash
+			if o.Status == ledger.StatusFailed {
+				e.IdempotencyKey += "#failed:" + e.ID.String()
+			}
+		}
 		if !s.recordRecovered(ctx, e) {
 			rep.Open++
 			continue

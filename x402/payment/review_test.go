@@ -22,6 +22,7 @@ import (
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/tenant"
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/exact"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
 	"github.com/402claw/dispatcher/x402/payment"
 )
@@ -54,7 +55,7 @@ func (e *env) rebuild(o rebuildOpts) {
 	if o.kv == nil {
 		o.kv = memory.NewKV()
 	}
-	cfg := payment.Config{Facilitator: e.fac, KV: o.kv, Ledger: e.ledger, Spend: e.spend, PayTo: payTo, MaxResponseBytes: 1 << 10}
+	cfg := payment.Config{Facilitator: e.fac, KV: o.kv, Ledger: e.ledger, Meter: e.spend, PayTo: payTo, MaxResponseBytes: 1 << 10}
 	if o.mutate != nil {
 		o.mutate(&cfg)
 	}
@@ -218,7 +219,7 @@ func TestLedgerWriteFailureWhilePending(t *testing.T) {
 	again := e.do(target, hdr)
 	require.Equal(t, 402, again.Code)
 	require.Equal(t, "true", again.Header().Get("X-Payment-Deduped"))
-	require.Equal(t, int64(1), e.fac.settles.Load())
+	require.Equal(t, int64(2), e.fac.settles.Load(), "settlement_pending is retried once with the same payload, then never again")
 }
 
 // countingLedger counts entry look-ups and can fail them.
@@ -249,7 +250,7 @@ func TestLedgerCheckedBeforeAnythingIsConsumed(t *testing.T) {
 		require.NotEmpty(t, rec.Header().Get(payment.HeaderIdempotencyKey))
 		require.Equal(t, int64(0), e.calls.Load())
 		require.Equal(t, int64(0), e.fac.verifies.Load())
-		require.Equal(t, int64(0), e.spend.reserved.Load())
+		e.spend.requireNothingHeld(t)
 	})
 	t.Run("already settled, record lost", func(t *testing.T) {
 		e := newEnv(t, nil)
@@ -387,7 +388,7 @@ func TestFacilitatorInvalidPaymentError(t *testing.T) {
 	require.NotEmpty(t, body["accepts"])
 	require.NotEmpty(t, rec.Header().Get("PAYMENT-REQUIRED"))
 	require.Equal(t, int64(0), e.calls.Load())
-	require.Equal(t, int64(0), e.spend.reserved.Load())
+	e.spend.requireNothingHeld(t)
 }
 
 // The 400 for an undecodable payment carries the same challenge header as
@@ -419,7 +420,10 @@ func TestCorruptRecordIsNotReplayed(t *testing.T) {
 	p, err := x402.PaymentFromHeader(hdr)
 	require.NoError(t, err)
 	key := x402.IdempotencyKey(p, hdr)
-	fp := x402.Fingerprint("GET", "/t/paid/rows?limit=2", p)
+	g, err := exact.New().Check(p, p.Accepted, time.Now())
+	require.NoError(t, err)
+	key = x402.IdempotencyKeyFor(p, hdr, g.ID)
+	fp := x402.FingerprintGrant("GET", "/t/paid/rows?limit=2", p, g)
 	raw, _ := json.Marshal(map[string]any{"state": "weird", "fingerprint": fp, "key": key})
 	require.NoError(t, store.Set(context.Background(), "x402:{paid}:key:"+key, raw, 0))
 	var rec *httptest.ResponseRecorder
@@ -465,9 +469,9 @@ func TestWorkerClientErrorLifecycle(t *testing.T) {
 		require.Empty(t, rec.Header().Get("PAYMENT-RESPONSE"))
 		require.Equal(t, int64(0), e.fac.settles.Load())
 		require.Equal(t, int64(1), e.spend.released.Load())
-		want := "served"
+		want := dispatch.LifecycleServed
 		if status >= 500 {
-			want = "worker_error"
+			want = dispatch.LifecycleWorkerError
 		}
 		require.Equal(t, want, lifecycle.Load())
 	}

@@ -1,55 +1,52 @@
 // Package payment is the paid path of the dispatcher: the pipeline stage
-// that charges for a request with x402 (DESIGN section 7).
+// that charges for a request with x402 (DESIGN sections 7, 13 and 14).
 //
-// For a tenant that charges (x402Enabled and a positive price) the stage:
+// The stage owns the requests that charge (dispatch.Exchange.Price.Charges:
+// the matched route's price, or the tenant's). Each goes through named
+// steps, each owning its cleanup:
 //
-//  1. answers a request without a payment with a 402 challenge that both
-//     protocol generations read (the v2 PAYMENT-REQUIRED header and the v1
-//     JSON body);
-//  2. decodes PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1): undecodable is
-//     400 invalid_payment;
-//  3. checks the client's chosen requirement against the server's own
-//     (scheme, network, amount, asset, payTo): a mismatch is a 402 naming
-//     the field;
-//  4. takes the idempotency key (payment-identifier extension,
-//     X-Payment-Idempotency-Key / Idempotency-Key, else derived from the
-//     authorization) and a fingerprint of the request: same key and
-//     fingerprint after success replays the stored answer with
-//     X-Payment-Deduped: true; while in flight, 409 idempotency_key_in_use;
-//     a different fingerprint (or the same authorization under another key),
-//     422 idempotency_key_reused;
-//  5. checks the ledger is reachable and holds no entry for the key (else
-//     503 store_unavailable or 422 idempotency_key_reused, nothing called);
-//  6. verifies with the facilitator (only the server's requirement is sent):
-//     invalid is a 402 with the reason, no usable answer is
-//     502 facilitator_unavailable, and the worker is not called;
-//  7. reserves the price against the tenant's spend caps; through
-//     SpendFromQuota on a store with a batch ability this is the paid
-//     request's one counter round trip, which also makes the rate-limit
-//     check RateLimitStage deferred and reserves the usage unit (see
-//     quota.Limiter.ReserveExchange), so a refusal here may also be
-//     429 rate_limited or usage_quota_exceeded;
-//  8. calls the rest of the pipeline (usage quota, the worker) and buffers
-//     the worker's answer, bounded by MaxResponseBytes;
-//  9. when the worker answered below 400, settles (detached from the
-//     client's context, bounded by SettleTimeout), writes the ledger entry
-//     and its audit record in one step, commits the spend reservation,
-//     stores the answer for replays, and releases the answer with
-//     PAYMENT-RESPONSE (or X-PAYMENT-RESPONSE for version 1). A worker
-//     answer of 400 or more is returned as it is, not settled, and the
-//     reservation released.
+//   - offers: one accepts entry per scheme of the route (x402.Scheme,
+//     chosen by the route's schemes, in order); a request without a payment
+//     is metered for its rate limits and answered with a 402 challenge both
+//     protocol generations read (the v2 PAYMENT-REQUIRED header, the v1 JSON
+//     body, an HTML page for browsers when Config.Paywall is set);
+//   - decode: PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1); undecodable is
+//     400 invalid_payment; the scheme that claims the client's chosen entry
+//     checks the payload against the server's own entry (a mismatch, an
+//     expired authorization or one valid implausibly long is a 402 naming
+//     the field);
+//   - admit: the rate limits, one unit of usage quota and the price (or the
+//     maximum) held against the spend caps, in one store round trip through
+//     the Meter, before any facilitator call;
+//   - preflight: the idempotency key (payment-identifier extension,
+//     X-Payment-Idempotency-Key / Idempotency-Key, else the authorization's
+//     identity) with a fingerprint of the request: a replay of a success is
+//     answered from the record with X-Payment-Deduped: true; in flight,
+//     409 idempotency_key_in_use; another request, 422
+//     idempotency_key_reused. Authorization records are global, so one
+//     authorization cannot run two tenants' workers. Then the ledger must
+//     be reachable and hold no entry for the key, and the facilitator
+//     verifies (only the server's requirement is sent): invalid is a 402
+//     with the reason, no usable answer 502 facilitator_unavailable;
+//   - forward: the worker runs (it never sees the payment headers) and
+//     its answer is buffered, bounded by MaxResponseBytes; an answer of 400
+//     or more is returned unsettled, the spend hold given back;
+//   - settle: the intent goes to the audit log, the facilitator settles
+//     (detached from the client, bounded by SettleTimeout; a
+//     settlement_pending answer is retried once with the same payload), the
+//     outcome is kept with the idempotency record, the ledger entry and its
+//     audit record are written, the hold is committed with the charge, and
+//     the answer is released with PAYMENT-RESPONSE (X-PAYMENT-RESPONSE for
+//     version 1).
 //
 // A failed settlement answers 402 with the failed settle response in the
-// payment response header; the worker's body is dropped and the failure is
-// written to the ledger (status failed, under a key of its own) and audit
-// log. A pending settlement, or a settle call with no usable answer, is
-// recorded in the ledger with status pending and kept in the idempotency
+// payment response header; the worker's body is dropped, the hold released
+// (usage unit included) and the failure written to the ledger (status
+// failed, under a key of its own). A pending settlement, or a settle call
+// with no usable answer, is recorded pending and kept in the idempotency
 // record, so it is never settled twice. Once money has (or may have) moved
-// the stage never answers with an error: the spend stays committed, the
-// idempotency record is stored, and a ledger write that fails after retries
-// is logged for reconciliation rather than turned into a 503 for a client
-// who paid. Failures before settlement leave no idempotency record and
-// release the spend hold, so the client may retry with the same payment.
+// the stage never answers with an error. Failures before settlement leave
+// no idempotency record and release the hold, so the client may retry.
 //
 // Every answer to a decodable payment carries X-Payment-Idempotency-Key.
 package payment
@@ -73,51 +70,46 @@ import (
 	"github.com/402claw/dispatcher/dispatch"
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/ledger"
+	"github.com/402claw/dispatcher/meter"
 	"github.com/402claw/dispatcher/tenant"
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/exact"
 )
 
 // Header names of the idempotency contract.
 const (
 	HeaderIdempotencyKey = x402.HeaderPaymentIdempotencyKey
 	HeaderDeduped        = x402.HeaderPaymentDeduped
+	// HeaderSettlementOverrides is the worker's report of what a
+	// usage-priced request costs; the gateway removes it from the answer.
+	HeaderSettlementOverrides = "Settlement-Overrides"
 )
 
-// Lifecycles the stage assigns (see metrics).
+// Lifecycles the stage assigns.
 const (
-	LifecycleChallenged       = "payment_challenged"
-	LifecycleInvalid          = "payment_invalid"
-	LifecycleSettled          = "payment_settled"
-	LifecycleReplayed         = "payment_replayed"
-	LifecycleSettlementFailed = "payment_settlement_failed"
-	LifecycleSpendCapExceeded = "spend_cap_exceeded"
-	LifecycleWorkerError      = "worker_error"
+	LifecycleChallenged       = dispatch.LifecyclePaymentChallenged
+	LifecycleInvalid          = dispatch.LifecyclePaymentInvalid
+	LifecycleSettled          = dispatch.LifecyclePaymentSettled
+	LifecycleReplayed         = dispatch.LifecyclePaymentReplayed
+	LifecycleSettlementFailed = dispatch.LifecyclePaymentSettlementFailed
+	LifecycleSpendCapExceeded = dispatch.LifecycleSpendCapExceeded
+	LifecycleWorkerError      = dispatch.LifecycleWorkerError
 )
 
-// SpendReserver reserves a paid request's price against a tenant's spend
-// caps. A *quota.Limiter plugs in through SpendFromQuota.
-type SpendReserver interface {
-	// Reserve holds price for t, or returns an error wrapping
-	// dispatch.ErrSpendCapExceeded (a dispatch.HeaderError with the
-	// X-Spend-* headers).
-	Reserve(ctx context.Context, t *tenant.Tenant, price decimal.Decimal) (Reservation, error)
+// Meter is the stage's port to the counters: quota.Limiter implements it.
+// The stage admits a paid request's rate limits, usage unit and spend hold
+// in one call, before any facilitator call, and commits the hold with the
+// charge or releases it.
+type Meter interface {
+	Admit(ctx context.Context, p meter.Params) (meter.Hold, error)
 }
 
-// ExchangeSpendReserver is an optional ability of a SpendReserver: reserve
-// for a request in the pipeline, so that the reservation can set the
-// X-Spend-* headers on x.Header (and refresh them when released). The stage
-// prefers it to Reserve when the configured SpendReserver has it.
-type ExchangeSpendReserver interface {
-	SpendReserver
-	ReserveExchange(ctx context.Context, x *dispatch.Exchange, price decimal.Decimal) (Reservation, error)
-}
-
-// Reservation is a held amount: Commit keeps it counted (settled), Release
-// gives it back. Each is idempotent and the first one wins.
-type Reservation interface {
-	Commit(ctx context.Context) error
-	Release(ctx context.Context) error
-}
+// ChargeFunc reads what a usage-priced request costs from the worker's
+// answer: h is the worker's Settlement-Overrides header value ("" when
+// absent), max the signed maximum in atomic units, decimals the asset's. It
+// returns the charge in atomic units, or an error when the report is
+// unreadable or above the maximum.
+type ChargeFunc func(h, max string, decimals int32) (string, error)
 
 // Config configures the stage. Facilitator, KV and Ledger are required.
 type Config struct {
@@ -127,8 +119,16 @@ type Config struct {
 	KV kv.Store
 	// Ledger records settlements and their audit records.
 	Ledger *ledger.Ledger
-	// Spend reserves prices against spend caps (nil: no caps).
-	Spend SpendReserver
+	// Meter admits paid requests against the rate limits, usage quotas
+	// and spend caps (nil: no limits on paid requests).
+	Meter Meter
+	// Schemes are the payment schemes the gateway takes, by directory
+	// name; a route offers those of its schemes found here, in its order
+	// (nil: exact over EIP-3009 alone).
+	Schemes []x402.Scheme
+	// Charge parses a usage-priced scheme's charge report (nil: the
+	// maximum is always charged).
+	Charge ChargeFunc
 	// Network is the chain to be paid on (default x402.DefaultNetwork).
 	Network string
 	// PayTo is the platform's address; a tenant's payTo overrides it.
@@ -143,12 +143,24 @@ type Config struct {
 	SettleTimeout time.Duration
 	// MaxTimeoutSeconds is advertised in challenges (default 60).
 	MaxTimeoutSeconds int
+	// ValiditySlack is how much longer than MaxTimeoutSeconds from now an
+	// authorization may stay valid (default 10 minutes). One valid longer
+	// is refused with a 402: its records would have to live that long.
+	ValiditySlack time.Duration
 	// InFlightTTL bounds how long a key stays "in flight" if a gateway dies
 	// mid-request (default 5 minutes).
 	InFlightTTL time.Duration
 	// RecordTTL is the least time an idempotency record lives (default and
 	// minimum 48 hours; longer when the authorization is valid longer).
 	RecordTTL time.Duration
+	// Extensions returns extra version 2 challenge extensions for a
+	// request (the Bazaar discovery declaration of its route); nil: none.
+	Extensions func(x *dispatch.Exchange) x402.Extensions
+	// Paywall renders a 402 for a person: when it returns ok, a challenge
+	// to that request is answered with body and contentType instead of the
+	// JSON body (same status, same PAYMENT-REQUIRED header). Nil: always
+	// JSON.
+	Paywall func(r *http.Request, pr x402.PaymentRequired) (contentType string, body []byte, ok bool)
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 	// Logger (nil: discarded).
@@ -157,12 +169,17 @@ type Config struct {
 
 // Stage is the payment stage; it implements dispatch.Stage.
 type Stage struct {
-	cfg Config
-	log *slog.Logger
-	rec recovery
+	cfg     Config
+	log     *slog.Logger
+	rec     recovery
+	schemes map[string]x402.Scheme
 }
 
-var _ dispatch.Stage = (*Stage)(nil)
+var (
+	_ dispatch.Stage          = (*Stage)(nil)
+	_ dispatch.HeaderOwner    = (*Stage)(nil)
+	_ dispatch.HeaderConsumer = (*Stage)(nil)
+)
 
 // NewStage validates cfg and returns the stage.
 func NewStage(cfg Config) (*Stage, error) {
@@ -185,6 +202,19 @@ func NewStage(cfg Config) (*Stage, error) {
 			return nil, fmt.Errorf("payment: Config.PayTo: %w", err)
 		}
 	}
+	if cfg.Schemes == nil {
+		cfg.Schemes = []x402.Scheme{exact.New()}
+	}
+	schemes := make(map[string]x402.Scheme, len(cfg.Schemes))
+	for i, sc := range cfg.Schemes {
+		if sc == nil {
+			return nil, fmt.Errorf("payment: Config.Schemes[%d] is nil", i)
+		}
+		if _, dup := schemes[sc.Name()]; dup {
+			return nil, fmt.Errorf("payment: scheme %q given twice", sc.Name())
+		}
+		schemes[sc.Name()] = sc
+	}
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 8 << 20
 	}
@@ -193,6 +223,9 @@ func NewStage(cfg Config) (*Stage, error) {
 	}
 	if cfg.MaxTimeoutSeconds <= 0 {
 		cfg.MaxTimeoutSeconds = 60
+	}
+	if cfg.ValiditySlack <= 0 {
+		cfg.ValiditySlack = 10 * time.Minute
 	}
 	if cfg.InFlightTTL <= 0 {
 		cfg.InFlightTTL = 5 * time.Minute
@@ -207,24 +240,126 @@ func NewStage(cfg Config) (*Stage, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Stage{cfg: cfg, log: log}, nil
+	return &Stage{cfg: cfg, log: log, schemes: schemes}, nil
 }
 
-// Requirement returns what the server asks of a request to t.
-func (s *Stage) Requirement(t *tenant.Tenant, r *http.Request) (x402.Requirement, error) {
+// OwnedHeaders implements dispatch.HeaderOwner: the payment headers, which
+// a worker must not forge.
+func (s *Stage) OwnedHeaders() []string {
+	return []string{"X-Payment-", "Payment-Response", "Payment-Required", HeaderSettlementOverrides}
+}
+
+// ConsumedHeaders implements dispatch.HeaderConsumer: no worker, of any
+// tenant, ever sees a client's signed payment.
+func (s *Stage) ConsumedHeaders() []string {
+	return []string{x402.HeaderPaymentSignature, x402.HeaderXPayment}
+}
+
+// CheckDirectory reports a tenant or route of d that names a scheme the
+// stage was not given, so a directory offering what the gateway cannot take
+// is refused when it is loaded rather than when it is paid.
+func (s *Stage) CheckDirectory(d *tenant.Directory) error {
+	for _, t := range d.Tenants() {
+		check := func(where string, names []string) error {
+			for _, n := range names {
+				if _, ok := s.schemes[n]; !ok {
+					return fmt.Errorf("payment: tenant %q %s: scheme %q is not configured (have %s)", t.Slug, where, n, strings.Join(s.names(), ", "))
+				}
+			}
+			return nil
+		}
+		if err := check("schemes", t.Schemes); err != nil {
+			return err
+		}
+		for i, r := range t.Routes {
+			if err := check(fmt.Sprintf("routes[%d].schemes", i), r.Schemes); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Stage) names() []string {
+	out := make([]string, 0, len(s.cfg.Schemes))
+	for _, sc := range s.cfg.Schemes {
+		out = append(out, sc.Name())
+	}
+	return out
+}
+
+// offer is one accepts entry: a scheme and the server's requirement for it.
+type offer struct {
+	scheme x402.Scheme
+	req    x402.Requirement
+}
+
+// Accepts returns the server's accepts entries for a request to t priced p
+// at resourceURL: one per scheme of p that the stage takes, in order. A
+// fixed-price scheme on a route whose price is zero is left out. Discovery
+// lists the same entries.
+func (s *Stage) Accepts(t *tenant.Tenant, p tenant.Priced, resourceURL string) ([]x402.Requirement, error) {
+	offers, err := s.offers(t, p, resourceURL)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]x402.Requirement, len(offers))
+	for i, o := range offers {
+		out[i] = o.req
+	}
+	return out, nil
+}
+
+func (s *Stage) offers(t *tenant.Tenant, p tenant.Priced, resourceURL string) ([]offer, error) {
 	payTo := t.PayTo
 	if payTo == "" {
 		payTo = s.cfg.PayTo
 	}
-	return x402.NewRequirement(x402.RequirementParams{
+	desc := p.Description
+	if desc == "" {
+		desc = describe(t)
+	}
+	mime := p.MimeType
+	if mime == "" {
+		mime = "application/json"
+	}
+	o := x402.Offer{
 		Network:           s.cfg.Network,
-		Price:             t.PriceUSD,
+		Price:             p.PriceUSD,
+		MaxPrice:          p.MaxPriceUSD,
 		PayTo:             payTo,
-		Resource:          x402.RequestURL(r),
-		Description:       describe(t),
-		MimeType:          "application/json",
+		Resource:          x402.ResourceInfo{URL: resourceURL, Description: desc, MimeType: mime},
 		MaxTimeoutSeconds: s.cfg.MaxTimeoutSeconds,
-	})
+	}
+	out := make([]offer, 0, len(p.Schemes))
+	for _, name := range p.Schemes {
+		sc, ok := s.schemes[name]
+		if !ok {
+			continue
+		}
+		if sc.Pricing() == x402.PricingFixed && !p.PriceUSD.IsPositive() {
+			continue
+		}
+		req, err := sc.Requirement(o)
+		if err != nil {
+			return nil, fmt.Errorf("scheme %s: %w", name, err)
+		}
+		out = append(out, offer{scheme: sc, req: req})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("none of the schemes %v can take this price (have %s)", p.Schemes, strings.Join(s.names(), ", "))
+	}
+	return out, nil
+}
+
+// Requirement returns the first of what the server asks of a request to t
+// (the tenant's own price and schemes).
+func (s *Stage) Requirement(t *tenant.Tenant, r *http.Request) (x402.Requirement, error) {
+	offers, err := s.offers(t, t.PriceFor(r.Method, r.URL.EscapedPath()), x402.RequestURL(r))
+	if err != nil {
+		return x402.Requirement{}, err
+	}
+	return offers[0].req, nil
 }
 
 func describe(t *tenant.Tenant) string {
@@ -234,72 +369,224 @@ func describe(t *tenant.Tenant) string {
 	return t.Slug + " API, one request"
 }
 
+// exchange is one paid request inside the stage.
+type exchange struct {
+	s       *Stage
+	x       *dispatch.Exchange
+	offers  []offer
+	p       *x402.Payment
+	chosen  offer
+	grant   x402.Grant
+	key, fp string
+	hold    meter.Hold
+}
+
 // Handle implements dispatch.Stage.
 func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
-	t := x.Tenant
-	if !t.Charges() {
+	if !x.Price.Charges {
 		return next(ctx, x)
 	}
-	r := x.Request
-	req, err := s.Requirement(t, r)
+	offers, err := s.offers(x.Tenant, x.Price, x402.RequestURL(x.Request))
 	if err != nil {
-		return nil, fmt.Errorf("%w: tenant %q cannot be paid: %v", dispatch.ErrInternal, t.Slug, err)
+		return nil, dispatch.ErrInternal.With("", fmt.Errorf("tenant %q cannot be paid: %w", x.Tenant.Slug, err))
 	}
-	p, err := x402.PaymentFromHeader(r.Header)
-	if errors.Is(err, x402.ErrNoPayment) {
-		x.Lifecycle = LifecycleChallenged
-		return s.challenge(req, "")
+	ex := &exchange{s: s, x: x, offers: offers}
+	if resp, err := ex.decode(ctx); resp != nil || err != nil {
+		return resp, err
 	}
-	if err != nil {
-		x.Lifecycle = LifecycleInvalid
-		return nil, s.invalid(req, err)
-	}
-	// Every answer to a decodable payment names its idempotency key, the
-	// refusals included.
-	key := x402.IdempotencyKey(p, r.Header)
-	x.Header.Set(HeaderIdempotencyKey, key)
-	if err := x402.Match(req, p); err != nil {
-		x.Lifecycle = LifecycleInvalid
-		return s.challenge(req, "payment does not match the requirement: "+err.Error())
-	}
-
-	fp := x402.Fingerprint(r.Method, r.URL.RequestURI(), p)
-	claim, replay, err := s.claim(ctx, t.Slug, key, x402.AuthorizationID(p), fp)
-	if err != nil {
+	if err := ex.admit(ctx); err != nil {
 		return nil, err
 	}
-	if replay != nil {
-		x.Lifecycle = LifecycleReplayed
-		x.Payer = p.Payer
-		return replay, nil
+	settled := false
+	defer func() {
+		if !settled {
+			if err := ex.hold.Release(context.WithoutCancel(ctx)); err != nil {
+				s.log.Error("releasing a hold failed", "tenant", x.Tenant.Slug, "key", ex.key, "err", err)
+			}
+			ex.hold.SetHeaders(x.Header)
+		}
+	}()
+	c, replay, err := ex.preflight(ctx)
+	if err != nil || replay != nil {
+		return replay, err
 	}
 	kept := false // the claim becomes a stored record
 	defer func() {
 		if !kept {
-			claim.drop(context.WithoutCancel(ctx))
+			c.drop(context.WithoutCancel(ctx))
 		}
 	}()
-
-	// The ledger must be reachable, and the key unsettled, before anything
-	// is consumed: no verify, no spend hold, no worker call for a key the
-	// ledger already holds (its idempotency record expired or was lost).
-	if prev, err := s.cfg.Ledger.Entry(ctx, t.Slug, key); err == nil {
-		return nil, fmt.Errorf("%w: this payment was already settled (ledger entry %s, %s)", dispatch.ErrIdempotencyKeyReused, prev.ID, prev.Status)
-	} else if !errors.Is(err, ledger.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %v", dispatch.ErrStoreUnavailable, err)
+	resp, body, err := ex.forward(ctx, next)
+	if err != nil || resp.StatusCode >= 400 {
+		if resp != nil {
+			// Not settled, not charged; the worker ran, so the usage unit
+			// stays counted. The lifecycle follows the dispatcher's rule
+			// for any worker answer: 5xx is worker_error, 4xx served.
+			settled = true
+			if cerr := ex.hold.Commit(context.WithoutCancel(ctx), decimal.Zero); cerr != nil {
+				s.log.Error("giving back a hold failed", "tenant", x.Tenant.Slug, "key", ex.key, "err", cerr)
+			}
+			ex.hold.SetHeaders(x.Header)
+		}
+		return resp, err
 	}
+	out, charged := ex.settle(ctx, c, resp, body)
+	if charged {
+		settled, kept = true, true
+	}
+	return out, nil
+}
 
-	fr := x402.FacilitatorRequest{Payment: p, Requirement: req}
+// decode reads the payment and checks it against the offer its scheme
+// claims. It answers (a challenge, a refusal) when the request cannot go
+// on, after metering its rate limits: every request to a paid route counts
+// against them, refused or not.
+func (ex *exchange) decode(ctx context.Context) (*http.Response, error) {
+	x, s := ex.x, ex.s
+	p, err := x402.PaymentFromHeader(x.Request.Header)
+	if errors.Is(err, x402.ErrNoPayment) {
+		if err := ex.meterRate(ctx); err != nil {
+			return nil, err
+		}
+		x.Lifecycle = LifecycleChallenged
+		return ex.challenge("")
+	}
+	if err != nil {
+		if err := ex.meterRate(ctx); err != nil {
+			return nil, err
+		}
+		return nil, ex.invalid(err)
+	}
+	ex.p = p
+	found := false
+	for _, o := range ex.offers {
+		if o.scheme.Claims(p.Accepted) {
+			ex.chosen, found = o, true
+			break
+		}
+	}
+	var gerr error
+	if found {
+		ex.grant, gerr = ex.chosen.scheme.Check(p, ex.chosen.req, s.cfg.Now())
+	}
+	// Every answer to a decodable payment names its idempotency key, the
+	// refusals included.
+	ex.key = x402.IdempotencyKeyFor(p, x.Request.Header, ex.grant.ID)
+	if ex.key != "" {
+		x.Header.Set(HeaderIdempotencyKey, ex.key)
+	}
+	var reason string
+	switch {
+	case !found:
+		reason = fmt.Sprintf("payment does not match the requirement: no offered way to pay is scheme %q", clip(p.Accepted.Scheme))
+	case errors.Is(gerr, x402.ErrInvalidPayment):
+		if err := ex.meterRate(ctx); err != nil {
+			return nil, err
+		}
+		return nil, ex.invalid(gerr)
+	case gerr != nil:
+		reason = "payment does not match the requirement: " + gerr.Error()
+	case ex.grant.ID == "":
+		return nil, dispatch.ErrInternal.With("", fmt.Errorf("scheme %s gave no authorization identity", ex.chosen.scheme.Name()))
+	default:
+		limit := s.cfg.Now().Add(time.Duration(s.cfg.MaxTimeoutSeconds)*time.Second + s.cfg.ValiditySlack)
+		if vb := ex.grant.ValidBefore; !vb.IsZero() && vb.After(limit) {
+			reason = fmt.Sprintf("payment does not match the requirement: the authorization is valid until %s, more than %ds and %s from now", vb.UTC().Format(time.RFC3339), s.cfg.MaxTimeoutSeconds, s.cfg.ValiditySlack)
+		}
+	}
+	if reason != "" {
+		if err := ex.meterRate(ctx); err != nil {
+			return nil, err
+		}
+		x.Lifecycle = LifecycleInvalid
+		return ex.challenge(reason)
+	}
+	ex.fp = x402.FingerprintGrant(x.Request.Method, x.Request.URL.RequestURI(), p, ex.grant)
+	return nil, nil
+}
+
+// meterRate counts a request that goes no further than the stage against
+// the rate limits, and sets every limit header.
+func (ex *exchange) meterRate(ctx context.Context) error {
+	if ex.s.cfg.Meter == nil {
+		return nil
+	}
+	x := ex.x
+	h, err := ex.s.cfg.Meter.Admit(ctx, meter.Params{Tenant: x.Tenant, CallerID: x.CallerID, ClientIP: x.ClientIP, Rate: true})
+	if h != nil {
+		h.SetHeaders(x.Header)
+	}
+	return err
+}
+
+// admit meters the request: its rate limits, its usage unit and its price
+// (or maximum) against the spend caps, in one call before the facilitator
+// is asked anything.
+func (ex *exchange) admit(ctx context.Context) error {
+	x := ex.x
+	if ex.s.cfg.Meter == nil {
+		ex.hold = noHold{}
+		return nil
+	}
+	h, err := ex.s.cfg.Meter.Admit(ctx, meter.Params{Tenant: x.Tenant, CallerID: x.CallerID, ClientIP: x.ClientIP, Rate: true, Usage: true, Spend: ex.holdAmount()})
+	if h != nil {
+		h.SetHeaders(x.Header)
+	}
+	if err != nil {
+		return err
+	}
+	ex.hold = h
+	return nil
+}
+
+// holdAmount is what the spend caps hold for the request: the price, or the
+// most a usage-priced scheme may charge.
+func (ex *exchange) holdAmount() decimal.Decimal {
+	if ex.chosen.scheme.Pricing() != x402.PricingFixed {
+		return ex.x.Price.MaxPriceUSD
+	}
+	return ex.x.Price.PriceUSD
+}
+
+// preflight claims the idempotency key, checks the ledger and verifies the
+// payment. It returns a replayed answer, or an error, when the request must
+// not reach the worker.
+func (ex *exchange) preflight(ctx context.Context) (*claim, *http.Response, error) {
+	x, s := ex.x, ex.s
+	t := x.Tenant
+	c, replay, err := s.claim(ctx, t.Slug, ex.key, ex.grant.ID, ex.fp)
+	if err != nil {
+		return nil, nil, err
+	}
+	if replay != nil {
+		x.Lifecycle = LifecycleReplayed
+		x.Payer = ex.grant.Payer
+		return nil, replay, nil
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.drop(context.WithoutCancel(ctx))
+		}
+	}()
+	// The ledger must be reachable, and the key unsettled, before anything
+	// more is consumed: no verify, no worker call for a key the ledger
+	// already holds (its idempotency record expired or was lost).
+	if prev, err := s.cfg.Ledger.Entry(ctx, t.Slug, ex.key); err == nil {
+		return nil, nil, dispatch.ErrIdempotencyKeyReused.With(fmt.Sprintf("this payment was already settled (ledger entry %s, %s)", prev.ID, prev.Status), nil)
+	} else if !errors.Is(err, ledger.ErrNotFound) {
+		return nil, nil, dispatch.ErrStoreUnavailable.With("", err)
+	}
+	fr := x402.FacilitatorRequest{Payment: ex.p, Requirement: ex.chosen.req}
 	vr, err := s.cfg.Facilitator.Verify(ctx, fr)
 	if err != nil {
 		if errors.Is(err, x402.ErrInvalidPayment) {
-			x.Lifecycle = LifecycleInvalid
-			return nil, s.invalid(req, err)
+			return nil, nil, ex.invalid(err)
 		}
-		return nil, fmt.Errorf("%w: verify: %v", dispatch.ErrFacilitatorUnavailable, err)
+		return nil, nil, dispatch.ErrFacilitatorUnavailable.With("", fmt.Errorf("verify: %w", err))
 	}
 	if vr == nil {
-		return nil, fmt.Errorf("%w: verify: no answer", dispatch.ErrFacilitatorUnavailable)
+		return nil, nil, dispatch.ErrFacilitatorUnavailable.With("", errors.New("verify: no answer"))
 	}
 	if !vr.IsValid {
 		x.Lifecycle = LifecycleInvalid
@@ -307,65 +594,77 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		if reason == "" {
 			reason = "payment is not valid"
 		}
-		return s.challenge(req, reason)
+		resp, err := ex.challenge(reason)
+		return nil, resp, err
 	}
-	x.Payer = p.Payer
+	x.Payer = ex.grant.Payer
 	if vr.Payer != "" {
 		x.Payer = vr.Payer
 	}
+	x.Scheme = ex.chosen.scheme.Name()
 	x.Caller = "payer:" + strings.ToLower(x.Payer)
 	x.CallerID = dispatch.HashCaller(x.Caller)
+	ok = true
+	return c, nil, nil
+}
 
-	var hold Reservation = noReservation{}
-	if s.cfg.Spend != nil {
-		if xr, ok := s.cfg.Spend.(ExchangeSpendReserver); ok {
-			hold, err = xr.ReserveExchange(ctx, x, t.PriceUSD)
-		} else {
-			hold, err = s.cfg.Spend.Reserve(ctx, t, t.PriceUSD)
-		}
-		if err != nil {
-			if errors.Is(err, dispatch.ErrSpendCapExceeded) {
-				x.Lifecycle = LifecycleSpendCapExceeded
-			}
-			return nil, err
-		}
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			if err := hold.Release(context.WithoutCancel(ctx)); err != nil {
-				s.log.Error("spend release failed", "tenant", t.Slug, "key", key, "err", err)
-			}
-		}
-	}()
-
-	// The worker never sees the signed authorization: it could otherwise
-	// submit it first and make the gateway's settlement fail.
-	if r.Header.Get(x402.HeaderPaymentSignature) != "" || r.Header.Get(x402.HeaderXPayment) != "" {
-		fwd := r.Clone(r.Context())
-		fwd.Header.Del(x402.HeaderPaymentSignature)
-		fwd.Header.Del(x402.HeaderXPayment)
-		x.Request = fwd
-	}
+// forward calls the worker and buffers its answer. An error, or an answer
+// of 400 or more (returned as it is), means nothing is settled.
+func (ex *exchange) forward(ctx context.Context, next dispatch.Next) (*http.Response, []byte, error) {
+	x := ex.x
 	resp, err := next(ctx, x)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	body, err := readBounded(resp.Body, s.cfg.MaxResponseBytes)
+	body, err := readBounded(resp.Body, ex.s.cfg.MaxResponseBytes)
 	resp.Body.Close()
 	if err != nil {
 		x.Lifecycle = LifecycleWorkerError
-		return nil, fmt.Errorf("%w: %v; the payment was not settled", dispatch.ErrWorkerFailure, err)
+		return nil, nil, dispatch.ErrWorkerFailure.With("", fmt.Errorf("%v; the payment was not settled", err))
 	}
 	if resp.StatusCode >= 400 {
-		// Not settled, not charged. The lifecycle follows the dispatcher's
-		// rule for any worker answer: 5xx is worker_error, 4xx served.
 		if resp.StatusCode >= 500 {
 			x.Lifecycle = LifecycleWorkerError
 		}
+		resp.Header.Del(HeaderSettlementOverrides)
 		resp.Body = io.NopCloser(bytes.NewReader(body))
-		return resp, nil
+		resp.ContentLength = int64(len(body))
 	}
+	return resp, body, nil
+}
+
+// charge is what the request costs in atomic units, from the worker's
+// report for a usage-priced scheme.
+func (ex *exchange) charge(resp *http.Response) (string, error) {
+	report := resp.Header.Get(HeaderSettlementOverrides)
+	resp.Header.Del(HeaderSettlementOverrides)
+	max := ex.chosen.req.Amount
+	if ex.chosen.scheme.Pricing() == x402.PricingFixed || report == "" || ex.s.cfg.Charge == nil {
+		return max, nil
+	}
+	decimals := int32(6)
+	if nw, err := x402.LookupNetwork(ex.chosen.req.Network); err == nil {
+		decimals = nw.USDC.Decimals
+	}
+	return ex.s.cfg.Charge(report, max, decimals)
+}
+
+// settle settles the payment for the worker's answer and records it. It
+// never fails the request: once money may have moved, the client gets what
+// it paid for. charged reports whether the payment was (or may have been)
+// taken, in which case the claim is kept and the hold committed.
+func (ex *exchange) settle(ctx context.Context, c *claim, resp *http.Response, body []byte) (*http.Response, bool) {
+	x, s, p := ex.x, ex.s, ex.p
+	t := x.Tenant
+	atomic, err := ex.charge(resp)
+	if err != nil {
+		x.Lifecycle = LifecycleWorkerError
+		s.log.Warn("the worker's charge report is unusable; nothing settled", "tenant", t.Slug, "key", ex.key, "err", err)
+		return dispatch.ErrorResponse(dispatch.ErrWorkerFailure.With("", fmt.Errorf("the worker's %s header: %v; the payment was not settled", HeaderSettlementOverrides, err)), x.Payload.RequestID), false
+	}
+	req := ex.chosen.req
+	req.Amount = atomic
+	chargedUSD, _ := x402.FromAtomicUnits(atomic, usdcDecimals(req.Network))
 
 	// From here on money may move: the client going away must not cut the
 	// settlement or its records short.
@@ -375,80 +674,114 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 		// The id is made here, before the intent, so Recover can match an
 		// intent to its outcome by something no client chooses.
 		ID:             uuid.New(),
-		IdempotencyKey: key, Tenant: t.Slug, Owner: t.OwnerUserID, Payer: x.Payer,
-		Amount: t.PriceUSD.String(), AmountAtomic: req.Amount, Asset: req.Asset, Network: req.Network,
+		IdempotencyKey: ex.key, Tenant: t.Slug, Owner: t.OwnerUserID, Payer: x.Payer,
+		Amount: chargedUSD.String(), AmountAtomic: atomic, Asset: req.Asset, Network: req.Network,
 		PayTo: req.PayTo, Status: ledger.StatusPending, RequestID: x.Payload.RequestID, Resource: req.Resource.URL,
 	}
-	// The intent goes to the audit log before money moves: if this process
-	// dies between the settlement and its ledger entry, Recover finds the
-	// intent without an outcome and records the payment as pending. When the
-	// intent cannot be written, nothing is settled.
-	if _, err := s.cfg.Ledger.Audit(sctx, KindSettlementIntent, t.Slug, key, entry); err != nil {
-		return nil, fmt.Errorf("%w: recording the settlement intent: %v; the payment was not settled", dispatch.ErrStoreUnavailable, err)
-	}
-	sr, err := s.cfg.Facilitator.Settle(sctx, fr)
-	if err == nil && sr == nil {
-		err = errors.New("no answer")
-	}
-	if err != nil {
-		// No usable answer: the transfer may or may not have happened.
-		// Record it as pending so the key is never settled again.
-		sr = &x402.SettleResponse{Success: false, ErrorReason: x402.ReasonSettlementPending, Payer: x.Payer, Network: req.Network}
-		s.log.Error("settle: no usable answer; recorded as pending", "tenant", t.Slug, "key", key, "err", err)
+	var sr *x402.SettleResponse
+	if isZero(atomic) {
+		// Nothing to take: nothing is settled, nothing recorded on chain.
+		sr = &x402.SettleResponse{Success: true, Payer: x.Payer, Network: req.Network, Amount: "0"}
+	} else {
+		// The intent goes to the audit log before money moves: if this
+		// process dies between the settlement and its ledger entry, Recover
+		// finds the intent without an outcome. When the intent cannot be
+		// written, nothing is settled.
+		if _, err := s.cfg.Ledger.Audit(sctx, KindSettlementIntent, t.Slug, ex.key, entry); err != nil {
+			return dispatch.ErrorResponse(dispatch.ErrStoreUnavailable.With("", fmt.Errorf("recording the settlement intent: %v; the payment was not settled", err)), x.Payload.RequestID), false
+		}
+		sr = s.callSettle(sctx, x402.FacilitatorRequest{Payment: p, Requirement: req}, t.Slug, ex.key)
+		if sr.Payer == "" {
+			sr.Payer = x.Payer
+		}
 	}
 	entry.TxHash = sr.Transaction
 	value, herr := settlementValue(p, sr)
 	if herr != nil {
-		// Cannot happen for a decoded payment and a non-nil answer; the
-		// settlement is still recorded below.
-		s.log.Error("encoding the settle response failed", "tenant", t.Slug, "key", key, "err", herr)
+		s.log.Error("encoding the settle response failed", "tenant", t.Slug, "key", ex.key, "err", herr)
 	}
 	switch {
 	case sr.Success, sr.Pending():
 		// Money moved (or may have): whatever happens to the records, the
 		// amount stays counted against the caps, the key is never settled
 		// again, and the client gets what it paid for.
-		kept, committed = true, true
-		if err := hold.Commit(sctx); err != nil {
-			s.log.Error("spend commit failed", "tenant", t.Slug, "key", key, "err", err)
+		if err := ex.hold.Commit(sctx, chargedUSD); err != nil {
+			s.log.Error("spend commit failed", "tenant", t.Slug, "key", ex.key, "err", err)
 		}
+		ex.hold.SetHeaders(x.Header)
 		var out *http.Response
 		state := stateDone
 		if sr.Success {
 			entry.Status = ledger.StatusSettled
 			x.Lifecycle = LifecycleSettled
-			x.BilledUSD = t.PriceUSD.String()
+			x.BilledUSD = chargedUSD.String()
 			out = dispatch.NewResponse(resp.StatusCode, resp.Header.Clone(), body)
 			out.Header.Set("Content-Length", strconv.Itoa(len(body)))
 		} else {
 			entry.Status = ledger.StatusPending
 			state = statePending
 			x.Lifecycle = LifecycleSettlementFailed
-			out = s.mustChallenge(req, "settlement is pending; this payment will not be settled again")
+			out = ex.mustChallenge("settlement is pending; this payment will not be settled again")
 			body = readAll(out)
 		}
-		s.record(sctx, entry)
 		setSettlementHeaders(out.Header, p, value)
-		out.Header.Set(HeaderIdempotencyKey, key)
-		claim.store(sctx, state, out, body, x402.IdempotencyTTL(p, s.cfg.Now(), s.cfg.RecordTTL))
-		return out, nil
+		out.Header.Set(HeaderIdempotencyKey, ex.key)
+		c.store(sctx, state, out, body, x402.TTLUntil(ex.grant.ValidBefore, s.cfg.Now(), s.cfg.RecordTTL), &outcome{EntryID: entry.ID, Status: entry.Status, TxHash: entry.TxHash})
+		if !isZero(atomic) {
+			s.record(sctx, entry)
+		}
+		return out, true
 	default:
 		x.Lifecycle = LifecycleSettlementFailed
-		x.Refund(sctx) // what stages within reserved (a usage unit) goes back
 		// A failed settlement is recorded under its own key, so the
-		// payment's key stays free for a retry once the payer can pay.
+		// payment's key stays free for a retry once the payer can pay;
+		// the outcome is kept first so that Recover, should the ledger
+		// write be lost, books the failure and not a pending payment.
 		entry.Status = ledger.StatusFailed
-		entry.IdempotencyKey = key + "#failed:" + entry.ID.String()
+		s.keepOutcome(sctx, entry)
+		entry.IdempotencyKey = ex.key + "#failed:" + entry.ID.String()
 		s.record(sctx, entry)
 		reason := sr.ErrorReason
 		if reason == "" {
 			reason = "settlement failed"
 		}
-		out := s.mustChallenge(req, "settlement failed: "+reason)
+		out := ex.mustChallenge("settlement failed: " + reason)
 		setSettlementHeaders(out.Header, p, value)
-		return out, nil
+		return out, false
 	}
 }
+
+// callSettle asks the facilitator to settle, once more with the same
+// payload when the first answer is settlement_pending. No usable answer
+// counts as pending: the transfer may or may not have happened, and the key
+// is never settled again.
+func (s *Stage) callSettle(ctx context.Context, fr x402.FacilitatorRequest, slug, key string) *x402.SettleResponse {
+	var sr *x402.SettleResponse
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		sr, err = s.cfg.Facilitator.Settle(ctx, fr)
+		if err == nil && sr == nil {
+			err = errors.New("no answer")
+		}
+		if err != nil || !sr.Pending() || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		s.log.Error("settle: no usable answer; recorded as pending", "tenant", slug, "key", key, "err", err)
+		return &x402.SettleResponse{Success: false, ErrorReason: x402.ReasonSettlementPending, Network: fr.Requirement.Network}
+	}
+	return sr
+}
+
+func usdcDecimals(network string) int32 {
+	if nw, err := x402.LookupNetwork(network); err == nil {
+		return nw.USDC.Decimals
+	}
+	return 6
+}
+
+func isZero(atomic string) bool { return strings.TrimLeft(atomic, "0") == "" }
 
 // settlementValue encodes the settle response for the client who sent p.
 func settlementValue(p *x402.Payment, sr *x402.SettleResponse) (string, error) {
@@ -475,19 +808,25 @@ func setSettlementHeaders(h http.Header, p *x402.Payment, value string) {
 	}
 }
 
-// record writes the settlement, retrying a few times: once money has moved
-// the record must not be lost to a blip. It does not fail the request: the
-// client has paid, so it gets its answer, and a write that still fails is
-// logged for reconciliation by hand. A duplicate that is not this request's
-// own entry (a second settlement under one key, possible only when an
-// in-flight claim outlived InFlightTTL) is recorded under a derived key, so
-// every settlement is in the ledger.
+// record writes the settlement, retrying a few times (honouring ctx): once
+// money has moved the record must not be lost to a blip. It does not fail
+// the request: the client has paid, so it gets its answer, and a write that
+// still fails is logged for reconciliation by hand (Recover also finds the
+// intent and the outcome kept with the idempotency record). A duplicate
+// that is not this request's own entry (a second settlement under one key,
+// possible only when an in-flight claim outlived InFlightTTL) is recorded
+// under a derived key, so every settlement is in the ledger.
 func (s *Stage) record(ctx context.Context, e ledger.Entry) bool {
 	var err error
 	derived := false
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
-			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+			select {
+			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+			case <-ctx.Done():
+				attempt = 3
+				continue
+			}
 		}
 		var prev ledger.Entry
 		prev, _, err = s.cfg.Ledger.RecordSettlement(ctx, e)
@@ -512,32 +851,51 @@ func (s *Stage) record(ctx context.Context, e ledger.Entry) bool {
 }
 
 // challengeOptions are the options of every challenge the stage sends: the
-// reason, and the payment-identifier extension offered (not required).
-func challengeOptions(reason string) x402.ChallengeOptions {
-	return x402.ChallengeOptions{Error: reason, Extensions: x402.Extensions{
-		x402.ExtensionPaymentIdentifier: x402.PaymentIdentifierExtension(false),
-	}}
+// reason, the payment-identifier extension offered (not required), and the
+// configured extensions (the route's Bazaar declaration).
+func (ex *exchange) challengeOptions(reason string) x402.ChallengeOptions {
+	ext := x402.Extensions{x402.ExtensionPaymentIdentifier: x402.PaymentIdentifierExtension(false)}
+	if f := ex.s.cfg.Extensions; f != nil {
+		for k, v := range f(ex.x) {
+			ext[k] = v
+		}
+	}
+	return x402.ChallengeOptions{Error: reason, Extensions: ext}
 }
 
-func (s *Stage) challenge(req x402.Requirement, reason string) (*http.Response, error) {
-	c, err := x402.NewChallenge(req, challengeOptions(reason))
+func (ex *exchange) requirements() []x402.Requirement {
+	out := make([]x402.Requirement, len(ex.offers))
+	for i, o := range ex.offers {
+		out[i] = o.req
+	}
+	return out
+}
+
+func (ex *exchange) challenge(reason string) (*http.Response, error) {
+	c, err := x402.NewChallengeAll(ex.requirements(), ex.challengeOptions(reason))
 	if err != nil {
-		return nil, fmt.Errorf("%w: building the challenge: %v", dispatch.ErrInternal, err)
+		return nil, dispatch.ErrInternal.With("", fmt.Errorf("building the challenge: %w", err))
 	}
 	h := make(http.Header)
 	h.Set(x402.HeaderPaymentRequired, c.Header)
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(c.Body)))
-	return dispatch.NewResponse(http.StatusPaymentRequired, h, c.Body), nil
+	body, ct := c.Body, "application/json"
+	if f := ex.s.cfg.Paywall; f != nil {
+		if pct, page, ok := f(ex.x.Request, c.PaymentRequired); ok {
+			body, ct = page, pct
+		}
+	}
+	h.Set("Content-Type", ct)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	return dispatch.NewResponse(http.StatusPaymentRequired, h, body), nil
 }
 
 // mustChallenge is challenge for the answers after settlement, which must
 // not fail: should the challenge not build, a bare 402 still carries the
 // payment response header.
-func (s *Stage) mustChallenge(req x402.Requirement, reason string) *http.Response {
-	out, err := s.challenge(req, reason)
+func (ex *exchange) mustChallenge(reason string) *http.Response {
+	out, err := ex.challenge(reason)
 	if err != nil {
-		s.log.Error("building a challenge failed", "err", err)
+		ex.s.log.Error("building a challenge failed", "err", err)
 		body, _ := json.Marshal(map[string]any{"x402Version": 1, "error": reason, "accepts": []any{}})
 		h := make(http.Header)
 		h.Set("Content-Type", "application/json")
@@ -547,38 +905,17 @@ func (s *Stage) mustChallenge(req x402.Requirement, reason string) *http.Respons
 	return out
 }
 
-// invalidPayment is the 400 answer to an undecodable payment: the gateway's
-// error fields and the x402 v1 challenge fields in one body, and the v2
-// challenge header.
-type invalidPayment struct {
-	err       error
-	challenge *x402.Challenge
-}
-
-func (s *Stage) invalid(req x402.Requirement, cause error) error {
-	c, _ := x402.NewChallenge(req, challengeOptions("invalid payment: "+cause.Error()))
-	return &invalidPayment{err: fmt.Errorf("%w: %v", dispatch.ErrInvalidPayment, cause), challenge: c}
-}
-
-func (e *invalidPayment) Error() string { return e.err.Error() }
-func (e *invalidPayment) Unwrap() error { return e.err }
-
-func (e *invalidPayment) ResponseHeader() http.Header {
-	h := make(http.Header)
-	if e.challenge != nil {
-		h.Set(x402.HeaderPaymentRequired, e.challenge.Header)
+// invalid is the 400 answer to an undecodable payment: the gateway's error
+// fields and the x402 version 1 challenge fields in one body, and the
+// version 2 challenge header.
+func (ex *exchange) invalid(cause error) error {
+	ex.x.Lifecycle = LifecycleInvalid
+	e := dispatch.ErrInvalidPayment.With("", cause)
+	if c, err := x402.NewChallengeAll(ex.requirements(), ex.challengeOptions("invalid payment: "+cause.Error())); err == nil {
+		e.Header = http.Header{http.CanonicalHeaderKey(x402.HeaderPaymentRequired): {c.Header}}
+		e.Details = map[string]any{"x402Version": c.PaymentRequiredV1.X402Version, "accepts": c.PaymentRequiredV1.Accepts}
 	}
-	return h
-}
-
-func (e *invalidPayment) ResponseBody(requestID string) (string, []byte) {
-	body := map[string]any{"ok": false, "error": dispatch.ErrInvalidPayment.Code, "message": e.err.Error(), "requestId": requestID}
-	if e.challenge != nil {
-		body["x402Version"] = e.challenge.PaymentRequiredV1.X402Version
-		body["accepts"] = e.challenge.PaymentRequiredV1.Accepts
-	}
-	b, _ := json.Marshal(body)
-	return "application/json", b
+	return e
 }
 
 func readBounded(r io.Reader, limit int64) ([]byte, error) {
@@ -598,7 +935,17 @@ func readAll(resp *http.Response) []byte {
 	return b
 }
 
-type noReservation struct{}
+// clip shortens untrusted text quoted in messages.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
 
-func (noReservation) Commit(context.Context) error  { return nil }
-func (noReservation) Release(context.Context) error { return nil }
+// noHold is the hold of a stage without a Meter.
+type noHold struct{}
+
+func (noHold) SetHeaders(http.Header)                        {}
+func (noHold) Commit(context.Context, decimal.Decimal) error { return nil }
+func (noHold) Release(context.Context) error                 { return nil }

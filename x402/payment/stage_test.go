@@ -20,6 +20,7 @@ import (
 	"github.com/402claw/dispatcher/adapters/memory"
 	"github.com/402claw/dispatcher/dispatch"
 	"github.com/402claw/dispatcher/ledger"
+	"github.com/402claw/dispatcher/meter"
 	"github.com/402claw/dispatcher/tenant"
 	"github.com/402claw/dispatcher/x402"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
@@ -53,10 +54,14 @@ func (f *countingFacilitator) Settle(ctx context.Context, r x402.FacilitatorRequ
 	return f.Facilitator.Settle(ctx, r)
 }
 
+// fakeSpend is the stage's Meter: it counts the spend holds it gives out
+// (a rate-only admission is no hold) and how each ended. Commit with a
+// zero charge gives the held amount back, so it counts as released.
 type fakeSpend struct {
 	refuse             bool
 	reserved, released atomic.Int64
 	committed          atomic.Int64
+	charged            atomic.Value // decimal.Decimal of the last commit
 }
 
 type fakeHold struct {
@@ -64,21 +69,47 @@ type fakeHold struct {
 	once sync.Once
 }
 
-func (f *fakeSpend) Reserve(ctx context.Context, t *tenant.Tenant, price decimal.Decimal) (payment.Reservation, error) {
+func (f *fakeSpend) Admit(ctx context.Context, p meter.Params) (meter.Hold, error) {
+	if !p.Usage && p.Spend.IsZero() {
+		return noopHold{}, nil
+	}
 	if f.refuse {
 		return nil, fmt.Errorf("%w: daily cap", dispatch.ErrSpendCapExceeded)
 	}
 	f.reserved.Add(1)
 	return &fakeHold{s: f}, nil
 }
-func (h *fakeHold) Commit(context.Context) error {
-	h.once.Do(func() { h.s.committed.Add(1) })
+
+// requireNothingHeld checks that every hold given out was given back and
+// none kept: the request consumed no spend.
+func (f *fakeSpend) requireNothingHeld(t *testing.T) {
+	t.Helper()
+	require.Equal(t, int64(0), f.committed.Load(), "nothing committed")
+	require.Equal(t, f.reserved.Load(), f.released.Load(), "every hold given back")
+}
+
+func (h *fakeHold) SetHeaders(http.Header) {}
+func (h *fakeHold) Commit(_ context.Context, charged decimal.Decimal) error {
+	h.once.Do(func() {
+		if charged.IsZero() {
+			h.s.released.Add(1)
+			return
+		}
+		h.s.charged.Store(charged)
+		h.s.committed.Add(1)
+	})
 	return nil
 }
 func (h *fakeHold) Release(context.Context) error {
 	h.once.Do(func() { h.s.released.Add(1) })
 	return nil
 }
+
+type noopHold struct{}
+
+func (noopHold) SetHeaders(http.Header)                        {}
+func (noopHold) Commit(context.Context, decimal.Decimal) error { return nil }
+func (noopHold) Release(context.Context) error                 { return nil }
 
 type env struct {
 	t       *testing.T
@@ -107,7 +138,7 @@ func newEnv(t *testing.T, mutate func(*payment.Config)) *env {
 	}
 	e.ledger, err = ledger.New(e.lstore, ledger.Config{})
 	require.NoError(t, err)
-	cfg := payment.Config{Facilitator: e.fac, KV: memory.NewKV(), Ledger: e.ledger, Spend: e.spend, PayTo: payTo, MaxResponseBytes: 1 << 10}
+	cfg := payment.Config{Facilitator: e.fac, KV: memory.NewKV(), Ledger: e.ledger, Meter: e.spend, PayTo: payTo, MaxResponseBytes: 1 << 10}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -340,7 +371,7 @@ func TestFacilitatorUnavailable(t *testing.T) {
 	require.Equal(t, 502, rec.Code)
 	require.Contains(t, rec.Body.String(), "facilitator_unavailable")
 	require.Equal(t, int64(0), e.calls.Load())
-	require.Equal(t, int64(0), e.spend.reserved.Load())
+	e.spend.requireNothingHeld(t)
 }
 
 func TestSettlementFailure(t *testing.T) {
