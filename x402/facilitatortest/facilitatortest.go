@@ -21,8 +21,9 @@
 // concurrent settles, of which exactly one succeeds; a payment to another
 // recipient, of another amount, outside its validity window, with a bad
 // signature or signed by someone else is isValid false with the reason the
-// x402 specification names; a refused settlement spends nothing; and
-// Supported lists the network in both versions.
+// x402 specification names; a refused settlement spends nothing;
+// Supported lists the network in both versions; and a facilitator that
+// cannot answer says so with x402.ErrFacilitatorUnavailable.
 package facilitatortest
 
 import (
@@ -58,6 +59,12 @@ type Target struct {
 	// Now is the facilitator's clock, which the suite signs against
 	// (nil: time.Now).
 	Now func() time.Time
+	// Fail, when set, makes the facilitator unable to answer (its nonce
+	// store failing, say) until the returned restore is called. The
+	// Unavailable case then checks that Verify and Settle report
+	// x402.ErrFacilitatorUnavailable, never a verdict, and spend nothing;
+	// without Fail that case is skipped, saying so.
+	Fail func() (restore func())
 }
 
 // NewTarget returns a fresh Target for one subtest.
@@ -97,6 +104,7 @@ func Run(t *testing.T, newTarget NewTarget) {
 		{"ManyNoncesSettleIndependently", testManyNonces},
 		{"ConcurrentSettleOneWinner", testConcurrentSettle},
 		{"Supported", testSupported},
+		{"Unavailable", testUnavailable},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -502,4 +510,26 @@ func testSupported(t *testing.T, e *env) {
 		}
 	}
 	require.True(t, found, "Supported lists %+v; got %+v", want, sr.Kinds)
+}
+
+// testUnavailable: a facilitator that cannot answer returns an error
+// wrapping x402.ErrFacilitatorUnavailable and no verdict, and spends
+// nothing: once it recovers, the same payment settles.
+func testUnavailable(t *testing.T, e *env) {
+	if e.Fail == nil {
+		t.Skip("the target declares no Fail: it cannot be made unable to answer")
+	}
+	r := e.requirement(t)
+	p := e.sign(t, r, localfacilitator.SignOptions{})
+	req := x402.FacilitatorRequest{Payment: p, Requirement: r}
+	restore := e.Fail()
+	vr, err := e.Facilitator.Verify(context.Background(), req)
+	require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable)
+	require.Nil(t, vr, "no verdict comes with an error")
+	sr, err := e.Facilitator.Settle(context.Background(), req)
+	require.ErrorIs(t, err, x402.ErrFacilitatorUnavailable)
+	require.Nil(t, sr, "no settlement outcome comes with an error")
+	restore()
+	e.requireValid(t, e.verify(t, p, r), p)
+	e.requireSettled(t, e.settle(t, p, r), r)
 }

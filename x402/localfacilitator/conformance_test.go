@@ -33,7 +33,8 @@ func conformanceTarget(t *testing.T, overHTTP bool) facilitatortest.Target {
 func conformanceTargetTB(t testing.TB, overHTTP bool) facilitatortest.Target {
 	t.Helper()
 	now := func() time.Time { return conformanceClock }
-	f, err := localfacilitator.New(localfacilitator.Config{Now: now})
+	store := newSharedStore()
+	f, err := localfacilitator.New(localfacilitator.Config{Now: now, Store: store})
 	require.NoError(t, err)
 	payer, err := localfacilitator.NewSigner(conformancePayer)
 	require.NoError(t, err)
@@ -45,7 +46,7 @@ func conformanceTargetTB(t testing.TB, overHTTP bool) facilitatortest.Target {
 		require.NoError(t, err)
 		fac = c
 	}
-	return facilitatortest.Target{Facilitator: fac, Payer: payer, Network: x402.DefaultNetwork, PayTo: testPayTo, Now: now}
+	return facilitatortest.Target{Facilitator: fac, Payer: payer, Network: x402.DefaultNetwork, PayTo: testPayTo, Now: now, Fail: store.fail}
 }
 
 // TestConformanceInProcess runs the facilitator suite on the local
@@ -63,7 +64,9 @@ func TestConformanceOverHTTP(t *testing.T) {
 }
 
 // TestConformanceMainnetRealClock runs it on Base mainnet with the real
-// clock, so the suite's time handling is not tied to a fixed clock.
+// clock and the facilitator's default in-memory nonce record (no Store),
+// so neither the suite's time handling nor the other runs' store stand in
+// for the defaults.
 func TestConformanceMainnetRealClock(t *testing.T) {
 	t.Parallel()
 	facilitatortest.Run(t, func(t *testing.T) facilitatortest.Target {
@@ -115,13 +118,34 @@ func (r *replicas) Supported(ctx context.Context) (*x402.SupportedResponse, erro
 // tests build on the kv port alone rather than on an adapter and its
 // dependencies.
 type sharedStore struct {
-	mu sync.Mutex
-	m  map[string][]byte
+	mu     sync.Mutex
+	m      map[string][]byte
+	broken bool
+}
+
+func newSharedStore() *sharedStore { return &sharedStore{m: make(map[string][]byte)} }
+
+// errStoreDown is what a broken sharedStore answers.
+var errStoreDown = errors.New("sharedStore: down")
+
+// fail breaks the store until the returned restore is called.
+func (s *sharedStore) fail() (restore func()) {
+	s.mu.Lock()
+	s.broken = true
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.broken = false
+		s.mu.Unlock()
+	}
 }
 
 func (s *sharedStore) Get(_ context.Context, key string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.broken {
+		return nil, errStoreDown
+	}
 	v, ok := s.m[key]
 	if !ok {
 		return nil, kv.ErrNotFound
@@ -139,6 +163,9 @@ func (s *sharedStore) Set(_ context.Context, key string, value []byte, _ time.Du
 func (s *sharedStore) SetNX(_ context.Context, key string, value []byte, _ time.Duration) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.broken {
+		return false, errStoreDown
+	}
 	if _, ok := s.m[key]; ok {
 		return false, nil
 	}
@@ -165,7 +192,7 @@ func TestConformanceReplicasSharedStore(t *testing.T) {
 	t.Parallel()
 	facilitatortest.Run(t, func(t *testing.T) facilitatortest.Target {
 		now := func() time.Time { return conformanceClock }
-		store := &sharedStore{m: make(map[string][]byte)}
+		store := newSharedStore()
 		r := &replicas{}
 		for range 3 {
 			f, err := localfacilitator.New(localfacilitator.Config{Now: now, Store: store})
@@ -174,6 +201,6 @@ func TestConformanceReplicasSharedStore(t *testing.T) {
 		}
 		payer, err := localfacilitator.NewSigner(conformancePayer)
 		require.NoError(t, err)
-		return facilitatortest.Target{Facilitator: r, Payer: payer, Network: x402.DefaultNetwork, PayTo: testPayTo, Now: now}
+		return facilitatortest.Target{Facilitator: r, Payer: payer, Network: x402.DefaultNetwork, PayTo: testPayTo, Now: now, Fail: store.fail}
 	})
 }
