@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/402claw/dispatcher/adapters/sqlite"
+	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/ledger"
 )
 
@@ -65,16 +66,53 @@ func TestCrashChild(t *testing.T) {
 			}
 		}()
 	}
+	// Durable counters and idempotency keys, as a paid request writes
+	// them: a SetNX, then a volatile rate-limit key and a durable usage
+	// counter in one IncrAll; "counted" is printed once both were answered.
+	for g := 0; g < crashWriters; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				key := fmt.Sprintf("%s-k%d-%d", prefix, g, i)
+				won, err := s.SetNX(ctx, "idem:"+key, []byte("1"), time.Hour)
+				if err == nil && !won {
+					err = fmt.Errorf("SetNX %s: a fresh key was taken", key)
+				}
+				if err == nil {
+					var refused int
+					_, refused, err = s.IncrAll(ctx, []string{"rate:" + prefix, crashUnits}, []kv.Increment{
+						{Floor: 0, Delta: 1, Max: kv.Unbounded, TTL: time.Hour, Volatile: true},
+						{Delta: 1, Max: kv.Unbounded},
+					})
+					if err == nil && refused >= 0 {
+						err = fmt.Errorf("IncrAll refused %d", refused)
+					}
+				}
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "child:", err)
+					os.Exit(3)
+				}
+				out.Lock()
+				fmt.Fprintf(os.Stdout, "counted %s\n", key)
+				out.Unlock()
+			}
+		}()
+	}
 	wg.Wait()
 }
 
+// crashUnits is the durable counter every child's kv writers increment.
+const crashUnits = "units"
+
 // child is a running child process and the keys it reported.
 type child struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	keys []string
-	done chan struct{}
-	n    chan struct{} // receives after each reported key
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	keys    []string
+	counted []string // idempotency keys whose unit was acknowledged
+	done    chan struct{}
+	n       chan struct{} // receives after each reported key
 }
 
 func startChild(t *testing.T, path, prefix string) *child {
@@ -96,6 +134,11 @@ func startChild(t *testing.T, path, prefix string) *child {
 				// A line cut by the kill has no newline: it was not reported.
 				_, _ = io.Copy(io.Discard, r)
 				return
+			}
+			if key, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "counted "); ok {
+				c.mu.Lock()
+				c.counted = append(c.counted, key)
+				c.mu.Unlock()
 			}
 			if key, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "committed "); ok {
 				c.mu.Lock()
@@ -127,6 +170,7 @@ func TestCrashSafety(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "crash.db")
 	reported := map[string]bool{}
+	counted := map[string]bool{}
 	for round := 0; round < crashRounds; round++ {
 		children := make([]*child, crashChildren)
 		for j := range children {
@@ -159,6 +203,10 @@ func TestCrashSafety(t *testing.T) {
 				reported[k] = true
 			}
 			roundReported += len(c.keys)
+			for _, k := range c.counted {
+				require.False(t, counted[k], "unit %s reported twice", k)
+				counted[k] = true
+			}
 			c.mu.Unlock()
 		}
 
@@ -187,6 +235,20 @@ func TestCrashSafety(t *testing.T) {
 		unreported := len(entries) - len(reported)
 		require.GreaterOrEqual(t, unreported, 0)
 		require.LessOrEqual(t, unreported, (round+1)*crashWriters*crashChildren)
+		// Every acknowledged unit is counted and its idempotency key kept;
+		// at most one unacknowledged unit per kv writer per round is extra.
+		units, _, err := s.Incr(ctx, crashUnits, kv.Increment{Max: kv.Unbounded})
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, units, int64(len(counted)), "round %d: an acknowledged durable increment was lost", round)
+		require.LessOrEqual(t, units, int64(len(counted)+(round+1)*crashWriters*crashChildren), "round %d", round)
+		for k := range counted {
+			_, err := s.Get(ctx, "idem:"+k)
+			require.NoError(t, err, "round %d: acknowledged idempotency key %s is missing", round, k)
+		}
+		var volatileRows int
+		require.NoError(t, db.QueryRow(`SELECT count(*) FROM kv WHERE key LIKE 'rate:%'`).Scan(&volatileRows))
+		require.Zero(t, volatileRows, "volatile counters never reach the file")
+		t.Logf("round %d: %d units acknowledged so far, %d counted", round, len(counted), units)
 		t.Logf("round %d: %d reported this round, %d entries, %d committed but unreported so far", round, roundReported, len(entries), unreported)
 		require.NoError(t, db.Close())
 	}

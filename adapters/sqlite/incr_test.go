@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,4 +92,75 @@ func TestIncrRefusalWritesNothing(t *testing.T) {
 	var exp2 int64
 	require.NoError(t, db.QueryRow(`SELECT exp FROM kv WHERE key = 'q'`).Scan(&exp2))
 	require.Equal(t, exp, exp2, "a refused increment does not refresh the TTL")
+}
+
+// Volatile counters live in memory only: however they are written (Incr,
+// IncrAll alone or mixed with durable counters), no row of theirs reaches
+// the file, while the durable counters of the same calls are there after a
+// reopen and the volatile ones are gone.
+func TestVolatileNeverReachesTheFile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "volatile.db")
+	db := openDB(t, path)
+	s, err := sqlite.New(db)
+	require.NoError(t, err)
+	now := time.Now().UnixMicro()
+	gcra := kv.Increment{Floor: now, Delta: 1000, Max: now + 1_000_000, TTL: time.Hour, Volatile: true}
+	for i := range 50 {
+		_, ok, err := s.Incr(ctx, "rate:c:solo", gcra)
+		require.NoError(t, err)
+		require.True(t, ok)
+		_, refused, err := s.IncrAll(ctx, []string{"rate:c:mixed", "rate:t", "use:d", "spend:d"}, []kv.Increment{
+			gcra, gcra, {Delta: 1, Max: 100, TTL: time.Hour}, {Delta: 5, Max: kv.Unbounded, TTL: time.Hour},
+		})
+		require.NoError(t, err)
+		require.Equal(t, -1, refused, "batch %d", i)
+		_, refused, err = s.IncrAll(ctx, []string{"rate:c:only", "rate:t:only"}, []kv.Increment{gcra, gcra})
+		require.NoError(t, err)
+		require.Equal(t, -1, refused)
+	}
+	var onDisk int
+	require.NoError(t, db.QueryRow(`SELECT count(*) FROM kv WHERE key LIKE 'rate:%'`).Scan(&onDisk))
+	require.Zero(t, onDisk, "no volatile counter is written to SQLite")
+	n, _, err := s.Incr(ctx, "rate:t", kv.Increment{Max: kv.Unbounded}) // a read without the flag
+	require.NoError(t, err)
+	require.Equal(t, now+50*1000, n, "a key living in the volatile tier is read from it")
+
+	// Reopen, as after a restart: the durable counters are whole, the
+	// volatile ones start again from nothing.
+	require.NoError(t, db.Close())
+	s2, err := sqlite.New(openDB(t, path))
+	require.NoError(t, err)
+	for key, want := range map[string]int64{"use:d": 50, "spend:d": 250, "rate:c:mixed": 0, "rate:t": 0, "rate:c:solo": 0} {
+		n, _, err := s2.Incr(ctx, key, kv.Increment{Max: kv.Unbounded, Volatile: strings.HasPrefix(key, "rate:")})
+		require.NoError(t, err)
+		require.Equal(t, want, n, key)
+	}
+}
+
+// A volatile key's undo after a durable refusal gives back everything it
+// took even when other callers hammer the same keys: with every durable
+// counter refusing, the volatile TATs end at or below "now", so no
+// rate-limit capacity was consumed. (An undo racing another call's
+// increment subtracts its delta, so the floor's lift of an absent key to
+// "now" may remain, which GCRA reads exactly like an absent key.)
+func TestVolatileUndoUnderContention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	_, _, err := s.Incr(ctx, "full", kv.Increment{Delta: 1, Max: 1})
+	require.NoError(t, err)
+	const now = int64(1_000_000)
+	gcra := kv.Increment{Floor: now, Delta: 10, Max: now + 1_000_000, TTL: time.Hour, Volatile: true}
+	got := run(t, 2000, 32, func(int) (bool, error) {
+		_, refused, err := s.IncrAll(ctx, []string{"rate:c", "rate:t", "full"}, []kv.Increment{gcra, gcra, {Delta: 1, Max: 1}})
+		return refused < 0, err
+	})
+	require.Zero(t, got)
+	for _, k := range []string{"rate:c", "rate:t"} {
+		n, _, err := s.Incr(ctx, k, kv.Increment{Max: kv.Unbounded, Volatile: true})
+		require.NoError(t, err)
+		require.LessOrEqual(t, n, now, k)
+	}
 }

@@ -28,8 +28,8 @@ const (
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 )
 
-// AppendSettlement implements ledger.Store. The duplicate check, the read
-// of the chain's tail and both inserts happen in one immediate
+// AppendSettlement implements ledger.Store. The duplicate check, the
+// read of the chain's tail and both inserts happen in one immediate
 // transaction, shared with the other writes queued at the same moment
 // (group commit, see the package documentation): the chain is extended in
 // queue order inside that transaction, each settlement sealed against the
@@ -40,21 +40,16 @@ func (s *Store) AppendSettlement(ctx context.Context, e ledger.Entry, rec ledger
 		dup    bool
 	)
 	err := s.group(ctx, func(g *groupTx) error {
-		dup = false
 		st, err := g.stmt(dupSQL)
 		if err != nil {
 			return err
 		}
 		var one int
 		err = st.QueryRowContext(g.ctx, e.Tenant, e.IdempotencyKey).Scan(&one)
-		if err == nil {
-			dup = true
-			return nil
+		if dup = err == nil; dup {
+			return nil // a duplicate writes nothing
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		if sealed, err = g.appendAudit(rec); err != nil {
 			return err
 		}
 		if st, err = g.stmt(insertEntrySQL); err != nil {
@@ -63,6 +58,10 @@ func (s *Store) AppendSettlement(ctx context.Context, e ledger.Entry, rec ledger
 		_, err = st.ExecContext(g.ctx, e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount,
 			e.AmountAtomic, e.Asset, e.Network, e.PayTo, e.TxHash, string(e.Status), e.RequestID, e.Resource,
 			e.Time.UnixMicro())
+		if err != nil {
+			return err
+		}
+		sealed, err = g.appendAudit(rec)
 		return err
 	})
 	if err == nil && dup {

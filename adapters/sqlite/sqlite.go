@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,35 +125,35 @@ func (s *Store) writeTx(ctx context.Context, fn func(q querier) error) error {
 	return s.inTx(ctx, func(conn *sql.Conn) error { return fn(conn) })
 }
 
-// inTx runs fn inside BEGIN IMMEDIATE ... COMMIT on one connection; the
-// caller holds the in-process write lock.
+// inTx runs fn inside BEGIN IMMEDIATE ... COMMIT on one pooled
+// connection; the caller holds the in-process write lock.
 func (s *Store) inTx(ctx context.Context, fn func(conn *sql.Conn) error) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("sqlite: connection: %w", err)
 	}
-	healthy := false
-	defer func() {
-		if !healthy {
-			// A connection whose transaction state is unknown must not go
-			// back to the pool.
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		}
-		_ = conn.Close()
-	}()
+	healthy, err := s.txOn(ctx, conn, fn)
+	if !healthy {
+		// A connection whose transaction state is unknown must not go
+		// back to the pool.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	_ = conn.Close()
+	return err
+}
 
+// txOn runs fn inside BEGIN IMMEDIATE ... COMMIT on conn and reports
+// whether conn is left outside any transaction (healthy).
+func (s *Store) txOn(ctx context.Context, conn *sql.Conn, fn func(conn *sql.Conn) error) (healthy bool, err error) {
 	if err := s.retryBusy(ctx, func() error {
 		_, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE")
 		return err
 	}); err != nil {
-		healthy = true // BEGIN failed: no transaction is open
-		return fmt.Errorf("sqlite: begin: %w", err)
+		return true, fmt.Errorf("sqlite: begin: %w", err) // no transaction is open
 	}
 	if err := fn(conn); err != nil {
-		if _, rbErr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rbErr == nil {
-			healthy = true
-		}
-		return err
+		_, rbErr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		return rbErr == nil, err
 	}
 	// Once fn succeeded the commit is not cancelled half-way by ctx.
 	commitCtx := context.WithoutCancel(ctx)
@@ -162,13 +161,10 @@ func (s *Store) inTx(ctx context.Context, fn func(conn *sql.Conn) error) error {
 		_, err := conn.ExecContext(commitCtx, "COMMIT")
 		return err
 	}); err != nil {
-		if _, rbErr := conn.ExecContext(commitCtx, "ROLLBACK"); rbErr == nil {
-			healthy = true
-		}
-		return fmt.Errorf("sqlite: commit: %w", err)
+		_, rbErr := conn.ExecContext(commitCtx, "ROLLBACK")
+		return rbErr == nil, fmt.Errorf("sqlite: commit: %w", err)
 	}
-	healthy = true
-	return nil
+	return true, nil
 }
 
 // execWrite runs one writing statement in autocommit mode (a single
@@ -218,9 +214,8 @@ func (s *Store) retryBusy(ctx context.Context, fn func() error) error {
 type sqliteCoder interface{ Code() int }
 
 const (
-	codeBusy       = 5
-	codeLocked     = 6
-	codeConstraint = 19
+	codeBusy   = 5
+	codeLocked = 6
 )
 
 func primaryCode(err error) int {
@@ -240,13 +235,6 @@ func isBusy(err error) bool {
 		return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
 	}
 	return false
-}
-
-func isConstraint(err error) bool {
-	if primaryCode(err) == codeConstraint {
-		return true
-	}
-	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
 // Group commit.
@@ -271,14 +259,17 @@ func isConstraint(err error) bool {
 // that context ended before the committer took it; once taken it runs to
 // its commit, whatever happens to the caller's context.
 //
-// The committer is not a long-lived goroutine: the first caller to find no
-// committer running becomes it, commits its own group, and hands any ops
-// queued meanwhile to a new goroutine, so an idle Store holds no goroutine
-// and needs no Close.
+// Ops that queue while a group's statements run join that same
+// transaction before its COMMIT (up to maxGroup), so groups grow with the
+// load without any waiting. The committer is not a long-lived goroutine:
+// the first caller to find no committer running becomes it, commits its
+// own group, and hands any ops queued meanwhile to a new goroutine, so an
+// idle Store holds no goroutine. It does keep one connection of the pool,
+// with the group statements prepared on it, from group to group.
 
 // maxGroup caps the ops of one transaction, bounding the latency a group
 // adds to the ops queued behind it.
-const maxGroup = 512
+const maxGroup = 1024
 
 // groupOp is one queued write.
 type groupOp struct {
@@ -293,10 +284,32 @@ type groupQueue struct {
 	mu      sync.Mutex
 	ops     []*groupOp
 	running bool // a committer is draining ops
+
+	// tx is the committer's connection with its prepared statements,
+	// kept from group to group (only the committer, which holds the
+	// in-process write lock, touches it).
+	tx *groupTx
 }
 
-// groupTx is the open transaction of a group, with what its ops share:
-// statements prepared once per group and the audit chain's tail once read.
+// take removes and returns up to n queued ops.
+func (q *groupQueue) take(n int) []*groupOp {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n = min(len(q.ops), n)
+	if n == 0 {
+		return nil
+	}
+	ops := make([]*groupOp, n)
+	copy(ops, q.ops)
+	rest := copy(q.ops, q.ops[n:])
+	clear(q.ops[rest:])
+	q.ops = q.ops[:rest]
+	return ops
+}
+
+// groupTx is the committer's connection, on which each group's
+// transaction runs, with what its ops share: statements prepared once per
+// connection and, within one transaction, the audit chain's tail.
 type groupTx struct {
 	ctx   context.Context
 	conn  *sql.Conn
@@ -307,7 +320,7 @@ type groupTx struct {
 	tailHash string
 }
 
-// stmt returns query prepared on the group's connection.
+// stmt returns query prepared on the committer's connection.
 func (g *groupTx) stmt(query string) (*sql.Stmt, error) {
 	if st, ok := g.stmts[query]; ok {
 		return st, nil
@@ -317,17 +330,23 @@ func (g *groupTx) stmt(query string) (*sql.Stmt, error) {
 		return nil, err
 	}
 	if g.stmts == nil {
-		g.stmts = make(map[string]*sql.Stmt, 4)
+		g.stmts = make(map[string]*sql.Stmt, 8)
 	}
 	g.stmts[query] = st
 	return st, nil
 }
 
-func (g *groupTx) close() {
+// close releases the statements and the connection; bad says its
+// transaction state is unknown, so it must not go back to the pool.
+func (g *groupTx) close(bad bool) {
 	for _, st := range g.stmts {
 		_ = st.Close()
 	}
 	g.stmts = nil
+	if bad {
+		_ = g.conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	_ = g.conn.Close()
 }
 
 var opDonePool = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
@@ -344,39 +363,24 @@ func (s *Store) group(ctx context.Context, fn func(g *groupTx) error) error {
 	q.ops = append(q.ops, op)
 	if q.running {
 		q.mu.Unlock()
-		<-op.done
 	} else {
 		q.running = true
 		q.mu.Unlock()
-		s.drain(op)
-		<-op.done
+		s.drain(true)
 	}
+	<-op.done
 	opDonePool.Put(op.done)
 	return op.err
 }
 
-// drain commits groups until the queue is empty, or, when mine is not nil,
-// until mine is answered; it then hands the rest of the queue to a new
-// goroutine.
-func (s *Store) drain(mine *groupOp) {
+// drain commits groups until the queue is empty. The caller that started
+// it (inline) commits one group, which holds its own op, and hands what
+// is queued after it to a new goroutine.
+func (s *Store) drain(inline bool) {
 	q := &s.queue
 	for {
-		q.mu.Lock()
-		if len(q.ops) == 0 {
-			q.running = false
-			q.mu.Unlock()
-			return
-		}
-		n := min(len(q.ops), maxGroup)
-		ops := make([]*groupOp, n)
-		copy(ops, q.ops)
-		rest := copy(q.ops, q.ops[n:])
-		clear(q.ops[rest:])
-		q.ops = q.ops[:rest]
-		q.mu.Unlock()
-
-		s.commitGroup(ops)
-		if mine != nil && slices.Contains(ops, mine) {
+		ops := q.take(maxGroup)
+		if len(ops) == 0 {
 			q.mu.Lock()
 			if len(q.ops) == 0 {
 				q.running = false
@@ -384,57 +388,78 @@ func (s *Store) drain(mine *groupOp) {
 				return
 			}
 			q.mu.Unlock()
-			go s.drain(nil)
+			continue
+		}
+		s.commitGroup(ops)
+		if inline {
+			go s.drain(false)
 			return
 		}
 	}
 }
 
-// commitGroup runs ops in one transaction, or each alone when the group
-// fails, and answers every one of them.
+// commitGroup runs ops, and the ops queued while they run (up to
+// maxGroup), in one transaction, or each alone when that fails, and
+// answers every one of them.
 func (s *Store) commitGroup(ops []*groupOp) {
-	live := ops[:0:0]
-	for _, op := range ops {
-		if err := op.ctx.Err(); err != nil {
-			op.err = err
-			op.done <- struct{}{}
-			continue
+	_ = s.lockWrite(context.Background())
+	ran := make([]*groupOp, 0, len(ops))
+	err := s.runGroup(func(g *groupTx) error {
+		for len(ops) > 0 {
+			start := len(ran)
+			for _, op := range ops {
+				if err := op.ctx.Err(); err != nil {
+					op.err = err // not taken: answered now, never applied
+					op.done <- struct{}{}
+					continue
+				}
+				ran = append(ran, op)
+			}
+			// On a failure, every op in ran (those not run yet included)
+			// is run again alone below.
+			for _, op := range ran[start:] {
+				if err := op.fn(g); err != nil {
+					return err
+				}
+			}
+			// Ops that queued while these ran join the same commit.
+			ops = s.queue.take(maxGroup - len(ran))
 		}
-		live = append(live, op)
-	}
-	if len(live) == 0 {
-		return
-	}
-	err := s.runGroup(live)
-	if err != nil && len(live) > 1 {
-		for _, op := range live {
-			op.err = s.runGroup([]*groupOp{op})
+		return nil
+	})
+	if err != nil && len(ran) > 1 {
+		for _, op := range ran {
+			op.err = s.runGroup(op.fn)
 		}
 	} else {
-		for _, op := range live {
+		for _, op := range ran {
 			op.err = err
 		}
 	}
-	for _, op := range live {
+	s.unlockWrite()
+	for _, op := range ran {
 		op.done <- struct{}{}
 	}
 }
 
-// runGroup runs ops in order in one immediate transaction and commits it.
-// It returns the first op's error (after rolling back) or the commit's.
-func (s *Store) runGroup(ops []*groupOp) error {
+// runGroup runs fn in one immediate transaction on the committer's
+// connection and commits it; the caller holds the in-process write lock.
+func (s *Store) runGroup(fn func(g *groupTx) error) error {
 	ctx := context.Background() // taken ops run to their commit
-	_ = s.lockWrite(ctx)
-	defer s.unlockWrite()
-	g := &groupTx{ctx: ctx}
-	defer g.close()
-	return s.inTx(ctx, func(conn *sql.Conn) error {
-		g.conn = conn
-		for _, op := range ops {
-			if err := op.fn(g); err != nil {
-				return err
-			}
+	q := &s.queue
+	if q.tx == nil {
+		conn, err := s.db.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("sqlite: connection: %w", err)
 		}
-		return nil
-	})
+		q.tx = &groupTx{ctx: ctx, conn: conn}
+	}
+	g := q.tx
+	g.tailRead = false
+	healthy, err := s.txOn(ctx, g.conn, func(*sql.Conn) error { return fn(g) })
+	if !healthy {
+		g.close(true)
+		q.tx = nil
+	}
+	return err
 }
