@@ -19,9 +19,13 @@
 // Fetcher contract asks for: an unknown worker is dispatch.ErrWorkerNotFound,
 // a worker past the deadline dispatch.ErrWorkerTimeout, a worker that fails
 // or drops the connection dispatch.ErrWorkerFailure, a worker over its
-// limits dispatch.ErrWorkerLimitExceeded; and that an answer (status,
-// headers, streamed or buffered body) and a request (method, escaped path,
-// query, body, headers) cross the fetcher intact, under concurrency too.
+// limits dispatch.ErrWorkerLimitExceeded, a call canceled by its caller
+// an error that is neither of the last three; that an answer cut short by
+// a deadline, a crash or a cancellation never passes as complete; that a
+// worker's own status, redirects included, is its answer and is never
+// followed; and that an answer (status, headers, streamed or buffered
+// body) and a request (method, escaped path, query, body, headers) cross
+// the fetcher intact, under concurrency too.
 //
 // Abilities an adapter may lack are declared in the Harness (CanLimit,
 // Streams); the suite then checks what the adapter promises instead, or
