@@ -19,8 +19,9 @@
 // Fetcher contract asks for: an unknown worker is dispatch.ErrWorkerNotFound,
 // a worker past the deadline dispatch.ErrWorkerTimeout, a worker that fails
 // or drops the connection dispatch.ErrWorkerFailure, a worker over its
-// limits dispatch.ErrWorkerLimitExceeded, a call canceled by its caller
-// an error that is neither of the last three; that an answer cut short by
+// limits dispatch.ErrWorkerLimitExceeded, and a call its caller cancels
+// context.Canceled or a failure (never a timeout, a missing worker or a
+// limit); that an answer cut short by
 // a deadline, a crash or a cancellation never passes as complete; that a
 // worker's own status, redirects included, is its answer and is never
 // followed; and that an answer (status, headers, streamed or buffered
