@@ -15,18 +15,17 @@
 //
 // The suite calls Fetch as the dispatcher does (a context with a deadline
 // and a subrequest dispatch.Budget, the worker's path in the request URL and
-// in the Payload) and checks, with errors.Is, the classification the
-// Fetcher contract asks for: an unknown worker is dispatch.ErrWorkerNotFound,
-// a worker past the deadline dispatch.ErrWorkerTimeout, a worker that fails
-// or drops the connection dispatch.ErrWorkerFailure, a worker over its
-// limits dispatch.ErrWorkerLimitExceeded, and a call its caller cancels
+// in the Payload) and checks, with errors.Is, the classification the Fetcher
+// contract asks for: an unknown worker is dispatch.ErrWorkerNotFound, a
+// worker past the deadline dispatch.ErrWorkerTimeout, a worker that fails or
+// drops the connection dispatch.ErrWorkerFailure, a worker over its limits
+// dispatch.ErrWorkerLimitExceeded, and a call its caller cancels
 // context.Canceled or a failure (never a timeout, a missing worker or a
-// limit); that an answer cut short by
-// a deadline, a crash or a cancellation never passes as complete; that a
-// worker's own status, redirects included, is its answer and is never
-// followed; and that an answer (status, headers, streamed or buffered
-// body) and a request (method, escaped path, query, body, headers) cross
-// the fetcher intact, under concurrency too.
+// limit); that an answer cut short by a deadline, a crash or a cancellation
+// never passes as complete; that a worker's own status, redirects included,
+// is its answer and is never followed; and that an answer (status, headers,
+// streamed or buffered body) and a request (method, escaped path, query,
+// body, headers) cross the fetcher intact, under concurrency too.
 //
 // Abilities an adapter may lack are declared in the Harness (CanLimit,
 // Streams); the suite then checks what the adapter promises instead, or
