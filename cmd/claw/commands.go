@@ -122,6 +122,7 @@ func (c *cli) deploy(args []string) error {
 	}
 
 	body := &progressReader{r: bytes.NewReader(data), size: int64(len(data)), name: filepath.Base(file), w: c.errw}
+	body.start()
 	var info ops.DatasetInfo
 	if _, err := c.call(http.MethodPut, "/__platform/datasets/"+*slug, body, "text/csv", &info); err != nil {
 		body.abort()
@@ -185,10 +186,15 @@ type progressReader struct {
 	w       io.Writer
 	shown   int // last percentage printed
 	started bool
-	last    time.Time
 }
 
 func (p *progressReader) Size() int64 { return p.size }
+
+// start shows 0% before the first byte goes out.
+func (p *progressReader) start() {
+	p.started = true
+	fmt.Fprintf(p.w, "uploading %s:   0%% (0 B of %s)", p.name, humanBytes(p.size))
+}
 
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
@@ -197,15 +203,15 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	if p.size > 0 {
 		pct = int(p.sent * 100 / p.size)
 	}
-	if !p.started || pct >= p.shown+10 || (pct == 100 && p.shown != 100) {
-		p.started, p.shown = true, pct
+	if pct >= p.shown+10 || (pct == 100 && p.shown != 100) {
+		p.shown = pct
 		fmt.Fprintf(p.w, "\ruploading %s: %3d%% (%s of %s)", p.name, pct, humanBytes(p.sent), humanBytes(p.size))
 	}
 	return n, err
 }
 
 func (p *progressReader) finish() {
-	if p.shown != 100 || !p.started {
+	if p.shown != 100 {
 		fmt.Fprintf(p.w, "\ruploading %s: 100%% (%s of %s)", p.name, humanBytes(p.size), humanBytes(p.size))
 	}
 	fmt.Fprintln(p.w, " done")

@@ -47,7 +47,7 @@ func newTestGateway(t *testing.T) *testGateway {
 	require.NoError(t, err)
 	limiter, err := quota.New(kv, quota.Config{})
 	require.NoError(t, err)
-	pay, err := payment.NewStage(payment.Config{Facilitator: fac, KV: kv, Ledger: led, Spend: payment.SpendFromQuota(limiter), PayTo: testPayTo})
+	pay, err := payment.NewStage(payment.Config{Facilitator: fac, KV: kv, Ledger: led, Meter: limiter, PayTo: testPayTo})
 	require.NoError(t, err)
 	events, err := memory.NewEvents(memory.EventsConfig{})
 	require.NoError(t, err)
@@ -79,8 +79,8 @@ func newTestGateway(t *testing.T) *testGateway {
 	d, err := dispatch.NewDispatcher(dispatch.Config{
 		Tenants:  registry,
 		Fetcher:  fetcher,
-		Stages:   []dispatch.Stage{limiter.RateLimitStage(), pay, limiter.UsageStage()},
-		Events:   dispatch.UsageSink(sink),
+		Stages:   []dispatch.Stage{limiter.Stage(), pay},
+		Events:   metrics.UsageSink(sink),
 		Platform: admin,
 	})
 	require.NoError(t, err)
