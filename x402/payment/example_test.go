@@ -54,7 +54,9 @@ func Example() {
 
 	signer, _ := localfacilitator.GenerateSigner()
 	sp, _ := signer.Sign(x402.RequirementFromV2(pr.Accepts[0], pr.Resource), 2, localfacilitator.SignOptions{})
-	paid := get(http.Header{sp.Header: {sp.Value}})
+	h := http.Header{}
+	h.Set(sp.Header, sp.Value)
+	paid := get(h)
 	fmt.Println(paid.Code, paid.Body.String())
 
 	es, _ := led.Entries(context.Background(), ledger.ListEntriesParams{Tenant: "weather"})
