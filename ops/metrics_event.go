@@ -6,10 +6,11 @@ import (
 	"github.com/402claw/dispatcher/dispatch"
 )
 
-// This file holds the only two places where ops reads a lifecycle event
-// beyond its stable fields (Type, Time, RequestID, Tenant, Status, Code,
-// Duration). When the lifecycle moves out of the Exchange (a typed field
-// on Event), repoint these two functions and nothing else.
+// This file holds the only places where ops reads a lifecycle event beyond
+// its stable fields (Type, Time, RequestID, Tenant, Status, Code, Duration,
+// Lifecycle): the lifecycle's fallback and the request's context both come
+// from the Exchange. Should the Exchange change, repoint these functions
+// and nothing else.
 
 // eventLifecycle returns the analytics lifecycle of a finished request's
 // event ("" when unknown).
