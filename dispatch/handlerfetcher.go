@@ -3,6 +3,7 @@ package dispatch
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -74,6 +75,14 @@ func (f *HandlerFetcher) Fetch(ctx context.Context, req *http.Request, p *Payloa
 	case v := <-done:
 		if v != nil {
 			return nil, fmt.Errorf("%w: worker %q panicked: %v", ErrWorkerFailure, p.WorkerName, v)
+		}
+		// The worker may have stopped because the call ended: what it
+		// wrote is then cut short, not an answer.
+		if err := ctx.Err(); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				return nil, fmt.Errorf("%w: worker %q", ErrWorkerTimeout, p.WorkerName)
+			}
+			return nil, err
 		}
 	}
 	if b, ok := BudgetFrom(ctx); ok && b.Exceeded() {
