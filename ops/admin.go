@@ -47,6 +47,11 @@ type AdminConfig struct {
 	// Datasets stores uploaded data sets (nil: the /datasets routes answer
 	// 404 and csv: worker names are not checked).
 	Datasets Datasets
+	// Validate, when set, checks every directory a change would put in
+	// force, after tenant validation and before it is saved (for example
+	// the payment stage's CheckDirectory: schemes and networks it can
+	// serve). Its error is answered 400 bad_request and nothing changes.
+	Validate func(d *tenant.Directory) error
 	// MaxDatasetSize bounds an upload; <= 0 means DefaultMaxDatasetSize.
 	MaxDatasetSize int64
 	// Next serves the platform routes this handler does not own (health,
@@ -295,6 +300,7 @@ var (
 	errForbidden = errors.New("forbidden")
 	errConflict  = errors.New("conflict")
 	errBadBody   = errors.New("bad request body")
+	errRejected  = errors.New("directory rejected")
 )
 
 // fail maps an error to its status and answers it.
@@ -307,7 +313,8 @@ func (h *AdminHandler) fail(w http.ResponseWriter, r *http.Request, rid string, 
 		writeError(w, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("the body is larger than %d bytes", tooBig.Limit), rid)
 	case errors.As(err, &ve):
 		writeError(w, http.StatusBadRequest, "bad_request", ve.Error(), rid)
-	case errors.Is(err, tenant.ErrInvalidDirectory), errors.Is(err, ErrInvalid), errors.Is(err, errBadBody), errors.Is(err, ledger.ErrInvalid):
+	case errors.Is(err, tenant.ErrInvalidDirectory), errors.Is(err, ErrInvalid), errors.Is(err, errBadBody), errors.Is(err, ledger.ErrInvalid),
+		errors.Is(err, errRejected):
 		writeError(w, http.StatusBadRequest, "bad_request", msg, rid)
 	case errors.Is(err, errForbidden):
 		writeError(w, http.StatusForbidden, "forbidden", msg, rid)

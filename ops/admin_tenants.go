@@ -100,6 +100,11 @@ func (h *AdminHandler) change(ctx context.Context, p principal, op, slug string,
 		if err != nil {
 			return nil, err
 		}
+		if h.cfg.Validate != nil {
+			if err := h.cfg.Validate(d); err != nil {
+				return nil, fmt.Errorf("%w: %v", errRejected, err)
+			}
+		}
 		next = d
 		return d.Tenants(), nil
 	}

@@ -578,3 +578,25 @@ func (failingStore) LoadTenants(context.Context) ([]tenant.Tenant, error) {
 	return nil, io.ErrUnexpectedEOF
 }
 func (failingStore) SaveTenants(context.Context, []tenant.Tenant) error { return io.ErrUnexpectedEOF }
+
+func TestAdminValidateHookRejectsWhole(t *testing.T) {
+	store := &memTenants{}
+	f := newFixture(t, store)
+	h, err := ops.NewAdminHandler(ops.AdminConfig{AdminToken: adminToken, Registry: f.registry, Store: store, Ledger: f.ledger,
+		Validate: func(d *tenant.Directory) error {
+			for _, t := range d.Tenants() {
+				if t.WorkerName == "forbidden-worker" {
+					return fmt.Errorf("tenant %q: field \"workerName\": no such worker here", t.Slug)
+				}
+			}
+			return nil
+		}})
+	require.NoError(t, err)
+	code, out := do(t, h, "PUT", "/__platform/tenants/x", adminToken, `{"workerName":"forbidden-worker"}`)
+	require.Equal(t, 400, code)
+	require.Contains(t, out["message"], "workerName")
+	require.Equal(t, 0, f.registry.Load().Len())
+	require.Equal(t, 0, store.saves)
+	code, _ = do(t, h, "PUT", "/__platform/tenants/x", adminToken, `{"workerName":"ok"}`)
+	require.Equal(t, 201, code)
+}
