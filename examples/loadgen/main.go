@@ -140,6 +140,19 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "ratio":
+			ratioCommand(os.Args[2:])
+			return
+		case "bare-proxy":
+			if err := bareProxyMain(os.Args[2:]); err != nil {
+				fmt.Fprintln(os.Stderr, "loadgen bare-proxy:", err)
+				os.Exit(2)
+			}
+			return
+		}
+	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -452,5 +465,23 @@ func printFaults(w io.Writer, up map[string]int64, fac map[string]int64) {
 	fmt.Fprintln(w, "facilitator:")
 	for _, k := range keys {
 		fmt.Fprintf(w, "  %-48s %d\n", k, fac[k])
+	}
+}
+
+// ratioCommand runs "loadgen ratio" (see ratio.go).
+func ratioCommand(args []string) {
+	cfg, err := parseRatioFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen ratio:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runRatio(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen ratio:", err)
+		os.Exit(1)
 	}
 }
