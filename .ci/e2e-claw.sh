@@ -76,7 +76,8 @@ cat "$tmp/out"
 [ -n "$found" ] || fail "$slug never showed in claw top"
 
 echo "-- claw tenants, verify"
-claw tenants | grep -q "^$slug " || fail "tenants does not list $slug"
+claw tenants >"$tmp/out" || fail "tenants"
+grep -q "^$slug " "$tmp/out" || fail "tenants does not list $slug"
 claw verify || fail "verify"
 
 echo "-- claw rm"
