@@ -26,7 +26,7 @@ type tick struct {
 }
 
 const (
-	chartWidth  = 480
+	chartWidth  = 720
 	chartHeight = 140
 	chartBase   = 120 // y of the axis; labels below it
 	chartTop    = 8
