@@ -45,6 +45,9 @@ type CallerSet struct {
 	exact  map[string]int64 // id -> calls while exact
 	sketch *hllRegs
 	heavy  []heavyCounter // when sketched: at most HeavyHitters counters
+	// dirty says heavy holds unsummed counters from merges (ids may repeat
+	// and there may be more than HeavyHitters); settle sums and trims them.
+	dirty bool
 }
 
 // hllRegs are the registers of a HyperLogLog sketch.
@@ -123,6 +126,7 @@ func (s *CallerSet) trimHeavy() {
 // addHeavy is the Space-Saving update: a known id adds its calls; a new one
 // takes a free counter, or replaces the smallest and inherits its count.
 func (s *CallerSet) addHeavy(id string, calls int64) {
+	s.settle()
 	least := -1
 	for i := range s.heavy {
 		if s.heavy[i].id == id {
@@ -144,41 +148,106 @@ func (s *CallerSet) addHeavy(id string, calls int64) {
 // not modified or retained.
 func (s *CallerSet) Merge(o *CallerSet) {
 	switch {
-	case o.sketch == nil:
-		for id, n := range o.exact {
-			s.add(id, n, false) // a set's ids are its own strings already
+	case o.sketch == nil && s.sketch == nil:
+		if s.exact == nil {
+			s.exact = make(map[string]int64, len(o.exact))
 		}
+		for id, n := range o.exact {
+			if s.sketch != nil { // turned into a sketch midway
+				s.add(id, n, false)
+				continue
+			}
+			s.exact[id] += n // a set's ids are its own strings already
+			if len(s.exact) > ExactCallers {
+				s.toSketch()
+			}
+		}
+		return
+	case o.sketch == nil:
+		// Into a sketch: hash every id, but offer only o's busiest ids to
+		// the heavy hitters. Streaming every id through Space-Saving would
+		// cost a counter replacement per id; an id busy over a window is
+		// among the busiest of the hours it is busy in.
+		for id := range o.exact {
+			s.sketch.add(hashID(id))
+		}
+		s.mergeHeavy(topCounters(o.exact))
 		return
 	case s.sketch == nil:
 		exact := s.exact
 		s.exact = nil
 		s.sketch = new(hllRegs)
 		*s.sketch = *o.sketch
-		s.heavy = append(make([]heavyCounter, 0, HeavyHitters), o.heavy...)
-		for id, n := range exact {
+		o.settle()
+		s.heavy = append(make([]heavyCounter, 0, 2*HeavyHitters), o.heavy...)
+		for id := range exact {
 			s.sketch.add(hashID(id))
-			s.addHeavy(id, n)
 		}
+		s.mergeHeavy(topCounters(exact))
 		return
 	}
 	for i, r := range o.sketch {
 		s.sketch[i] = max(s.sketch[i], r)
 	}
-	// Sum the counters of ids both summaries hold; keep the busiest.
-	for _, h := range o.heavy {
-		found := false
-		for i := range s.heavy {
-			if s.heavy[i].id == h.id {
-				s.heavy[i].calls += h.calls
-				found = true
-				break
+	o.settle()
+	s.mergeHeavy(o.heavy)
+}
+
+// mergeHeavy adds counters to s's heavy hitters. They are appended and
+// summed by id lazily (settle), so that merging many hours costs a few
+// appends each rather than a search per counter.
+func (s *CallerSet) mergeHeavy(hs []heavyCounter) {
+	s.heavy = append(s.heavy, hs...)
+	s.dirty = true
+	if len(s.heavy) > 8*HeavyHitters {
+		s.settle()
+	}
+}
+
+// settle sums the counters of repeated ids and keeps the busiest.
+func (s *CallerSet) settle() {
+	if !s.dirty {
+		return
+	}
+	s.dirty = false
+	sum := make(map[string]int, len(s.heavy))
+	out := s.heavy[:0]
+	for _, h := range s.heavy {
+		if i, ok := sum[h.id]; ok {
+			out[i].calls += h.calls
+			continue
+		}
+		sum[h.id] = len(out)
+		out = append(out, h)
+	}
+	clear(s.heavy[len(out):])
+	s.heavy = out
+	s.trimHeavy()
+}
+
+// topCounters returns the HeavyHitters busiest ids of an exact set.
+func topCounters(exact map[string]int64) []heavyCounter {
+	top := make([]heavyCounter, 0, HeavyHitters)
+	least := 0 // index of the smallest counter once top is full
+	for id, n := range exact {
+		if len(top) < HeavyHitters {
+			top = append(top, heavyCounter{id, n})
+			if n < top[least].calls {
+				least = len(top) - 1
+			}
+			continue
+		}
+		if n <= top[least].calls {
+			continue
+		}
+		top[least] = heavyCounter{id, n}
+		for i := range top {
+			if top[i].calls < top[least].calls {
+				least = i
 			}
 		}
-		if !found {
-			s.heavy = append(s.heavy, h)
-		}
 	}
-	s.trimHeavy()
+	return top
 }
 
 // Exact reports whether the set still counts every id exactly.
@@ -209,6 +278,7 @@ func (s *CallerSet) Distinct() int {
 // MaxCalls returns the calls of the busiest id: exact while the set is
 // exact, afterwards the largest heavy-hitter counter (an upper estimate).
 func (s *CallerSet) MaxCalls() int64 {
+	s.settle()
 	var m int64
 	for _, n := range s.exact {
 		m = max(m, n)
@@ -221,10 +291,14 @@ func (s *CallerSet) MaxCalls() int64 {
 
 // Entries returns how many ids the set holds in memory (exact ids or
 // heavy-hitter counters), at most ExactCallers.
-func (s *CallerSet) Entries() int { return len(s.exact) + len(s.heavy) }
+func (s *CallerSet) Entries() int {
+	s.settle()
+	return len(s.exact) + len(s.heavy)
+}
 
 // Clone returns a deep copy.
 func (s *CallerSet) Clone() CallerSet {
+	s.settle()
 	var c CallerSet
 	if s.exact != nil {
 		c.exact = make(map[string]int64, len(s.exact))
@@ -243,11 +317,13 @@ func (s *CallerSet) Clone() CallerSet {
 // Reset empties the set, keeping its exact map's memory.
 func (s *CallerSet) Reset() {
 	clear(s.exact)
-	s.sketch, s.heavy = nil, nil
+	s.sketch, s.heavy, s.dirty = nil, nil, false
 }
 
 // Equal reports whether two sets hold the same state.
 func (s *CallerSet) Equal(o *CallerSet) bool {
+	s.settle()
+	o.settle()
 	if (s.sketch == nil) != (o.sketch == nil) {
 		return false
 	}
@@ -375,6 +451,7 @@ const (
 
 // AppendBinary appends the set's binary form to b.
 func (s *CallerSet) AppendBinary(b []byte) []byte {
+	s.settle()
 	if s.sketch == nil {
 		if len(s.exact) == 0 {
 			return b
@@ -427,10 +504,16 @@ func (s *CallerSet) MarshalBinary() ([]byte, error) { return s.AppendBinary(nil)
 // UnmarshalBinary implements encoding.BinaryUnmarshaler; it replaces the
 // set's contents. A malformed input is an error wrapping
 // ErrCorruptCallerSet and leaves the set empty.
-func (s *CallerSet) UnmarshalBinary(b []byte) error {
-	*s = CallerSet{}
-	if err := s.decode(b); err != nil {
-		*s = CallerSet{}
+func (s *CallerSet) UnmarshalBinary(b []byte) error { return s.DecodeInterned(b, nil) }
+
+// DecodeInterned is UnmarshalBinary for scans over many stored sets: ids
+// are looked up in (and added to) names first, so that each distinct id is
+// one string for the whole scan and decoding a known id allocates nothing.
+// names may be nil. The set's exact map is reused.
+func (s *CallerSet) DecodeInterned(b []byte, names map[string]string) error {
+	s.Reset()
+	if err := s.decode(b, names); err != nil {
+		s.Reset()
 		return fmt.Errorf("%w: %v", ErrCorruptCallerSet, err)
 	}
 	return nil
@@ -451,7 +534,7 @@ func (s *CallerSet) UnmarshalText(t []byte) error {
 	return s.UnmarshalBinary(b)
 }
 
-func (s *CallerSet) decode(b []byte) error {
+func (s *CallerSet) decode(b []byte, names map[string]string) error {
 	if len(b) == 0 {
 		return nil
 	}
@@ -464,9 +547,11 @@ func (s *CallerSet) decode(b []byte) error {
 			return errors.New("bad exact count")
 		}
 		b = b[k:]
-		s.exact = make(map[string]int64, n)
+		if s.exact == nil {
+			s.exact = make(map[string]int64, n)
+		}
 		for range n {
-			id, calls, rest, err := readEntry(b)
+			id, calls, rest, err := readEntry(b, names)
 			if err != nil {
 				return err
 			}
@@ -518,7 +603,7 @@ func (s *CallerSet) decode(b []byte) error {
 	b = b[k:]
 	s.heavy = make([]heavyCounter, 0, n)
 	for range n {
-		id, calls, rest, err := readEntry(b)
+		id, calls, rest, err := readEntry(b, names)
 		if err != nil {
 			return err
 		}
@@ -534,8 +619,8 @@ func trailing(b []byte) error {
 	return nil
 }
 
-func readEntry(b []byte) (id string, calls int64, rest []byte, err error) {
-	id, b, err = readID(b)
+func readEntry(b []byte, names map[string]string) (id string, calls int64, rest []byte, err error) {
+	id, b, err = readID(b, names)
 	if err != nil {
 		return "", 0, nil, err
 	}
@@ -575,17 +660,17 @@ func appendID(b []byte, id string) []byte {
 	return append(b, id...)
 }
 
-func readID(b []byte) (string, []byte, error) {
+func readID(b []byte, names map[string]string) (string, []byte, error) {
 	if len(b) > 0 && b[0] == idHashed {
 		if len(b) < 18 || b[1] < 'a' || b[1] > 'z' {
 			return "", nil, errors.New("bad hashed id")
 		}
-		out := make([]byte, 34)
+		var out [34]byte
 		out[0], out[1] = b[1], '_'
 		for i, c := range b[2:18] {
 			out[2+2*i], out[3+2*i] = hexDigits[c>>4], hexDigits[c&15]
 		}
-		return string(out), b[18:], nil
+		return intern(names, out[:]), b[18:], nil
 	}
 	if len(b) == 0 || b[0] != idRaw {
 		return "", nil, errors.New("bad id tag")
@@ -595,5 +680,17 @@ func readID(b []byte) (string, []byte, error) {
 	if k <= 0 || n >= maxStoredID || uint64(len(b)-k) < n {
 		return "", nil, errors.New("bad id")
 	}
-	return string(b[k : k+int(n)]), b[k+int(n):], nil
+	return intern(names, b[k:k+int(n)]), b[k+int(n):], nil
+}
+
+func intern(names map[string]string, b []byte) string {
+	if names == nil {
+		return string(b)
+	}
+	if v, ok := names[string(b)]; ok { // no allocation for the lookup
+		return v
+	}
+	v := string(b)
+	names[v] = v
+	return v
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -31,6 +32,12 @@ type PlatformConfig struct {
 	PublishedAPIs func() []APIInfo
 	// Logger receives internal errors; nil discards them.
 	Logger *slog.Logger
+	// AnalyticsCacheTTL is how long an analytics answer is reused: the
+	// route is public and its cost grows with the store, so each window is
+	// computed at most once per TTL (concurrent misses share one
+	// computation), whatever the number of requests. Zero means
+	// DefaultAnalyticsCacheTTL; a negative value disables the cache.
+	AnalyticsCacheTTL time.Duration
 }
 
 // PlatformHandler serves the platform routes:
@@ -38,6 +45,10 @@ type PlatformConfig struct {
 //	GET /__platform/health                         200 {"ok":true}
 //	GET /__platform/events?limit=100               admin token; newest events first
 //	GET /__platform/analytics?window=today&top=25  public marketplace analytics
+//
+// Analytics answers are cached per window for AnalyticsCacheTTL (top is
+// at most MaxTop and only trims the cached leaderboard), so the public
+// route cannot be used to make the store scan on every request.
 //
 // Every answer is JSON and carries X-Request-Id (an incoming UUID is kept).
 // Errors are {"ok":false,"error":code,"message":text,"requestId":id} with
@@ -48,6 +59,7 @@ type PlatformHandler struct {
 	cfg       PlatformConfig
 	log       *slog.Logger
 	tokenHash [32]byte
+	cache     *analyticsCache
 }
 
 // NewPlatformHandler returns the platform handler over store.
@@ -62,7 +74,24 @@ func NewPlatformHandler(store Store, cfg PlatformConfig) (*PlatformHandler, erro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &PlatformHandler{store: store, cfg: cfg, log: log, tokenHash: sha256.Sum256([]byte(cfg.AdminToken))}, nil
+	if cfg.AnalyticsCacheTTL == 0 {
+		cfg.AnalyticsCacheTTL = DefaultAnalyticsCacheTTL
+	}
+	h := &PlatformHandler{store: store, cfg: cfg, log: log, tokenHash: sha256.Sum256([]byte(cfg.AdminToken))}
+	h.cache = newAnalyticsCache(cfg.AnalyticsCacheTTL, cfg.Now, h.computeAnalytics)
+	return h, nil
+}
+
+// computeAnalytics builds a window's analytics with MaxTop rows; the cache
+// trims them to each request's top.
+func (h *PlatformHandler) computeAnalytics(ctx context.Context, w Window) (*MarketplaceAnalytics, error) {
+	var published []APIInfo
+	if h.cfg.PublishedAPIs != nil {
+		published = h.cfg.PublishedAPIs()
+	}
+	return BuildMarketplaceAnalytics(ctx, h.store, AnalyticsOptions{
+		Window: w, Top: MaxTop, Now: h.cfg.Now(), Published: published,
+	})
 }
 
 // ServeHTTP implements http.Handler.
@@ -144,13 +173,7 @@ func (h *PlatformHandler) analytics(w http.ResponseWriter, r *http.Request, rid 
 		h.fail(w, r, err, rid)
 		return
 	}
-	var published []APIInfo
-	if h.cfg.PublishedAPIs != nil {
-		published = h.cfg.PublishedAPIs()
-	}
-	out, err := BuildMarketplaceAnalytics(r.Context(), h.store, AnalyticsOptions{
-		Window: window, Top: top, Now: h.cfg.Now(), Published: published,
-	})
+	out, err := h.cache.get(r.Context(), window, top)
 	if err != nil {
 		h.fail(w, r, err, rid)
 		return
