@@ -135,6 +135,7 @@ func NewCSVAPI(opts ...Option) http.Handler {
 	a.mux.HandleFunc("/rows/{id}", get(a.one(false)))
 	a.mux.HandleFunc("/premium/rows/{id}", get(a.one(true)))
 	a.mux.HandleFunc("/climate", get(a.climate))
+	a.mux.HandleFunc("/metered/rows", get(a.metered))
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.URL.Path, "")
 	})
@@ -274,6 +275,30 @@ func (a *api) list(premium bool) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, body)
 	}
+}
+
+// MeteredPerRow is what the metered listing charges per row returned, in
+// atomic units of a 6-decimal asset (0.0001 USD).
+const MeteredPerRow = 100
+
+// metered is the listing priced by use: it reports its charge, the rows it
+// returns times MeteredPerRow, in the Settlement-Overrides header, which the
+// gateway settles (an upto payment signed for the route's maximum) and
+// removes before the client sees the answer.
+func (a *api) metered(w http.ResponseWriter, r *http.Request) {
+	q, err := ParseQuery(r.URL.Query())
+	if err != nil {
+		writeParamError(w, err)
+		return
+	}
+	matched := a.match(q)
+	page := matched[min(q.Offset, len(matched)):min(q.Offset+q.Limit, len(matched))]
+	w.Header().Set("Settlement-Overrides", fmt.Sprintf(`{"amount":"%d"}`, len(page)*MeteredPerRow))
+	rows := make([]any, 0, len(page))
+	for i, c := range page {
+		rows = append(rows, rowJSON(c, false, nil, i))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rows": rows, "total": len(matched), "chargedRows": len(page)})
 }
 
 func rowJSON(c *City, premium bool, extra []json.RawMessage, i int) any {

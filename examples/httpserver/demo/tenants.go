@@ -12,7 +12,8 @@ const WorkerName = "demo-csv"
 //   - demo-paid: x402, plan pro, with generous usage and spend limits,
 //     reached at /t/demo-paid/, priced per route (DESIGN section 13): the
 //     index GET / is free, the listing GET /rows costs 0.001 USD, one city
-//     GET /rows/:id costs 0.003 USD, and every other path (the premium
+//     GET /rows/:id costs 0.003 USD, GET /metered/rows is usage-priced
+//     (upto: 0.0001 USD per row returned, at most 0.01), and every other path (the premium
 //     routes /premium/rows and /premium/rows/:id, /climate) the tenant's own
 //     0.01 USD;
 //   - weather: free, in the "weather" directory, so that the analytics have
@@ -34,6 +35,8 @@ const DemoDirectoryJSON = `{"tenants":[
         "limit":{"type":"integer","description":"rows per page, 1 to 100","example":2},
         "offset":{"type":"integer","description":"rows to skip"}},
       "output":{"type":"json","example":{"rows":[{"id":1,"name":"Tokyo","country":"JP","population":13960000}]}}}},
+    {"method":"GET","path":"/metered/rows","priceUsd":"0","maxPriceUsd":"0.01","schemes":["upto"],
+     "mimeType":"application/json","description":"World cities priced by use: 0.0001 USD per row returned, at most 0.01"},
     {"method":"GET","path":"/rows/:id","priceUsd":"0.003","mimeType":"application/json",
      "description":"One world city by id",
      "discovery":{"pathParams":{"id":{"type":"string","description":"the city's id","example":"1"}}}}

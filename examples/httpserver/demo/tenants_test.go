@@ -193,7 +193,7 @@ func TestRoutedPathsAreServed(t *testing.T) {
 	dir, err := tenant.ParseDirectory([]byte(demo.DemoDirectoryJSON))
 	require.NoError(t, err)
 	paid, _ := dir.Lookup("demo-paid")
-	require.Len(t, paid.Routes, 3)
+	require.Len(t, paid.Routes, 4)
 	worker := demo.NewCSVAPI()
 	for _, r := range paid.Routes {
 		path := strings.ReplaceAll(r.Path, ":id", "1")
@@ -204,5 +204,21 @@ func TestRoutedPathsAreServed(t *testing.T) {
 		rec := httptest.NewRecorder()
 		worker.ServeHTTP(rec, httptest.NewRequest(r.Method, path, nil))
 		require.Equal(t, http.StatusOK, rec.Code, "%s %s: %s", r.Method, path, rec.Body)
+	}
+}
+
+// The metered listing reports its charge by rows returned, as the upto
+// route's worker contract asks.
+func TestMeteredListingReportsItsCharge(t *testing.T) {
+	t.Parallel()
+	worker := demo.NewCSVAPI()
+	for _, tc := range []struct {
+		query string
+		want  string
+	}{{"?limit=3", `{"amount":"300"}`}, {"?limit=1", `{"amount":"100"}`}, {"?country=XX", `{"amount":"0"}`}} {
+		rec := httptest.NewRecorder()
+		worker.ServeHTTP(rec, httptest.NewRequest("GET", "/metered/rows"+tc.query, nil))
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+		require.Equal(t, tc.want, rec.Header().Get("Settlement-Overrides"), tc.query)
 	}
 }
