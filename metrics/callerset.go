@@ -164,8 +164,8 @@ func (s *CallerSet) Merge(o *CallerSet) {
 		}
 		return
 	case o.sketch == nil:
-		// Into a sketch: hash every id, but offer only o's busiest ids to
-		// the heavy hitters. Streaming every id through Space-Saving would
+		// Into a sketch: hash every id, but offer only o's few busiest
+		// ids to the heavy hitters. Streaming every id through Space-Saving would
 		// cost a counter replacement per id; an id busy over a window is
 		// among the busiest of the hours it is busy in.
 		for id := range o.exact {
@@ -225,12 +225,17 @@ func (s *CallerSet) settle() {
 	s.trimHeavy()
 }
 
-// topCounters returns the HeavyHitters busiest ids of an exact set.
+// offerTop is how many of an exact set's busiest ids a merge into a
+// sketch offers to its heavy hitters: an id busy over a window is among
+// the very busiest of the hours it is busy in.
+const offerTop = 4
+
+// topCounters returns the offerTop busiest ids of an exact set.
 func topCounters(exact map[string]int64) []heavyCounter {
-	top := make([]heavyCounter, 0, HeavyHitters)
+	top := make([]heavyCounter, 0, offerTop)
 	least := 0 // index of the smallest counter once top is full
 	for id, n := range exact {
-		if len(top) < HeavyHitters {
+		if len(top) < offerTop {
 			top = append(top, heavyCounter{id, n})
 			if n < top[least].calls {
 				least = len(top) - 1

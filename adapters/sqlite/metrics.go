@@ -35,25 +35,28 @@ const pruneEvery = time.Minute
 const pruneBatch = 5000
 
 const insertEventSQL = `INSERT INTO usage_events (request_id, time_us, api_id, endpoint, owner, directory,
-	caller_id, status, latency_ms, price_usd, billed_usd, lifecycle, appended_us)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	caller_id, client_net, payer, status, latency_ms, price_usd, billed_usd, lifecycle, appended_us)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (request_id) DO NOTHING`
 
 // Append reads each touched rollup row, adds its delta in Go and writes the
 // totals back, all inside its immediate transaction.
-const selectRollupSQL = `SELECT events, calls, errors, revenue_micros, latency, callers
+const selectRollupSQL = `SELECT events, calls, errors, revenue_micros, latency, callers, caller_set, source_set
 	FROM usage_rollups WHERE hour = ? AND api_id = ?`
 
+// upsertRollupSQL writes a rollup in the current form: the caller sets in
+// caller_set and source_set, the legacy packed callers column empty.
 const upsertRollupSQL = `INSERT INTO usage_rollups (hour, api_id, owner, directory, events, calls, errors,
-	revenue_micros, latency, callers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	revenue_micros, latency, callers, caller_set, source_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, x'', ?, ?)
 	ON CONFLICT (hour, api_id) DO UPDATE SET owner = excluded.owner, directory = excluded.directory,
 	events = excluded.events, calls = excluded.calls, errors = excluded.errors,
-	revenue_micros = excluded.revenue_micros, latency = excluded.latency, callers = excluded.callers`
+	revenue_micros = excluded.revenue_micros, latency = excluded.latency, callers = x'',
+	caller_set = excluded.caller_set, source_set = excluded.source_set`
 
-const selectRollupsSQL = `SELECT hour, api_id, owner, directory, events, calls, errors, revenue_micros, latency, callers
-	FROM usage_rollups WHERE hour >= ? AND hour < ? ORDER BY hour, api_id`
+const selectRollupsSQL = `SELECT hour, api_id, owner, directory, events, calls, errors, revenue_micros, latency, callers,
+	caller_set, source_set FROM usage_rollups WHERE hour >= ? AND hour < ? ORDER BY hour, api_id`
 
-const selectRecentSQL = `SELECT request_id, time_us, api_id, endpoint, owner, directory, caller_id, status,
+const selectRecentSQL = `SELECT request_id, time_us, api_id, endpoint, owner, directory, caller_id, client_net, payer, status,
 	latency_ms, price_usd, billed_usd, lifecycle FROM usage_events ORDER BY time_us DESC, seq DESC LIMIT ?`
 
 type rollupKey struct {
@@ -66,7 +69,7 @@ type rollupDelta struct {
 	owner, directory             string
 	events, calls, errs, revenue int64
 	latency                      metrics.LatencyHistogram
-	callers                      map[string]int64
+	callers, sources             metrics.CallerSet
 }
 
 // Append implements metrics.Store. The events are normalized first (one
@@ -74,8 +77,8 @@ type rollupDelta struct {
 // each is inserted with ON CONFLICT (request_id) DO NOTHING, and the events
 // that were inserted are folded, as HourRollup.Add would, into their
 // (hour, API) rollup rows: each touched row is read, its delta added in Go
-// (counters, packed latency, packed callers) and written back with one
-// UPSERT. The rollups therefore always agree with the stored events,
+// (counters, packed latency, the caller and source sets merged) and written
+// back with one UPSERT. The rollups therefore always agree with the stored events,
 // whoever else writes the file.
 func (s *Store) Append(ctx context.Context, events ...metrics.UsageEvent) error {
 	if err := ctx.Err(); err != nil {
@@ -93,26 +96,21 @@ func (s *Store) Append(ctx context.Context, events ...metrics.UsageEvent) error 
 		return nil
 	}
 	now := s.now()
-	var added map[string]int64
 	err := s.writeTx(ctx, func(q querier) error {
-		var err error
-		added, err = s.appendEvents(ctx, q, norm, now.UnixMicro())
-		return err
+		return s.appendEvents(ctx, q, norm, now.UnixMicro())
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: append: %w", err)
 	}
-	s.callers.remember(added)
 	s.maybePrune(ctx, now)
 	return nil
 }
 
-// appendEvents does Append's transaction. It returns the caller ids it
-// added to usage_callers, to be cached once the transaction committed.
-func (s *Store) appendEvents(ctx context.Context, conn querier, norm []metrics.UsageEvent, appendedUS int64) (map[string]int64, error) {
+// appendEvents does Append's transaction.
+func (s *Store) appendEvents(ctx context.Context, conn querier, norm []metrics.UsageEvent, appendedUS int64) error {
 	ins, err := conn.PrepareContext(ctx, insertEventSQL)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer ins.Close()
 
@@ -121,12 +119,12 @@ func (s *Store) appendEvents(ctx context.Context, conn querier, norm []metrics.U
 	for i := range norm {
 		e := &norm[i]
 		res, err := ins.ExecContext(ctx, e.RequestID, e.Time.UnixMicro(), e.APIID, e.Endpoint, e.Owner, e.Directory,
-			e.CallerID, e.Status, e.LatencyMs, e.PriceUSD.String(), e.BilledUSD.String(), string(e.Lifecycle), appendedUS)
+			e.CallerID, e.ClientNet, e.Payer, e.Status, e.LatencyMs, e.PriceUSD.String(), e.BilledUSD.String(), string(e.Lifecycle), appendedUS)
 		if err != nil {
-			return nil, fmt.Errorf("insert event %q: %w", e.RequestID, err)
+			return fmt.Errorf("insert event %q: %w", e.RequestID, err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
-			return nil, err
+			return err
 		} else if n == 0 {
 			continue // a request id already stored (or earlier in this batch)
 		}
@@ -152,64 +150,86 @@ func (s *Store) appendEvents(ctx context.Context, conn querier, norm []metrics.U
 			d.revenue += m
 		}
 		d.latency.Observe(e.LatencyMs)
-		if d.callers == nil {
-			d.callers = map[string]int64{}
-		}
-		d.callers[e.CallerID]++
+		d.callers.Add(e.CallerID, 1)
+		d.sources.Add(e.Source(), 1)
 	}
 	if len(rollupOrder) == 0 {
-		return nil, nil
+		return nil
 	}
 
-	ids := newCallerIDs(s, conn)
-	defer ids.close()
 	sel, err := conn.PrepareContext(ctx, selectRollupSQL)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer sel.Close()
 	up, err := conn.PrepareContext(ctx, upsertRollupSQL)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer up.Close()
-	var delta []callerCount
+	var names []string // usage_callers, loaded for the first legacy row
 	for _, k := range rollupOrder {
 		d := rollups[k]
 		var (
-			cur              rollupTotals
-			latency, callers []byte
+			cur                             rollupTotals
+			latency, legacy, callers, sourc []byte
 		)
-		err := sel.QueryRowContext(ctx, k.hour, k.api).Scan(&cur.events, &cur.calls, &cur.errs, &cur.revenue, &latency, &callers)
+		err := sel.QueryRowContext(ctx, k.hour, k.api).Scan(&cur.events, &cur.calls, &cur.errs, &cur.revenue, &latency,
+			&legacy, &callers, &sourc)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("read rollup: %w", err)
+			return fmt.Errorf("read rollup: %w", err)
 		}
 		if err := decodeLatency(latency, &cur.latency); err != nil {
-			return nil, fmt.Errorf("rollup %s@%d: %w", k.api, k.hour, err)
+			return fmt.Errorf("rollup %s@%d: %w", k.api, k.hour, err)
 		}
 		cur.latency.Merge(&d.latency)
-		if len(d.callers) > 0 {
-			delta = delta[:0]
-			for c, n := range d.callers {
-				id, err := ids.get(ctx, c)
-				if err != nil {
-					return nil, err
+		var callerSet, sourceSet metrics.CallerSet
+		if callers == nil && len(legacy) > 0 {
+			if names == nil {
+				if names, err = s.callers.names(ctx, conn); err != nil {
+					return err
 				}
-				delta = append(delta, callerCount{id, n})
 			}
-			if callers, err = mergeCallers(callers, delta); err != nil {
-				return nil, fmt.Errorf("rollup %s@%d: %w", k.api, k.hour, err)
+			if err := decodeLegacyCallers(legacy, names, &callerSet); err != nil {
+				return fmt.Errorf("rollup %s@%d: %w", k.api, k.hour, err)
 			}
+			sourceSet = callerSet.Clone()
+		} else if err := decodeSets(callers, sourc, &callerSet, &sourceSet, nil); err != nil {
+			return fmt.Errorf("rollup %s@%d: %w", k.api, k.hour, err)
 		}
-		if callers == nil {
-			callers = []byte{}
-		}
+		callerSet.Merge(&d.callers)
+		sourceSet.Merge(&d.sources)
 		if _, err := up.ExecContext(ctx, k.hour, k.api, d.owner, d.directory, cur.events+d.events, cur.calls+d.calls,
-			cur.errs+d.errs, cur.revenue+d.revenue, encodeLatency(&cur.latency), callers); err != nil {
-			return nil, fmt.Errorf("write rollup: %w", err)
+			cur.errs+d.errs, cur.revenue+d.revenue, encodeLatency(&cur.latency),
+			callerSet.AppendBinary([]byte{}), sourceSet.AppendBinary([]byte{})); err != nil {
+			return fmt.Errorf("write rollup: %w", err)
 		}
 	}
-	return ids.added, nil
+	return nil
+}
+
+// decodeSets decodes the two stored caller sets of a rollup row, interning
+// ids in names (may be nil).
+func decodeSets(callers, sources []byte, callerSet, sourceSet *metrics.CallerSet, names map[string]string) error {
+	if err := callerSet.DecodeInterned(callers, names); err != nil {
+		return fmt.Errorf("caller_set: %w", err)
+	}
+	if err := sourceSet.DecodeInterned(sources, names); err != nil {
+		return fmt.Errorf("source_set: %w", err)
+	}
+	return nil
+}
+
+// decodeLegacyCallers reads the packed callers column of a row written
+// before migration 4 into set.
+func decodeLegacyCallers(blob []byte, names []string, set *metrics.CallerSet) error {
+	return decodeCallers(blob, func(id, n int64) error {
+		if id < 1 || id >= int64(len(names)) {
+			return fmt.Errorf("names unknown caller %d", id)
+		}
+		set.Add(names[id], n)
+		return nil
+	})
 }
 
 // rollupTotals are a stored rollup's counters.
@@ -305,7 +325,7 @@ func (s *Store) Recent(ctx context.Context, limit int) ([]metrics.UsageEvent, er
 				lifecycle     string
 			)
 			if err := rows.Scan(&e.RequestID, &us, &e.APIID, &e.Endpoint, &e.Owner, &e.Directory, &e.CallerID,
-				&e.Status, &e.LatencyMs, &price, &billed, &lifecycle); err != nil {
+				&e.ClientNet, &e.Payer, &e.Status, &e.LatencyMs, &price, &billed, &lifecycle); err != nil {
 				return err
 			}
 			e.Time = time.UnixMicro(us).UTC()
@@ -422,10 +442,11 @@ func scanRollupRows(ctx context.Context, conn *sql.Conn, lo, hi int64, names []s
 		r                              metrics.HourRollup
 		hour                           int64
 		api, owner, dir, latency, blob sql.RawBytes
+		callerBlob, sourceBlob         sql.RawBytes
 		hourTimes                      = map[int64]time.Time{}
 	)
-	dest := []any{&hour, &api, &owner, &dir, &r.Events, &r.Calls, &r.Errors, &r.RevenueMicros, &latency, &blob}
-	r.Callers = map[string]int64{}
+	dest := []any{&hour, &api, &owner, &dir, &r.Events, &r.Calls, &r.Errors, &r.RevenueMicros, &latency, &blob,
+		&callerBlob, &sourceBlob}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return err
@@ -441,15 +462,15 @@ func scanRollupRows(ctx context.Context, conn *sql.Conn, lo, hi int64, names []s
 		if err := decodeLatency(latency, &r.Latency); err != nil {
 			return fmt.Errorf("rollup %s@%d: %w", r.APIID, hour, err)
 		}
-		clear(r.Callers)
-		if err := decodeCallers(blob, func(id, n int64) error {
-			if id < 1 || id >= int64(len(names)) {
-				return fmt.Errorf("rollup %s@%d names unknown caller %d", r.APIID, hour, id)
+		if callerBlob == nil && len(blob) > 0 {
+			// A row written before migration 4: sources are its callers.
+			r.Callers.Reset()
+			if err := decodeLegacyCallers(blob, names, &r.Callers); err != nil {
+				return fmt.Errorf("rollup %s@%d: %w", r.APIID, hour, err)
 			}
-			r.Callers[names[id]] = n
-			return nil
-		}); err != nil {
-			return err
+			r.Sources = r.Callers.Clone()
+		} else if err := decodeSets(callerBlob, sourceBlob, &r.Callers, &r.Sources, interned); err != nil {
+			return fmt.Errorf("rollup %s@%d: %w", r.APIID, hour, err)
 		}
 		fn(&r)
 	}

@@ -188,7 +188,9 @@ func TestScanRollupsSnapshot(t *testing.T) {
 	i := 0
 	require.NoError(t, s.ScanRollups(ctx, metrics.RollupQuery{}, func(r *metrics.HourRollup) {
 		var sum int64
-		for _, n := range r.Callers {
+		counts, exact := r.Callers.Counts()
+		require.True(t, exact)
+		for _, n := range counts {
 			sum += n
 		}
 		require.Equal(t, r.Calls, sum)

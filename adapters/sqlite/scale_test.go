@@ -29,13 +29,13 @@ func TestMetricsScale(t *testing.T) {
 	require.NoError(t, tr.Fill(ctx, s, 20_000, nil))
 	took := time.Since(start)
 	var rollups, callerBytes, callers int64
-	require.NoError(t, s.DB().QueryRow(`SELECT COUNT(*), SUM(length(callers)) FROM usage_rollups`).Scan(&rollups, &callerBytes))
+	require.NoError(t, s.DB().QueryRow(`SELECT COUNT(*), SUM(length(caller_set) + length(source_set)) FROM usage_rollups`).Scan(&rollups, &callerBytes))
 	require.NoError(t, s.DB().QueryRow(`SELECT COUNT(*) FROM usage_callers`).Scan(&callers))
 	var pages, pageSize int64
 	require.NoError(t, s.DB().QueryRow(`PRAGMA page_count`).Scan(&pages))
 	require.NoError(t, s.DB().QueryRow(`PRAGMA page_size`).Scan(&pageSize))
 	size := pages * pageSize
-	t.Logf("1M events appended in %v (%.1f µs/event, generation included); %d rollups (packed callers %.1f MB), %d callers; file %.0f MB",
+	t.Logf("1M events appended in %v (%.1f µs/event, generation included); %d rollups (caller and source sets %.1f MB), %d legacy callers; file %.0f MB",
 		took, float64(took.Microseconds())/1e6, rollups, float64(callerBytes)/(1<<20), callers, float64(size)/(1<<20))
 
 	end := tr.Start.Add(hours * time.Hour)
