@@ -66,8 +66,9 @@ type Tenant struct {
 	// PriceUSD is the price of one request, an exact decimal with at most
 	// six decimal places.
 	PriceUSD decimal.Decimal `json:"priceUsd"`
-	// X402Enabled turns payments on; a tenant charges only when it is set
-	// and PriceUSD is positive.
+	// X402Enabled turns payments on; a request is charged only when it is
+	// set and the request's effective price or maximum (PriceFor) is
+	// positive.
 	X402Enabled bool             `json:"x402Enabled"`
 	UsageLimit  UsageLimit       `json:"usageLimit"`
 	SpendLimit  SpendLimit       `json:"spendLimit"`
@@ -124,8 +125,8 @@ func (t *Tenant) Charges() bool {
 
 // Clone returns a deep copy of t: changing the copy's slices, routes or
 // discovery documents never changes t.
-func (t Tenant) Clone() Tenant {
-	c := t
+func (t *Tenant) Clone() Tenant {
+	c := *t
 	c.Hosts = cloneStrings(t.Hosts)
 	c.Schemes = cloneStrings(t.Schemes)
 	c.rt = nil
