@@ -473,7 +473,16 @@ func TestPaymentStatus(t *testing.T) {
 		require.NotEmpty(t, out["time"])
 		require.Nil(t, out["payer"], "the status does not leak the payer")
 	}
-	code, out := f.do(t, "GET", "/__platform/payments/my-key?tenant=acme", "", "")
+	e3 := e
+	e3.IdempotencyKey, e3.TxHash, e3.Tenant = "hdr:client-key-1", "0xtx3", "zeta"
+	_, _, err = f.ledger.RecordSettlement(ctx, e3)
+	require.NoError(t, err)
+	code, out := f.do(t, "GET", "/__platform/payments/client-key-1", "", "")
+	require.Equal(t, 200, code, "the Idempotency-Key a client sent finds its payment")
+	require.Equal(t, "0xtx3", out["transaction"])
+	require.Equal(t, "hdr:client-key-1", out["idempotencyKey"])
+
+	code, out = f.do(t, "GET", "/__platform/payments/my-key?tenant=acme", "", "")
 	require.Equal(t, 200, code)
 	require.Equal(t, "0xtx2", out["transaction"])
 	code, _ = f.do(t, "GET", "/__platform/payments/my-key?tenant=other", "", "")

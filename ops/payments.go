@@ -4,16 +4,43 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/tenant"
+	"github.com/402claw/dispatcher/x402"
 )
 
 // AuthorizationKeyPrefix is what the payment stage puts before an
 // authorization id to make its idempotency key (see x402.IdempotencyKey).
-const AuthorizationKeyPrefix = "auth:"
+const AuthorizationKeyPrefix = x402.KeyPrefixAuthorization
+
+// PaymentKeyCandidates returns the ledger keys a client's key may stand
+// for, in the order they are tried: the key as given (the value of
+// X-Payment-Idempotency-Key in the paid answer), then, for a key without
+// one of the payment stage's prefixes, the key the stage derives from a
+// payment-identifier id ("pid:"), from an Idempotency-Key header value
+// ("hdr:", or "hdrsha256:" for a long or non-ASCII one) and from an
+// authorization id ("auth:").
+func PaymentKeyCandidates(key string) []string {
+	out := []string{key}
+	for _, p := range []string{x402.KeyPrefixPaymentID, x402.KeyPrefixHeader, x402.KeyPrefixHeaderHash, x402.KeyPrefixAuthorization} {
+		if strings.HasPrefix(key, p) {
+			return out
+		}
+	}
+	add := func(k string) {
+		if len(k) <= ledger.MaxKeyLen && !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	add(x402.KeyPrefixPaymentID + key)
+	add(x402.IdempotencyKeyFor(nil, http.Header{x402.HeaderPaymentIdempotencyKey: {key}}, ""))
+	add(x402.KeyPrefixAuthorization + key)
+	return out
+}
 
 // PaymentStatus is the public answer of GET /__platform/payments/<key>: the
 // ledger's record of one payment.
@@ -43,17 +70,13 @@ func ParsePaymentKey(key string) (string, error) {
 }
 
 // LookupPayment finds the ledger's record of a payment by its idempotency
-// key, or by an authorization id (the key is then "auth:" + id). When the
+// key, or by the id it was made from (see PaymentKeyCandidates). When the
 // key names payments of several tenants, the latest wins; tenantSlug, when
 // given, narrows the search to one tenant. It never lists: the answer is
 // one record or ErrNotFound.
 func LookupPayment(r *http.Request, l *ledger.Ledger, key, tenantSlug string) (ledger.Entry, error) {
 	ctx := r.Context()
-	candidates := []string{key}
-	if !strings.HasPrefix(key, AuthorizationKeyPrefix) && len(key)+len(AuthorizationKeyPrefix) <= ledger.MaxKeyLen {
-		candidates = append(candidates, AuthorizationKeyPrefix+key)
-	}
-	for _, k := range candidates {
+	for _, k := range PaymentKeyCandidates(key) {
 		if tenantSlug != "" {
 			e, err := l.Entry(ctx, tenantSlug, k)
 			if errors.Is(err, ledger.ErrNotFound) {

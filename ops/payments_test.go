@@ -44,3 +44,13 @@ func FuzzParsePaymentKey(f *testing.F) {
 		_ = utf8.ValidString(got)
 	})
 }
+
+func TestPaymentKeyCandidates(t *testing.T) {
+	require.Equal(t, []string{"auth:abc"}, ops.PaymentKeyCandidates("auth:abc"))
+	require.Equal(t, []string{"pid:x"}, ops.PaymentKeyCandidates("pid:x"))
+	require.Equal(t, []string{"abc", "pid:abc", "hdr:abc", "auth:abc"}, ops.PaymentKeyCandidates("abc"))
+	long := strings.Repeat("k", 200)
+	c := ops.PaymentKeyCandidates(long)
+	require.Len(t, c, 4)
+	require.True(t, strings.HasPrefix(c[2], "hdrsha256:"), c[2])
+}
