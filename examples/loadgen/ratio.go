@@ -39,10 +39,11 @@ type ratioConfig struct {
 	round       time.Duration
 	warmup      time.Duration
 	workDir     string
+	callers     int
 }
 
 func parseRatioFlags(args []string, stderr io.Writer) (ratioConfig, error) {
-	c := ratioConfig{concurrency: 32, rounds: 6, round: 3 * time.Second, warmup: time.Second}
+	c := ratioConfig{concurrency: 32, rounds: 6, round: 3 * time.Second, warmup: time.Second, callers: 200}
 	fs := flag.NewFlagSet("loadgen ratio", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.server, "server", "", "path to a built examples/httpserver binary; empty: build it with go build")
@@ -52,6 +53,7 @@ func parseRatioFlags(args []string, stderr io.Writer) (ratioConfig, error) {
 	fs.IntVar(&c.rounds, "rounds", c.rounds, "rounds per side, alternating gateway and bare proxy")
 	fs.DurationVar(&c.round, "round", c.round, "length of one round")
 	fs.DurationVar(&c.warmup, "warmup", c.warmup, "unmeasured load on each side before the first round")
+	fs.IntVar(&c.callers, "callers", c.callers, "distinct X-Agent-Id callers the requests cycle through")
 	fs.StringVar(&c.workDir, "workdir", "", "directory for the tenant files, the database and the server log; empty: a temporary one")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -59,8 +61,8 @@ func parseRatioFlags(args []string, stderr io.Writer) (ratioConfig, error) {
 	switch {
 	case fs.NArg() > 0:
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case c.concurrency <= 0 || c.rounds <= 0 || c.round <= 0 || c.warmup < 0:
-		return c, errors.New("-concurrency, -rounds and -round must be positive, -warmup not negative")
+	case c.concurrency <= 0 || c.rounds <= 0 || c.round <= 0 || c.callers <= 0 || c.warmup < 0:
+		return c, errors.New("-concurrency, -rounds, -round and -callers must be positive, -warmup not negative")
 	}
 	return c, nil
 }
@@ -88,17 +90,14 @@ type ratioResult struct {
 func (r *ratioResult) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
 
 // ratioIPs is how many client addresses the load cycles through (sent as
-// X-Forwarded-For from a trusted loopback proxy), and ratioCallers how many
-// X-Agent-Id callers: enough that the plan's per-address and per-caller
-// rates never refuse while every request still writes its counters.
-const (
-	ratioIPs     = 20_000
-	ratioCallers = 20_000
-)
+// X-Forwarded-For from a trusted loopback proxy): enough that the plan's
+// per-address rate never refuses while every request still writes its
+// counters. (The tenant lifts its own per-caller and global rates.)
+const ratioIPs = 20_000
 
 // hammer sends free requests to base from conc connections for d and
 // counts the 200s and the rest.
-func hammer(ctx context.Context, client *http.Client, base string, conc int, d time.Duration, seq *atomic.Int64) (ok, other int64, elapsed time.Duration) {
+func hammer(ctx context.Context, client *http.Client, base string, conc, callers int, d time.Duration, seq *atomic.Int64) (ok, other int64, elapsed time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var nOK, nOther atomic.Int64
@@ -111,7 +110,7 @@ func hammer(ctx context.Context, client *http.Client, base string, conc int, d t
 			for ctx.Err() == nil {
 				i := seq.Add(1)
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/t/"+ratioTenant+"/ping", nil)
-				req.Header.Set("X-Agent-Id", fmt.Sprintf("caller-%d", i%ratioCallers))
+				req.Header.Set("X-Agent-Id", fmt.Sprintf("caller-%d", i%int64(callers)))
 				req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.18.%d.%d", (i%ratioIPs)/250, (i%ratioIPs)%250+1))
 				resp, err := client.Do(req)
 				if err != nil {
@@ -231,7 +230,7 @@ func runRatio(ctx context.Context, cfg ratioConfig, out io.Writer) error {
 		store, kvURL, cfg.concurrency, cfg.rounds, cfg.round)
 	var seq atomic.Int64
 	for _, base := range []string{gw.base, bareBase} {
-		if _, other, _ := hammer(ctx, client, base, cfg.concurrency, cfg.warmup, &seq); other > 0 && base == gw.base {
+		if _, other, _ := hammer(ctx, client, base, cfg.concurrency, cfg.callers, cfg.warmup, &seq); other > 0 && base == gw.base {
 			fmt.Fprintf(out, "  warm-up: %d non-200 answers from the gateway\n", other)
 		}
 	}
@@ -246,7 +245,7 @@ func runRatio(ctx context.Context, cfg ratioConfig, out io.Writer) error {
 			if side == "bare" {
 				base = bareBase
 			}
-			ok, other, el := hammer(ctx, client, base, cfg.concurrency, cfg.round, &seq)
+			ok, other, el := hammer(ctx, client, base, cfg.concurrency, cfg.callers, cfg.round, &seq)
 			if err := ctx.Err(); err != nil {
 				return err
 			}
