@@ -19,7 +19,7 @@ var (
 )
 
 type metricsQueries struct {
-	batchSeq, insertEvents, upsertRollup, upsertCallers, recent, rollups, purge string
+	batchSeq, insertEvents, upsertRollup, updateSets, deleteLegacy, recent, rollups, purge string
 }
 
 func buildMetricsQueries(schema string) metricsQueries {
@@ -28,7 +28,7 @@ func buildMetricsQueries(schema string) metricsQueries {
 		"{rollups}", pgx.Identifier{schema, "usage_rollups"}.Sanitize(),
 		"{callers}", pgx.Identifier{schema, "usage_rollup_callers"}.Sanitize(),
 	)
-	const eventColumns = `request_id, time, api_id, endpoint, owner, directory, caller_id, status,
+	const eventColumns = `request_id, time, api_id, endpoint, owner, directory, caller_id, client_net, payer, status,
 		latency_ms, price_micros, billed_micros, lifecycle, billable, countable`
 	return metricsQueries{
 		batchSeq: pgx.Identifier{schema, "usage_batch"}.Sanitize(),
@@ -38,11 +38,13 @@ func buildMetricsQueries(schema string) metricsQueries {
 		insertEvents: r.Replace(`WITH b AS (SELECT nextval($1::regclass) AS id)
 			INSERT INTO {events} (batch, ord, ` + eventColumns + `)
 			SELECT b.id, u.ord, u.request_id, u.time, u.api_id, u.endpoint, u.owner, u.directory, u.caller_id,
-				u.status, u.latency_ms, u.price_micros, u.billed_micros, u.lifecycle, u.billable, u.countable
+				u.client_net, u.payer, u.status, u.latency_ms, u.price_micros, u.billed_micros, u.lifecycle, u.billable,
+				u.countable
 			FROM b, unnest($2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
-				$9::text[], $10::int[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::bool[], $16::bool[])
-				AS u(ord, request_id, time, api_id, endpoint, owner, directory, caller_id, status, latency_ms,
-					price_micros, billed_micros, lifecycle, billable, countable)
+				$9::text[], $10::text[], $11::text[], $12::int[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[],
+				$17::bool[], $18::bool[])
+				AS u(ord, request_id, time, api_id, endpoint, owner, directory, caller_id, client_net, payer, status,
+					latency_ms, price_micros, billed_micros, lifecycle, billable, countable)
 			ORDER BY u.request_id COLLATE "C"
 			ON CONFLICT (request_id) DO NOTHING
 			RETURNING request_id`),
@@ -57,20 +59,27 @@ func buildMetricsQueries(schema string) metricsQueries {
 				errors = r.errors + excluded.errors,
 				revenue_micros = r.revenue_micros + excluded.revenue_micros,
 				latency = ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0)
-					FROM unnest(r.latency, excluded.latency) WITH ORDINALITY AS u(a, b, i) ORDER BY i)`),
-		upsertCallers: r.Replace(`INSERT INTO {callers} AS c (hour, api_id, caller_id, calls)
-			SELECT $1, $2, u.caller_id, u.calls FROM unnest($3::text[], $4::bigint[]) AS u(caller_id, calls)
-			ORDER BY u.caller_id COLLATE "C"
-			ON CONFLICT (hour, api_id, caller_id) DO UPDATE SET calls = c.calls + excluded.calls`),
-		recent: r.Replace(`SELECT ` + eventColumns + ` FROM {events} ORDER BY time DESC, batch DESC, ord DESC LIMIT $1`),
+					FROM unnest(r.latency, excluded.latency) WITH ORDINALITY AS u(a, b, i) ORDER BY i)
+			RETURNING r.caller_set, r.source_set,
+				CASE WHEN r.caller_set IS NULL THEN (SELECT array_agg(c.caller_id ORDER BY c.caller_id) FROM {callers} c
+					WHERE c.hour = r.hour AND c.api_id = r.api_id) END,
+				CASE WHEN r.caller_set IS NULL THEN (SELECT array_agg(c.calls ORDER BY c.caller_id) FROM {callers} c
+					WHERE c.hour = r.hour AND c.api_id = r.api_id) END`),
+		// The upsert above locked the row until COMMIT: the merged sets
+		// written here cannot lose a concurrent append's.
+		updateSets:   r.Replace(`UPDATE {rollups} SET caller_set = $3, source_set = $4 WHERE hour = $1 AND api_id = $2`),
+		deleteLegacy: r.Replace(`DELETE FROM {callers} WHERE hour = $1 AND api_id = $2`),
+		recent:       r.Replace(`SELECT ` + eventColumns + ` FROM {events} ORDER BY time DESC, batch DESC, ord DESC LIMIT $1`),
 		// One statement, so the rollup and its callers come from one snapshot.
+		// Rows from before migration 5 (caller_set NULL) read their callers
+		// from usage_rollup_callers.
 		rollups: r.Replace(`SELECT r.api_id, r.hour, r.owner, r.directory, r.events, r.calls, r.errors, r.revenue_micros,
-				r.latency, coalesce(c.ids, '{}'), coalesce(c.calls, '{}')
+				r.latency, r.caller_set, r.source_set, coalesce(c.ids, '{}'), coalesce(c.calls, '{}')
 			FROM {rollups} r
 			LEFT JOIN LATERAL (
 				SELECT array_agg(caller_id) AS ids, array_agg(calls) AS calls
 				FROM {callers} c WHERE c.hour = r.hour AND c.api_id = r.api_id
-			) c ON true
+			) c ON r.caller_set IS NULL
 			WHERE ($1::timestamptz IS NULL OR r.hour >= $1) AND ($2::timestamptz IS NULL OR r.hour < $2)
 			ORDER BY r.hour, r.api_id`),
 		purge: r.Replace(`DELETE FROM {events} WHERE request_id IN (
@@ -108,6 +117,7 @@ func (s *Store) Append(ctx context.Context, events ...metrics.UsageEvent) error 
 	var (
 		ords                                                  = make([]int32, k)
 		ids, apis, endpoints, owners, dirs, callers, lifecycs = make([]string, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k)
+		nets, payers                                          = make([]string, k), make([]string, k)
 		times                                                 = make([]time.Time, k)
 		statuses                                              = make([]int32, k)
 		latencies, prices, billed                             = make([]int64, k), make([]int64, k), make([]int64, k)
@@ -116,6 +126,7 @@ func (s *Store) Append(ctx context.Context, events ...metrics.UsageEvent) error 
 	for i, e := range norm {
 		ords[i], ids[i], times[i], apis[i], endpoints[i] = int32(i), e.RequestID, e.Time, e.APIID, e.Endpoint
 		owners[i], dirs[i], callers[i], statuses[i], latencies[i] = e.Owner, e.Directory, e.CallerID, int32(e.Status), e.LatencyMs
+		nets[i], payers[i] = e.ClientNet, e.Payer
 		prices[i], _ = metrics.USDToMicros(e.PriceUSD) // validated by NormalizeUsageEvent
 		billed[i], _ = metrics.USDToMicros(e.BilledUSD)
 		lifecycs[i], billable[i], countable[i] = string(e.Lifecycle), e.Billable, e.Countable
@@ -142,7 +153,7 @@ func (s *Store) Append(ctx context.Context, events ...metrics.UsageEvent) error 
 		b := &pgx.Batch{}
 		b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
 		b.Queue(s.mq.insertEvents, s.mq.batchSeq, ords, ids, times, apis, endpoints, owners, dirs,
-			callers, statuses, latencies, prices, billed, lifecycs, billable, countable)
+			callers, nets, payers, statuses, latencies, prices, billed, lifecycs, billable, countable)
 		inserted := make(map[string]struct{}, len(norm))
 		err := func() error {
 			br := conn.SendBatch(ctx, b)
@@ -191,28 +202,61 @@ func (s *Store) Append(ctx context.Context, events ...metrics.UsageEvent) error 
 			}
 			return strings.Compare(a.api, b.api)
 		})
+		// The counters are added in SQL; each upsert also locks its row and
+		// returns the stored caller sets, which are merged in Go and written
+		// back before COMMIT (rows in one fixed order: no deadlocks).
 		b = &pgx.Batch{}
 		for _, key := range keys {
 			r := groups[key]
 			b.Queue(s.mq.upsertRollup, r.Hour, r.APIID, r.Owner, r.Directory, r.Events, r.Calls, r.Errors,
 				r.RevenueMicros, r.Latency[:])
 		}
-		// Callers after every rollup: the same lock order in every append.
-		for _, key := range keys {
-			r := groups[key]
-			if len(r.Callers) == 0 {
-				continue
+		type stored struct {
+			callers, sources []byte
+			legacyIDs        []string
+			legacyCalls      []int64
+		}
+		olds := make([]stored, len(keys))
+		err = func() error {
+			br := conn.SendBatch(ctx, b)
+			defer br.Close()
+			for i := range keys {
+				o := &olds[i]
+				if err := br.QueryRow().Scan(&o.callers, &o.sources, &o.legacyIDs, &o.legacyCalls); err != nil {
+					return err
+				}
 			}
-			cids := make([]string, 0, len(r.Callers))
-			for c := range r.Callers {
-				cids = append(cids, c)
+			return br.Close()
+		}()
+		if err != nil {
+			return err
+		}
+		b = &pgx.Batch{}
+		for i, key := range keys {
+			r, o := groups[key], &olds[i]
+			var callerSet, sourceSet metrics.CallerSet
+			if o.callers == nil {
+				// A rollup from before migration 5 (or a new one).
+				for j, id := range o.legacyIDs {
+					if j < len(o.legacyCalls) {
+						callerSet.Add(id, o.legacyCalls[j])
+					}
+				}
+				sourceSet = callerSet.Clone()
+				if len(o.legacyIDs) > 0 {
+					b.Queue(s.mq.deleteLegacy, r.Hour, r.APIID)
+				}
+			} else {
+				if err := callerSet.UnmarshalBinary(o.callers); err != nil {
+					return fmt.Errorf("rollup %s@%s caller_set: %w", r.APIID, r.Hour, err)
+				}
+				if err := sourceSet.UnmarshalBinary(o.sources); err != nil {
+					return fmt.Errorf("rollup %s@%s source_set: %w", r.APIID, r.Hour, err)
+				}
 			}
-			slices.Sort(cids)
-			calls := make([]int64, len(cids))
-			for i, c := range cids {
-				calls[i] = r.Callers[c]
-			}
-			b.Queue(s.mq.upsertCallers, r.Hour, r.APIID, cids, calls)
+			callerSet.Merge(&r.Callers)
+			sourceSet.Merge(&r.Sources)
+			b.Queue(s.mq.updateSets, r.Hour, r.APIID, callerSet.AppendBinary([]byte{}), sourceSet.AppendBinary([]byte{}))
 		}
 		b.Queue("COMMIT")
 		return conn.SendBatch(ctx, b).Close()
@@ -242,7 +286,7 @@ func (s *Store) Recent(ctx context.Context, limit int) ([]metrics.UsageEvent, er
 			price, billed int64
 			lifecycle     string
 		)
-		err := r.Scan(&e.RequestID, &e.Time, &e.APIID, &e.Endpoint, &e.Owner, &e.Directory, &e.CallerID, &status,
+		err := r.Scan(&e.RequestID, &e.Time, &e.APIID, &e.Endpoint, &e.Owner, &e.Directory, &e.CallerID, &e.ClientNet, &e.Payer, &status,
 			&e.LatencyMs, &price, &billed, &lifecycle, &e.Billable, &e.Countable)
 		e.Time = e.Time.UTC()
 		e.Status = int(status)
@@ -289,14 +333,15 @@ func (s *Store) scanRollups(ctx context.Context, q metrics.RollupQuery, fn func(
 	}
 	defer rows.Close()
 	var (
-		r              = metrics.HourRollup{Callers: map[string]int64{}}
-		latency, calls []int64
-		ids            []string
+		r                      metrics.HourRollup
+		latency, calls         []int64
+		ids                    []string
+		callerBlob, sourceBlob []byte
+		interned               = map[string]string{}
 	)
 	for rows.Next() {
-		clear(r.Callers)
 		if err := rows.Scan(&r.APIID, &r.Hour, &r.Owner, &r.Directory, &r.Events, &r.Calls, &r.Errors,
-			&r.RevenueMicros, &latency, &ids, &calls); err != nil {
+			&r.RevenueMicros, &latency, &callerBlob, &sourceBlob, &ids, &calls); err != nil {
 			return fmt.Errorf("postgres: rollups: %w", err)
 		}
 		r.Hour = r.Hour.UTC()
@@ -305,8 +350,22 @@ func (s *Store) scanRollups(ctx context.Context, q metrics.RollupQuery, fn func(
 			// A newer build may have appended buckets: fold them into the last.
 			r.Latency[min(i, metrics.LatencyBuckets-1)] += n
 		}
-		for i, id := range ids {
-			r.Callers[id] = calls[i]
+		if callerBlob == nil {
+			// A row from before migration 5: its sources are its callers.
+			r.Callers.Reset()
+			for i, id := range ids {
+				if i < len(calls) {
+					r.Callers.Add(id, calls[i])
+				}
+			}
+			r.Sources = r.Callers.Clone()
+		} else {
+			if err := r.Callers.DecodeInterned(callerBlob, interned); err != nil {
+				return fmt.Errorf("postgres: rollup %s@%s caller_set: %w", r.APIID, r.Hour, err)
+			}
+			if err := r.Sources.DecodeInterned(sourceBlob, interned); err != nil {
+				return fmt.Errorf("postgres: rollup %s@%s source_set: %w", r.APIID, r.Hour, err)
+			}
 		}
 		fn(&r)
 	}
