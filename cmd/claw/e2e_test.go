@@ -44,7 +44,7 @@ func TestEndToEnd(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "cities.csv")
 	require.NoError(t, os.WriteFile(file, []byte(citiesCSV), 0o600))
 
-	code, out, errs := claw(t, g.srv.URL, testAdminToken, "deploy", file, "--slug", "cities", "--price", "0.001", "--directory", "data")
+	code, out, errs := claw(t, g.srv.URL, testAdminToken, "deploy", file, "--slug", "cities", "--price", "0.001", "--directory", "data", "--route", "GET /rows/:id 0.002")
 	require.Equal(t, 0, code, "stdout %s stderr %s", out, errs)
 	require.Contains(t, out, "deployed cities: 4 rows, 4 columns, 0.001 USD a request")
 	require.Contains(t, errs, "uploading cities.csv: 100%")
@@ -60,6 +60,12 @@ func TestEndToEnd(t *testing.T) {
 	m := regexp.MustCompile(`payment key: (\S+)`).FindStringSubmatch(out)
 	require.NotNil(t, m, out)
 
+	// The per-route price of --route.
+	code, out, errs = claw(t, g.srv.URL, "", "pay", g.srv.URL+"/t/cities/rows/2", "--agent", "agent-2")
+	require.Equal(t, 0, code, "stdout %s stderr %s", out, errs)
+	require.Contains(t, out, "402: paying 2000 atomic units")
+	require.Contains(t, out, `"name":"Delhi"`)
+
 	code, out, errs = claw(t, g.srv.URL, "", "payments", m[1])
 	require.Equal(t, 0, code, errs)
 	require.Regexp(t, `status\s+settled`, out)
@@ -72,7 +78,7 @@ func TestEndToEnd(t *testing.T) {
 
 	require.Eventually(t, func() bool {
 		code, out, _ := claw(t, g.srv.URL, "", "top", "--window", "today")
-		return code == 0 && regexp.MustCompile(`1\s+cities\s+data\s+1\s+1\s+0.001`).MatchString(out)
+		return code == 0 && regexp.MustCompile(`1\s+cities\s+data\s+2\s+1\s+0.003`).MatchString(out)
 	}, 5*time.Second, 50*time.Millisecond, "cities never showed in claw top")
 
 	code, out, errs = claw(t, g.srv.URL, testAdminToken, "verify")
