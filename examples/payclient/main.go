@@ -183,7 +183,8 @@ func run(url, key, scheme string, v1, replay bool, agent string, out io.Writer) 
 }
 
 // chargedAmount returns " amount=<n>" when a settle response header
-// carries the amount charged (upto answers do), else "".
+// carries the amount charged (upto answers do), else "". It reads the JSON
+// itself: x402.DecodeSettleResponse does not keep the amount.
 func chargedAmount(headerValue string) string {
 	b, err := base64.StdEncoding.DecodeString(headerValue)
 	if err != nil {

@@ -209,9 +209,9 @@ func (f *Facilitator) Verify(ctx context.Context, req x402.FacilitatorRequest) (
 //
 // For upto the requirement's amount is the charge (as the upto
 // specification passes it to /settle): it may be anything from zero to
-// the signed maximum. A charge of zero succeeds with an empty transaction
-// hash; the nonce is recorded all the same, so the authorization cannot be
-// settled again.
+// the signed maximum, and the response's Amount reports it. A charge of
+// zero succeeds with an empty transaction hash; the nonce is recorded all
+// the same, so the authorization cannot be settled again.
 func (f *Facilitator) Settle(ctx context.Context, req x402.FacilitatorRequest) (*x402.SettleResponse, error) {
 	if req.Payment == nil {
 		return nil, fmt.Errorf("%w: no payment", x402.ErrInvalidPayment)
@@ -238,8 +238,13 @@ func (f *Facilitator) Settle(ctx context.Context, req x402.FacilitatorRequest) (
 		return resp, nil
 	}
 	resp.Success = true
-	if req.Requirement.Scheme == upto.Name && isZero(req.Requirement.Amount) {
-		return resp, nil // nothing to transfer: no transaction
+	if req.Requirement.Scheme == upto.Name {
+		// The upto settle response carries the amount charged.
+		n, _ := eip712.ParseUint256(req.Requirement.Amount) // checked
+		resp.Amount = n.String()
+		if n.Sign() == 0 {
+			return resp, nil // nothing to transfer: no transaction
+		}
 	}
 	resp.Transaction = transactionHash(req.Requirement.Network, req.Requirement.Asset, v)
 	return resp, nil
@@ -524,11 +529,6 @@ func (f *Facilitator) nonceTTL(before time.Time) time.Duration {
 		ttl = time.Minute
 	}
 	return ttl
-}
-
-func isZero(s string) bool {
-	n, err := eip712.ParseUint256(s)
-	return err == nil && n.Sign() == 0
 }
 
 // nonceStore records settled nonces.

@@ -7,7 +7,6 @@ import (
 	"net/http"
 
 	"github.com/402claw/dispatcher/x402"
-	"github.com/402claw/dispatcher/x402/eip712"
 )
 
 // Handler serves the facilitator over HTTP, as x402.FacilitatorClient (and
@@ -21,8 +20,8 @@ import (
 //     invalid_payment_requirements;
 //   - a failing nonce store is answered 500 with {"error": ...} and no
 //     verdict, which a client reads as "facilitator unavailable";
-//   - a successful settle answer also carries "amount", the atomic
-//     amount transferred (the charge, for upto);
+//   - a successful upto settle answer also carries "amount", the charge
+//     transferred (possibly "0");
 //   - GET /supported lists the supported kinds.
 //
 // Mount it at the root of its own server, or under a prefix with
@@ -60,28 +59,7 @@ func (f *Facilitator) serveSettle(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	answer := settleAnswer{SettleResponse: resp}
-	if resp.Success {
-		// The amount transferred (the charge, for upto), as the upto
-		// specification's SettlementResponse carries it.
-		answer.Amount = canonicalAmount(req.Requirement.Amount)
-	}
-	writeJSON(w, http.StatusOK, answer)
-}
-
-// settleAnswer is a SettleResponse with the amount settled, which the
-// x402 SettleResponse type does not carry yet.
-type settleAnswer struct {
-	*x402.SettleResponse
-	Amount string `json:"amount,omitempty"`
-}
-
-func canonicalAmount(s string) string {
-	n, err := eip712.ParseUint256(s)
-	if err != nil {
-		return ""
-	}
-	return n.String()
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (f *Facilitator) serveSupported(w http.ResponseWriter, r *http.Request) {

@@ -132,6 +132,11 @@ func TestUptoSettlesTheCharge(t *testing.T) {
 			require.Equal(t, tc.reason == "", sr.Success)
 			require.Equal(t, tc.tx, sr.Transaction != "", sr.Transaction)
 			if tc.reason == "" {
+				require.Equal(t, tc.charge, sr.Amount, "the settle response carries the charge")
+			} else {
+				require.Empty(t, sr.Amount)
+			}
+			if tc.reason == "" {
 				// Settled once, whatever the charge.
 				sr, err = fac.Settle(ctx, req)
 				require.NoError(t, err)
@@ -472,13 +477,14 @@ func TestPermit2OverHTTP(t *testing.T) {
 			resp.Body.Close()
 			require.NoError(t, err)
 			require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
-			var answer struct {
-				x402.SettleResponse
-				Amount string `json:"amount"`
-			}
+			var answer x402.SettleResponse
 			require.NoError(t, json.Unmarshal(b, &answer))
 			require.True(t, answer.Success, answer.ErrorReason)
-			require.Equal(t, req.Requirement.Amount, answer.Amount, "the settle answer carries the amount charged")
+			if req.Requirement.Scheme == upto.Name {
+				require.Equal(t, "1858", answer.Amount, "the upto settle answer carries the amount charged")
+			} else {
+				require.Empty(t, answer.Amount, "exact settles the signed amount")
+			}
 
 			sr, err := client.Settle(ctx, req)
 			require.NoError(t, err)
@@ -531,11 +537,21 @@ func TestParseRequestPermit2Envelope(t *testing.T) {
 		"bad requirements":  {strings.Replace(s, `"paymentRequirements":{"scheme":"upto"`, `"paymentRequirements":{"scheme":7`, 1), x402.ErrInvalidRequirement},
 		"unknown network":   {strings.Replace(s, `"paymentRequirements":{"scheme":"upto","network":"eip155:84532"`, `"paymentRequirements":{"scheme":"upto","network":"solana"`, 1), x402.ErrInvalidRequirement},
 		"version disagrees": {strings.Replace(s, `{"x402Version":2,"paymentPayload"`, `{"x402Version":1,"paymentPayload"`, 1), x402.ErrInvalidPayment},
-		"not permit2":       {strings.Replace(s, `"permit2Authorization"`, `"authorization"`, 1), x402.ErrInvalidPayment},
 	} {
 		require.NotEqual(t, s, tc.body, name)
 		_, err := localfacilitator.ParseRequest([]byte(tc.body))
 		require.ErrorIs(t, err, tc.want, name)
+	}
+	// An upto payment without a permit2Authorization parses as an
+	// envelope (x402 leaves scheme payloads to the scheme) and is refused
+	// by verification.
+	notPermit2, err := localfacilitator.ParseRequest([]byte(strings.Replace(s, `"permit2Authorization"`, `"authorization"`, 1)))
+	if err == nil {
+		vr, err := newFacilitator(t, up.signedAt(), nil).Verify(context.Background(), notPermit2)
+		require.NoError(t, err)
+		require.Equal(t, x402.ReasonInvalidPayload, vr.InvalidReason)
+	} else {
+		require.ErrorIs(t, err, x402.ErrInvalidPayment)
 	}
 }
 
