@@ -3,9 +3,13 @@ package sqlite_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -68,4 +72,47 @@ func TestUpdateTenantsAcrossStores(t *testing.T) {
 	ts, err = stores[0].LoadTenants(ctx)
 	require.NoError(t, err)
 	require.Len(t, ts, 1)
+}
+
+// TestAdminReplicas: two admin handlers (replicas) over two Stores on one
+// file: concurrent changes on both are all kept, and each replica's
+// watcher serves the other's changes within 2 seconds.
+func TestAdminReplicas(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "replicas.db")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var hs []http.Handler
+	var regs []*tenant.Registry
+	for i := 0; i < 2; i++ {
+		s, err := sqlite.New(openDB(t, path))
+		require.NoError(t, err)
+		led, err := ledger.New(s, ledger.Config{})
+		require.NoError(t, err)
+		reg := tenant.NewRegistry(nil)
+		h, err := ops.NewAdminHandler(ops.AdminConfig{AdminToken: "tok", Registry: reg, Store: s, Ledger: led})
+		require.NoError(t, err)
+		go func() { _ = ops.Watch(ctx, s, reg, 50*time.Millisecond) }()
+		hs, regs = append(hs, h), append(regs, reg)
+	}
+	const per = 12
+	var wg sync.WaitGroup
+	for r, h := range hs {
+		for i := 0; i < per; i++ {
+			wg.Add(1)
+			go func(h http.Handler, slug string) {
+				defer wg.Done()
+				req := httptest.NewRequest("PUT", "/__platform/tenants/"+slug, strings.NewReader(`{"workerName":"w"}`))
+				req.Header.Set("Authorization", "Bearer tok")
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != 201 {
+					t.Errorf("put %s: %d %s", slug, rec.Code, rec.Body)
+				}
+			}(h, fmt.Sprintf("r%d-t%d", r, i))
+		}
+	}
+	wg.Wait()
+	for _, reg := range regs {
+		require.Eventually(t, func() bool { return reg.Load().Len() == 2*per }, 2*time.Second, 10*time.Millisecond, "a replica does not serve every change")
+	}
 }
