@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/shopspring/decimal"
 	"github.com/stretchr/testify/require"
 
 	"github.com/402claw/dispatcher/adapters/memory"
@@ -333,4 +334,25 @@ func TestCheckDirectory(t *testing.T) {
 	  "routes":[{"path":"/llm/*","schemes":["upto"],"maxPriceUsd":"0.5"}]}]}`})
 	err := e.stage.CheckDirectory(e.dir)
 	require.ErrorContains(t, err, `routes[0].schemes: scheme "upto" is not configured`)
+}
+
+// OnSettlement hears every outcome with its scheme, status and charge.
+func TestOnSettlement(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	var mu sync.Mutex
+	var got []string
+	e.rebuild(rebuildOpts{mutate: func(c *payment.Config) {
+		c.OnSettlement = func(tenant, scheme, status string, usd decimal.Decimal) {
+			mu.Lock()
+			got = append(got, tenant+" "+scheme+" "+status+" "+usd.String())
+			mu.Unlock()
+		}
+	}})
+	require.Equal(t, 200, e.do(target, e.pay(target, 2, localfacilitator.SignOptions{})).Code)
+	e.fac.SettleFn = func(context.Context, x402.FacilitatorRequest) (*x402.SettleResponse, error) {
+		return &x402.SettleResponse{Success: false, ErrorReason: "insufficient_funds"}, nil
+	}
+	require.Equal(t, 402, e.do(target, e.pay(target, 2, localfacilitator.SignOptions{})).Code)
+	require.Equal(t, []string{"paid exact settled 0.01", "paid exact failed 0"}, got)
 }

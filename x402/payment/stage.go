@@ -161,6 +161,11 @@ type Config struct {
 	// JSON body (same status, same PAYMENT-REQUIRED header). Nil: always
 	// JSON.
 	Paywall func(r *http.Request, pr x402.PaymentRequired) (contentType string, body []byte, ok bool)
+	// OnSettlement, when set, is told every settlement outcome: the
+	// tenant, the scheme's directory name, the ledger status (settled,
+	// pending, failed) and the amount charged (zero unless settled). It
+	// must not block: metrics hook in here.
+	OnSettlement func(tenant, scheme, status string, usd decimal.Decimal)
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 	// Logger (nil: discarded).
@@ -730,6 +735,7 @@ func (ex *exchange) settle(ctx context.Context, c *claim, resp *http.Response, b
 		if !isZero(atomic) {
 			s.record(sctx, entry)
 		}
+		s.settled(t.Slug, ex, entry.Status, chargedUSD)
 		return out, true
 	default:
 		x.Lifecycle = LifecycleSettlementFailed
@@ -747,8 +753,20 @@ func (ex *exchange) settle(ctx context.Context, c *claim, resp *http.Response, b
 		}
 		out := ex.mustChallenge("settlement failed: " + reason)
 		setSettlementHeaders(out.Header, p, value)
+		s.settled(t.Slug, ex, entry.Status, decimal.Zero)
 		return out, false
 	}
+}
+
+// settled tells Config.OnSettlement of an outcome.
+func (s *Stage) settled(slug string, ex *exchange, status ledger.Status, usd decimal.Decimal) {
+	if s.cfg.OnSettlement == nil {
+		return
+	}
+	if status != ledger.StatusSettled {
+		usd = decimal.Zero
+	}
+	s.cfg.OnSettlement(slug, ex.chosen.scheme.Name(), string(status), usd)
 }
 
 // callSettle asks the facilitator to settle, once more with the same
