@@ -27,6 +27,23 @@ import (
 //	(in Go)       drop duplicates, Seal each record against the running tail
 //	round trip 2: INSERT the entries; INSERT the records in seq order; COMMIT
 //
+// The lock is held only while the rows are written, not while the commit
+// is flushed to disk: the group's transaction commits with
+// synchronous_commit off (SET LOCAL), which makes its rows visible and
+// releases the lock as soon as the commit record is written, and then the
+// writer waits for durability outside the lock with a one-statement
+// transaction of its own (pg_current_xact_id() gives it an xid, so its
+// commit flushes the WAL up to itself, and so past the group's commit).
+// Callers are answered only after that flush, so an answered settlement is
+// as durable as with a synchronous commit (to the level the session's own
+// synchronous_commit asks for). The WAL is flushed in order, so a crash
+// loses at most a suffix of the chain that no caller was told about, never
+// a record in the middle. Without this the lock would be held across each
+// group's fsync, and a second replica could only wait for it: the chain's
+// rate is then one fsync at a time, whatever the number of replicas. With
+// it, flushes of different replicas' groups overlap and PostgreSQL merges
+// them, and the lock turns over at the speed of the writes.
+//
 // The caller whose append opens a group writes it (no background
 // goroutine); appends that arrive meanwhile queue, and the first of them
 // writes the next group. Every append still gets its own answer: its sealed
@@ -193,6 +210,7 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 
 	b := &pgx.Batch{}
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	b.Queue("SET LOCAL synchronous_commit = off")
 	b.Queue("SELECT pg_advisory_xact_lock($1)", s.lq.chainLock)
 	b.Queue(s.lq.tail)
 	if len(keys) > 0 {
@@ -201,7 +219,7 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 	err = func() error {
 		br := conn.SendBatch(ctx, b)
 		defer br.Close()
-		for range 2 {
+		for range 3 {
 			if _, err := br.Exec(); err != nil {
 				return err
 			}
@@ -279,5 +297,10 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 		return nil, err
 	}
 	done = true
+	// Durability, outside the lock: this transaction's commit is flushed
+	// (with the session's synchronous_commit), and with it the group's.
+	if _, err := conn.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil {
+		return nil, fmt.Errorf("wait for the commit to be durable: %w", err)
+	}
 	return results, nil
 }
