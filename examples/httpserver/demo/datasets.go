@@ -62,6 +62,9 @@ var errNoDataset = errors.New("no such data set")
 func (dw *DatasetWorker) table(ctx context.Context, name string) (*cachedTable, error) {
 	st, err := dw.store.StatDataset(ctx, name)
 	if errors.Is(err, ops.ErrNotFound) {
+		dw.mu.Lock()
+		delete(dw.cache, name) // a removed data set leaves no parsed copy behind
+		dw.mu.Unlock()
 		return nil, errNoDataset
 	}
 	if err != nil {
