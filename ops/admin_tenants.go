@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/tenant"
@@ -201,6 +202,17 @@ func (h *AdminHandler) putTenant(w http.ResponseWriter, r *http.Request, rid str
 			return nil, fmt.Errorf("%w: tenant %q belongs to another owner", errForbidden, slug)
 		}
 		if !p.admin {
+			// Host names route requests before /t/<slug>/ paths do, so
+			// only the admin assigns them: an owner keeps what the tenant
+			// has.
+			var have []string
+			if i >= 0 {
+				have = cur[i].Hosts
+			}
+			if len(t.Hosts) > 0 && !slices.Equal(t.Hosts, have) {
+				return nil, fmt.Errorf("%w: tenant %q: hosts are assigned by the platform admin", errForbidden, slug)
+			}
+			t.Hosts = have
 			for _, o := range cur {
 				if o.Slug != slug && o.WorkerName == t.WorkerName && o.OwnerUserID != p.userID {
 					return nil, fmt.Errorf("%w: worker %q serves another owner's tenant", errForbidden, t.WorkerName)

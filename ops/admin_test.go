@@ -288,6 +288,17 @@ func TestOwnerManagesOnlyOwnTenants(t *testing.T) {
 	a, _ := f.registry.Load().Lookup("a-api")
 	require.Equal(t, "w-a", a.WorkerName)
 
+	// Hosts are the admin's: an owner can neither claim one nor drop one.
+	code, _ = f.do(t, "PUT", "/__platform/tenants/b-3", bob, `{"workerName":"w-b3","hosts":["127.0.0.1"]}`)
+	require.Equal(t, 403, code, "an owner claimed a host")
+	code, _ = f.do(t, "PUT", "/__platform/tenants/b-api", adminToken, `{"workerName":"w-b","ownerUserId":"bob","hosts":["b.example.com"]}`)
+	require.Equal(t, 200, code)
+	code, out = f.do(t, "PUT", "/__platform/tenants/b-api", bob, `{"workerName":"w-b","priceUsd":"0.5"}`)
+	require.Equal(t, 200, code, "%v", out)
+	require.Equal(t, []any{"b.example.com"}, out["hosts"], "an owner's change dropped the admin's host")
+	code, _ = f.do(t, "PUT", "/__platform/tenants/b-api", bob, `{"workerName":"w-b","hosts":["evil.example.com"]}`)
+	require.Equal(t, 403, code)
+
 	code, out = f.do(t, "GET", "/__platform/tenants", bob, "")
 	require.Equal(t, 200, code)
 	list := out["tenants"].([]any)
@@ -306,7 +317,7 @@ func TestOwnerManagesOnlyOwnTenants(t *testing.T) {
 		require.NoError(t, json.Unmarshal(r.Data, &data))
 		by = append(by, data["by"].(string))
 	}
-	require.Equal(t, []string{"user:alice", "user:bob", "user:bob"}, by)
+	require.Equal(t, []string{"user:alice", "user:bob", "admin", "user:bob", "user:bob"}, by)
 }
 
 func TestRevokedKeyStopsAtOnceOnEveryReplica(t *testing.T) {

@@ -34,7 +34,9 @@
 // Keys are stored as SHA-256 digests only and looked up on every request,
 // so a revoked key stops working at once on every replica. An owner may
 // create, change and delete only their own tenants and data sets (403
-// forbidden otherwise); a tenant's ownerUserId is set from the key. An
+// forbidden otherwise); a tenant's ownerUserId is set from the key, and its
+// hosts are the admin's to assign (host names are matched before paths, so
+// a claimed host would capture others' traffic). An
 // owner's tenant may name as its worker one of their own data sets
 // (csv:<name>) or a worker no other owner's tenant uses.
 package ops
