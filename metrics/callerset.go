@@ -96,11 +96,10 @@ func (s *CallerSet) add(id string, calls int64, clone bool) {
 // Space-Saving invariant).
 func (s *CallerSet) toSketch() {
 	s.sketch = new(hllRegs)
-	s.heavy = make([]heavyCounter, 0, min(len(s.exact), HeavyHitters))
-	for id, n := range s.exact {
+	for id := range s.exact {
 		s.sketch.add(hashID(id))
-		s.heavy = append(s.heavy, heavyCounter{id, n})
 	}
+	s.heavy = topCounters(s.exact, HeavyHitters)
 	s.exact = nil
 	s.trimHeavy()
 }
@@ -171,7 +170,7 @@ func (s *CallerSet) Merge(o *CallerSet) {
 		for id := range o.exact {
 			s.sketch.add(hashID(id))
 		}
-		s.mergeHeavy(topCounters(o.exact))
+		s.mergeHeavy(topCounters(o.exact, offerTop))
 		return
 	case s.sketch == nil:
 		exact := s.exact
@@ -183,7 +182,7 @@ func (s *CallerSet) Merge(o *CallerSet) {
 		for id := range exact {
 			s.sketch.add(hashID(id))
 		}
-		s.mergeHeavy(topCounters(exact))
+		s.mergeHeavy(topCounters(exact, offerTop))
 		return
 	}
 	for i, r := range o.sketch {
@@ -230,24 +229,27 @@ func (s *CallerSet) settle() {
 // the very busiest of the hours it is busy in.
 const offerTop = 4
 
-// topCounters returns the offerTop busiest ids of an exact set.
-func topCounters(exact map[string]int64) []heavyCounter {
-	top := make([]heavyCounter, 0, offerTop)
+// topCounters returns the k busiest ids of an exact set (ties broken by
+// id, so the result does not depend on map order).
+func topCounters(exact map[string]int64, k int) []heavyCounter {
+	top := make([]heavyCounter, 0, k)
 	least := 0 // index of the smallest counter once top is full
+	less := func(a, b heavyCounter) bool { return a.calls < b.calls || a.calls == b.calls && a.id > b.id }
 	for id, n := range exact {
-		if len(top) < offerTop {
-			top = append(top, heavyCounter{id, n})
-			if n < top[least].calls {
+		c := heavyCounter{id, n}
+		if len(top) < k {
+			top = append(top, c)
+			if less(c, top[least]) {
 				least = len(top) - 1
 			}
 			continue
 		}
-		if n <= top[least].calls {
+		if !less(top[least], c) {
 			continue
 		}
-		top[least] = heavyCounter{id, n}
+		top[least] = c
 		for i := range top {
-			if top[i].calls < top[least].calls {
+			if less(top[i], top[least]) {
 				least = i
 			}
 		}
