@@ -570,7 +570,7 @@ func TestWatchPicksUpAnotherReplicasChange(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- ops.Watch(ctx, store, b.registry, 20*time.Millisecond) }()
+	go func() { done <- b.h.Watch(ctx, ops.WatchConfig{Interval: 20 * time.Millisecond}) }()
 
 	code, _ := a.do(t, "PUT", "/__platform/tenants/new", adminToken, `{"workerName":"w"}`)
 	require.Equal(t, 201, code)

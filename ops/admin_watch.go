@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/402claw/dispatcher/tenant"
@@ -23,6 +24,26 @@ type WatchConfig struct {
 	// OnSwap, when set, is called after each directory the watcher puts in
 	// force, with its Version.
 	OnSwap func(d *tenant.Directory, version string)
+
+	// lock, when set, is held around each poll's load, compare and swap
+	// (AdminHandler.Watch passes its change lock, so a poll never swaps in
+	// a directory older than a change this process just made).
+	lock sync.Locker
+}
+
+// Watch runs WatchWith over the handler's store and registry, in step with
+// the handler's own changes: a poll and a change never interleave, so the
+// registry never goes back, even for one interval, to a directory older
+// than a change this replica made. Without a store it returns at once.
+func (h *AdminHandler) Watch(ctx context.Context, cfg WatchConfig) error {
+	if h.cfg.Store == nil {
+		return nil
+	}
+	cfg.lock = &h.mu
+	if cfg.Logger == nil {
+		cfg.Logger = h.log
+	}
+	return WatchWith(ctx, h.cfg.Store, h.cfg.Registry, cfg)
 }
 
 // Watch keeps registry in step with the directory in store: every interval
@@ -55,24 +76,36 @@ func WatchWith(ctx context.Context, store tenant.Store, registry *tenant.Registr
 			return nil
 		case <-t.C:
 		}
-		d, err := tenant.Load(ctx, store)
+		d, v, err := poll(ctx, store, registry, seen, cfg.lock)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("tenant directory poll failed; keeping the directory in force", "err", err)
 			}
 			continue
 		}
-		v := Version(d)
-		if v == seen {
-			continue
-		}
 		seen = v
-		if Version(registry.Load()) == v {
-			continue // this replica made the change itself
-		}
-		registry.Swap(d)
-		if cfg.OnSwap != nil {
+		if d != nil && cfg.OnSwap != nil {
 			cfg.OnSwap(d, v)
 		}
 	}
+}
+
+// poll loads the stored directory and swaps it in when its version is new
+// and not already in force. It returns the directory it swapped in (nil
+// when none) and the stored version.
+func poll(ctx context.Context, store tenant.Store, registry *tenant.Registry, seen string, lock sync.Locker) (*tenant.Directory, string, error) {
+	if lock != nil {
+		lock.Lock()
+		defer lock.Unlock()
+	}
+	d, err := tenant.Load(ctx, store)
+	if err != nil {
+		return nil, seen, err
+	}
+	v := Version(d)
+	if v == seen || Version(registry.Load()) == v {
+		return nil, v, nil // unchanged, or this replica made the change itself
+	}
+	registry.Swap(d)
+	return d, v, nil
 }
