@@ -143,8 +143,8 @@ func (s *CallerSet) addHeavy(id string, calls int64) {
 	s.heavy[least] = heavyCounter{strings.Clone(id), s.heavy[least].calls + calls}
 }
 
-// Merge adds o's ids and calls to s (a union of the distinct ids). o is
-// not modified or retained.
+// Merge adds o's ids and calls to s (a union of the distinct ids). o's
+// contents are unchanged and it is not retained.
 func (s *CallerSet) Merge(o *CallerSet) {
 	switch {
 	case o.sketch == nil && s.sketch == nil:

@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -72,4 +73,29 @@ func ExampleComputeTrendingScore() {
 	gamed := metrics.ScoreInputs{Calls: 90, UniqueSources: 1, MaxSourceCalls: 90, MaxHourCalls: 90}
 	fmt.Println(metrics.ComputeTrendingScore(organic), metrics.ComputeTrendingScore(gamed))
 	// Output: 7.4026 0.7191
+}
+
+// A caller set counts distinct callers exactly up to metrics.ExactCallers
+// and estimates beyond; hourly sets merge into a window's.
+func ExampleCallerSet() {
+	var monday, tuesday metrics.CallerSet
+	for i := range 600 {
+		monday.Add(metrics.HashCaller(fmt.Sprint("agent-", i)), 1)
+		tuesday.Add(metrics.HashCaller(fmt.Sprint("agent-", i+300)), 2)
+	}
+	var week metrics.CallerSet
+	week.Merge(&monday)
+	week.Merge(&tuesday)
+	fmt.Println(week.Distinct(), week.Exact(), week.MaxCalls())
+	// Output: 900 true 3
+}
+
+// Free calls count by client network: rotating agent ids from one /24 are
+// one source for the trending score.
+func ExampleHashClientNet() {
+	a := metrics.HashClientNet(netip.MustParseAddr("198.51.100.7"))
+	b := metrics.HashClientNet(netip.MustParseAddr("198.51.100.200"))
+	c := metrics.HashClientNet(netip.MustParseAddr("203.0.113.7"))
+	fmt.Println(a == b, a == c)
+	// Output: true false
 }
