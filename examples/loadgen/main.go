@@ -145,6 +145,9 @@ func main() {
 		case "ratio":
 			ratioCommand(os.Args[2:])
 			return
+		case "paid":
+			paidCommand(os.Args[2:])
+			return
 		case "bare-proxy":
 			if err := bareProxyMain(os.Args[2:]); err != nil {
 				fmt.Fprintln(os.Stderr, "loadgen bare-proxy:", err)
@@ -482,6 +485,24 @@ func ratioCommand(args []string) {
 	defer stop()
 	if err := runRatio(ctx, cfg, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen ratio:", err)
+		os.Exit(1)
+	}
+}
+
+// paidCommand runs "loadgen paid" (see paid.go).
+func paidCommand(args []string) {
+	cfg, err := parsePaidFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen paid:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runPaid(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen paid:", err)
 		os.Exit(1)
 	}
 }
