@@ -261,11 +261,11 @@ func isBusy(err error) bool {
 //
 // Ops that queue while a group's statements run join that same
 // transaction before its COMMIT (up to maxGroup), so groups grow with the
-// load without any waiting. The committer is not a long-lived goroutine:
-// the first caller to find no committer running becomes it, commits its
-// own group, and hands any ops queued meanwhile to a new goroutine, so an
-// idle Store holds no goroutine. It does keep one connection of the pool,
-// with the group statements prepared on it, from group to group.
+// load without any waiting. The committer is one goroutine, started by the
+// first write and ended after a second without any, so an idle Store holds
+// no goroutine; it keeps one connection of the pool, with the group's
+// statements (BEGIN and COMMIT included) prepared on it, from group to
+// group.
 
 // maxGroup caps the ops of one transaction, bounding the latency a group
 // adds to the ops queued behind it.
@@ -283,7 +283,9 @@ type groupOp struct {
 type groupQueue struct {
 	mu      sync.Mutex
 	ops     []*groupOp
-	running bool // a committer is draining ops
+	running bool          // the committer goroutine is alive
+	idle    bool          // it waits on wake for ops
+	wake    chan struct{} // buffered: wakes the idle committer
 
 	// tx is the committer's connection with its prepared statements,
 	// kept from group to group (only the committer, which holds the
@@ -361,40 +363,61 @@ func (s *Store) group(ctx context.Context, fn func(g *groupTx) error) error {
 	q := &s.queue
 	q.mu.Lock()
 	q.ops = append(q.ops, op)
-	if q.running {
-		q.mu.Unlock()
-	} else {
+	switch {
+	case !q.running:
 		q.running = true
-		q.mu.Unlock()
-		s.drain(true)
+		if q.wake == nil {
+			q.wake = make(chan struct{}, 1)
+		}
+		go s.committer()
+	case q.idle:
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
 	}
+	q.mu.Unlock()
 	<-op.done
 	opDonePool.Put(op.done)
 	return op.err
 }
 
-// drain commits groups until the queue is empty. The caller that started
-// it (inline) commits one group, which holds its own op, and hands what
-// is queued after it to a new goroutine.
-func (s *Store) drain(inline bool) {
+// committerIdle is how long the committer goroutine waits for new ops
+// before it exits; under steady load it lives on, and keeps the deep stack
+// SQLite's code needs instead of growing a fresh goroutine's every time.
+const committerIdle = time.Second
+
+// committer commits groups until the queue has stayed empty for
+// committerIdle.
+func (s *Store) committer() {
 	q := &s.queue
+	idle := time.NewTimer(committerIdle)
+	defer idle.Stop()
 	for {
-		ops := q.take(maxGroup)
-		if len(ops) == 0 {
-			q.mu.Lock()
-			if len(q.ops) == 0 {
-				q.running = false
-				q.mu.Unlock()
-				return
-			}
+		if ops := q.take(maxGroup); len(ops) > 0 {
+			s.commitGroup(ops)
+			continue
+		}
+		q.mu.Lock()
+		if len(q.ops) > 0 {
 			q.mu.Unlock()
 			continue
 		}
-		s.commitGroup(ops)
-		if inline {
-			go s.drain(false)
+		q.idle = true
+		q.mu.Unlock()
+		idle.Reset(committerIdle)
+		select {
+		case <-q.wake:
+		case <-idle.C:
+		}
+		q.mu.Lock()
+		q.idle = false
+		if len(q.ops) == 0 {
+			q.running = false
+			q.mu.Unlock()
 			return
 		}
+		q.mu.Unlock()
 	}
 }
 
@@ -444,6 +467,8 @@ func (s *Store) commitGroup(ops []*groupOp) {
 
 // runGroup runs fn in one immediate transaction on the committer's
 // connection and commits it; the caller holds the in-process write lock.
+// BEGIN IMMEDIATE, COMMIT and ROLLBACK are prepared once, like the ops'
+// statements.
 func (s *Store) runGroup(fn func(g *groupTx) error) error {
 	ctx := context.Background() // taken ops run to their commit
 	q := &s.queue
@@ -456,7 +481,25 @@ func (s *Store) runGroup(fn func(g *groupTx) error) error {
 	}
 	g := q.tx
 	g.tailRead = false
-	healthy, err := s.txOn(ctx, g.conn, func(*sql.Conn) error { return fn(g) })
+	exec := func(query string) error {
+		st, err := g.stmt(query)
+		if err == nil {
+			_, err = st.ExecContext(ctx)
+		}
+		return err
+	}
+	healthy, err := func() (bool, error) {
+		if err := s.retryBusy(ctx, func() error { return exec("BEGIN IMMEDIATE") }); err != nil {
+			return true, fmt.Errorf("sqlite: begin: %w", err) // no transaction is open
+		}
+		if err := fn(g); err != nil {
+			return exec("ROLLBACK") == nil, err
+		}
+		if err := s.retryBusy(ctx, func() error { return exec("COMMIT") }); err != nil {
+			return exec("ROLLBACK") == nil, fmt.Errorf("sqlite: commit: %w", err)
+		}
+		return true, nil
+	}()
 	if !healthy {
 		g.close(true)
 		q.tx = nil
