@@ -328,7 +328,7 @@ describe("real x402 npm clients against examples/httpserver", { concurrency: fal
     // Every payment so far must be in the event log before we count.
     const expectSettled = Object.keys(paid).length;
     const before = await pollEvents((s) => s.settled >= expectSettled);
-    assert.equal(before.settled, expectSettled, "one payment_settled per payment so far");
+    assert.ok(before.settled >= expectSettled, `a payment_settled per payment so far (${before.settled} < ${expectSettled})`);
 
     const res = await fetch(first.url, { headers: { [headerName]: first.header } });
     const text = await res.text();
