@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -179,7 +180,11 @@ func bazaar(method string, e *tenant.Route, opt BazaarOptions) (json.RawMessage,
 	if p.dynamic() {
 		ext = ext.set("routeTemplate", strings.TrimSuffix(parsePattern(opt.Prefix).template(), "/")+p.template())
 	}
-	return marshal(ext)
+	var buf bytes.Buffer
+	if err := ext.appendJSON(&buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // resolveMethod picks the method a declaration describes.

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -103,6 +104,7 @@ type catalog struct {
 	dir     *tenant.Directory
 	quality apiQuality
 	items   []Item
+	encoded [][]byte            // items[i] as JSON
 	seen    map[string]seenItem // by resource + method
 }
 
@@ -185,9 +187,37 @@ func (h *Handler) resources(w http.ResponseWriter, r *http.Request, rid string) 
 		return
 	}
 	cat := h.catalog(r.Context())
-	resp := List(cat.items, q)
 	w.Header().Set("Cache-Control", "public, max-age=5")
-	writeJSON(w, http.StatusOK, resp)
+	writeJSONBytes(w, http.StatusOK, cat.list(q))
+}
+
+// list writes the ListResponse of q from the items' JSON encoded at build
+// time, so a request costs a filter pass and a copy, not an encoding.
+func (c *catalog) list(q Query) []byte {
+	var buf bytes.Buffer
+	buf.WriteString(`{"x402Version":2,"items":[`)
+	total, n := 0, 0
+	for i := range c.items {
+		if !q.matches(&c.items[i]) {
+			continue
+		}
+		if total >= q.Offset && n < q.Limit {
+			if n > 0 {
+				buf.WriteByte(',')
+			}
+			buf.Write(c.encoded[i])
+			n++
+		}
+		total++
+	}
+	fmt.Fprintf(&buf, `],"pagination":{"limit":%d,"offset":%d,"total":%d}`, q.Limit, q.Offset, total)
+	if len(q.Unapplied) > 0 {
+		b, _ := marshal(q.Unapplied)
+		buf.WriteString(`,"unappliedFilters":`)
+		buf.Write(b)
+	}
+	buf.WriteByte('}')
+	return buf.Bytes()
 }
 
 // List filters and pages items as GET /discovery/resources does.
@@ -271,8 +301,14 @@ func (h *Handler) build(ctx context.Context, dir *tenant.Directory, q apiQuality
 					it.LastUpdated = s.at
 				}
 			}
+			enc, err := marshal(it)
+			if err != nil {
+				h.log.LogAttrs(ctx, slog.LevelError, "discovery: item not encodable", slog.String("resource", it.Resource), slog.String("error", err.Error()))
+				continue
+			}
 			c.seen[key] = seenItem{fp: fp, at: it.LastUpdated}
 			c.items = append(c.items, it)
+			c.encoded = append(c.encoded, enc)
 		}
 	}
 	return c
@@ -566,6 +602,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		b, _ = json.Marshal(ErrorBody{Error: "internal_error", Message: "encoding failed", RequestID: w.Header().Get("X-Request-Id")})
 	}
+	writeJSONBytes(w, status, b)
+}
+
+func writeJSONBytes(w http.ResponseWriter, status int, b []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)

@@ -442,3 +442,21 @@ func TestConcurrentReadsDuringSwaps(t *testing.T) {
 	}
 	require.Equal(t, readers*reads, n)
 }
+
+// TestPreencodedListMatchesList: the handler's pre-encoded page is the JSON
+// of List for the same query.
+func TestPreencodedListMatchesList(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.traffic(t, "weather", 5, 2, t0)
+	cat := f.h.catalog(t.Context())
+	for _, raw := range []string{"", "limit=2&offset=1", "scheme=exact", "type=mcp", "offset=9", "x=1&extensions=bazaar"} {
+		v, err := url.ParseQuery(raw)
+		require.NoError(t, err)
+		q, err := ParseQuery(v)
+		require.NoError(t, err)
+		want, err := json.Marshal(List(cat.items, q))
+		require.NoError(t, err)
+		require.JSONEq(t, string(want), string(cat.list(q)), raw)
+	}
+}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/402claw/dispatcher/tenant"
 )
 
 // needTool skips when a tool is missing, except in CI, where it fails.
@@ -108,5 +107,4 @@ func TestNpmExtensionsAcceptsTheCatalog(t *testing.T) {
 	require.NoError(t, json.Unmarshal(out, &res), string(out))
 	require.True(t, res.OK, "%v", res.Errors)
 	require.Equal(t, withExt, res.Checked)
-	_ = tenant.DefaultScheme
 }
