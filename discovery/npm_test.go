@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
 )
 
 // needTool skips when a tool is missing, except in CI, where it fails.
