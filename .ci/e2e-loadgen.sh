@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end load, fault and soak check of the example server with the
 # money invariants (examples/loadgen): 45 s on the SQLite default with
-# worker and facilitator faults and one SIGKILL restart, then, when
-# TEST_REDIS_URL is set, 20 s with the counters on Redis. About two
-# minutes in all. Exits non-zero on any invariant breach.
+# worker and facilitator faults and one SIGKILL restart, 20 s of the
+# hostile mix, then, when TEST_REDIS_URL is set, 20 s with the counters on
+# Redis. About two and a half minutes in all. Exits non-zero on any
+# invariant breach.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,9 @@ go build -o "$bin/loadgen" ./examples/loadgen
 
 echo "-- loadgen: SQLite, faults, SIGKILL restart at 25s"
 "$bin/loadgen" -server "$bin/httpserver" -duration 45s -concurrency 24 -kill-every 25s -strict-crash
+
+echo "-- loadgen: hostile mix (rotating callers, trickled bodies, worker 402s, forged headers, far-future authorizations)"
+"$bin/loadgen" -server "$bin/httpserver" -duration 20s -concurrency 16 -mix hostile -quiet
 
 if [ -n "${TEST_REDIS_URL:-}" ]; then
   echo "-- loadgen: counters on Redis ($TEST_REDIS_URL)"

@@ -66,6 +66,7 @@ type config struct {
 	pgFresh     bool // run on a fresh PostgreSQL database
 	quiet       bool // no progress lines
 	seed        uint64
+	mix         string // -mix: mixDefault or mixHostile (hostile.go)
 	worker      workerFaults
 	fac         facilitatorFaults
 }
@@ -73,7 +74,7 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		duration: 30 * time.Second, concurrency: 32,
-		freeTenants: 10, paidTenants: 10, callers: 200, payers: 8,
+		freeTenants: 10, paidTenants: 10, callers: 200, payers: 8, mix: mixDefault,
 		worker: workerFaults{Slow: 0.05, SlowDelay: 400 * time.Millisecond, Fail: 0.02, Reset: 0.01},
 		fac: facilitatorFaults{Slow: 0.05, SlowDelay: 300 * time.Millisecond, Verify5xx: 0.01, Settle5xx: 0.01,
 			SettleFail: 0.02, Timeout: 0.003, SettledTimeout: 0.003, TimeoutDelay: 11 * time.Second},
@@ -112,6 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&c.fac.Timeout, "fac-timeout", c.fac.Timeout, "fraction of verify and settle calls that hang for -fac-timeout-delay without settling")
 	fs.Float64Var(&c.fac.SettledTimeout, "fac-settled-timeout", c.fac.SettledTimeout, "fraction of settle calls that settle, then hang for -fac-timeout-delay (the gateway records them pending)")
 	fs.DurationVar(&c.fac.TimeoutDelay, "fac-timeout-delay", c.fac.TimeoutDelay, "how long a hanging facilitator call hangs (the gateway's own timeout is 10s)")
+	fs.StringVar(&c.mix, "mix", c.mix, "workload mix: default, or hostile (adds rotating caller ids, trickled bodies, workers answering 402 or forging gateway headers, authorizations valid until 9999; see hostile.go)")
 	noFaults := fs.Bool("no-faults", false, "inject no faults at all")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -132,6 +134,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("no tenants")
 	case c.payers <= 0:
 		return c, errors.New("-payers must be positive")
+	case c.mix != mixDefault && c.mix != mixHostile:
+		return c, fmt.Errorf("-mix %q: want %s or %s", c.mix, mixDefault, mixHostile)
 	}
 	if c.killEvery > 0 && (c.store == "memory" || c.kv == "memory" || (c.kv == "" && c.store == "memory")) {
 		return c, errors.New("-kill-every needs a persistent -store and -kv: a memory store forgets its counters and ledger when the gateway dies")
@@ -262,6 +266,15 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 		}
 	}
 	tenants := genTenants(prefix, cfg.freeTenants, cfg.paidTenants)
+	var hostile *hostileMix // the hostile mix's workers and tenants, or nil
+	if cfg.mix == mixHostile {
+		h, err := newHostileMix(prefix)
+		if err != nil {
+			return false, err
+		}
+		defer h.close()
+		hostile, tenants = h, append(tenants, h.tenants...)
+	}
 	limits := map[string]tenantLimits{}
 	for _, t := range tenants {
 		limits[t.Slug] = limitsOf(t)
@@ -282,7 +295,11 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 		return false, err
 	}
 	defer upSrv.Close()
-	workersJSON, _ := json.Marshal(map[string]string{workerHealthy: upBase + "/healthy", workerFlaky: upBase + "/flaky"})
+	workers := map[string]string{workerHealthy: upBase + "/healthy", workerFlaky: upBase + "/flaky"}
+	if hostile != nil {
+		hostile.addWorkers(workers)
+	}
+	workersJSON, _ := json.Marshal(workers)
 	workersFile := filepath.Join(dir, "workers.json")
 	if err := os.WriteFile(workersFile, workersJSON, 0o644); err != nil {
 		return false, err
@@ -344,6 +361,7 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 	// Load.
 	rec := newRecorder()
 	wl := newWorkload(gw.base, prefix, tenants, signers, cfg.callers, cfg.concurrency, rec)
+	wl.hostile = hostile
 	loadCtx, cancelLoad := context.WithTimeout(ctx, cfg.duration)
 	defer cancelLoad()
 	seed := cfg.seed
@@ -454,6 +472,9 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 		return false, fmt.Errorf("reading the ledger: %w", err)
 	}
 	results := checkInvariants(in)
+	if hostile != nil {
+		results = append(results, hostile.checks(in)...)
+	}
 	passed = printChecks(out, results) && !crashed
 	return passed, nil
 }

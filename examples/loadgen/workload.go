@@ -67,6 +67,7 @@ type workload struct {
 	signers []*localfacilitator.Signer
 	callers int
 	rec     *recorder
+	hostile *hostileMix // -mix hostile (hostile.go), or nil
 
 	mu     sync.Mutex
 	reqs   map[string]x402.Requirement // slug -> requirement from its last challenge
@@ -106,13 +107,14 @@ func newWorkload(base, prefix string, tenants []*tenantSpec, signers []*localfac
 // run loops one virtual client until ctx is done; requests already started
 // are allowed to finish.
 func (w *workload) run(ctx context.Context, rng *rand.Rand) {
+	table := w.scenarioTable()
 	total := 0
-	for _, s := range scenarioWeights {
+	for _, s := range table {
 		total += s.weight
 	}
 	for ctx.Err() == nil {
 		x := rng.IntN(total)
-		for _, s := range scenarioWeights {
+		for _, s := range table {
 			if x < s.weight {
 				w.scenario(s.name, rng)
 				break
@@ -164,6 +166,8 @@ func (w *workload) scenario(name string, rng *rand.Rand) {
 	case "unknown_tenant":
 		t := &tenantSpec{Slug: w.prefix + "-nope"}
 		w.send(name, t, randomPath(rng), w.caller(rng), nil, "")
+	default:
+		w.hostileScenario(name, rng)
 	}
 }
 
