@@ -514,9 +514,10 @@ func (s *CallerSet) MarshalBinary() ([]byte, error) { return s.AppendBinary(nil)
 func (s *CallerSet) UnmarshalBinary(b []byte) error { return s.DecodeInterned(b, nil) }
 
 // DecodeInterned is UnmarshalBinary for scans over many stored sets: ids
-// are looked up in (and added to) names first, so that each distinct id is
-// one string for the whole scan and decoding a known id allocates nothing.
-// names may be nil. The set's exact map is reused.
+// are looked up in (and added to) names, keyed by their encoded form, so
+// that each distinct id is one string for the whole scan and decoding a
+// known id allocates nothing. names may be nil; it must be used only with
+// DecodeInterned. The set's exact map is reused.
 func (s *CallerSet) DecodeInterned(b []byte, names map[string]string) error {
 	s.Reset()
 	if err := s.decode(b, names); err != nil {
@@ -667,37 +668,43 @@ func appendID(b []byte, id string) []byte {
 	return append(b, id...)
 }
 
+// readID decodes one id. With names, ids are interned by their encoded
+// form, so a known id costs one map lookup and no allocation.
 func readID(b []byte, names map[string]string) (string, []byte, error) {
 	if len(b) > 0 && b[0] == idHashed {
 		if len(b) < 18 || b[1] < 'a' || b[1] > 'z' {
 			return "", nil, errors.New("bad hashed id")
+		}
+		enc := b[:18]
+		if v, ok := names[string(enc)]; ok {
+			return v, b[18:], nil
 		}
 		var out [34]byte
 		out[0], out[1] = b[1], '_'
 		for i, c := range b[2:18] {
 			out[2+2*i], out[3+2*i] = hexDigits[c>>4], hexDigits[c&15]
 		}
-		return intern(names, out[:]), b[18:], nil
+		id := string(out[:])
+		if names != nil {
+			names[string(enc)] = id
+		}
+		return id, b[18:], nil
 	}
 	if len(b) == 0 || b[0] != idRaw {
 		return "", nil, errors.New("bad id tag")
 	}
-	b = b[1:]
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n >= maxStoredID || uint64(len(b)-k) < n {
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 || n >= maxStoredID || uint64(len(b)-1-k) < n {
 		return "", nil, errors.New("bad id")
 	}
-	return intern(names, b[k:k+int(n)]), b[k+int(n):], nil
-}
-
-func intern(names map[string]string, b []byte) string {
-	if names == nil {
-		return string(b)
+	end := 1 + k + int(n)
+	enc := b[:end]
+	if v, ok := names[string(enc)]; ok {
+		return v, b[end:], nil
 	}
-	if v, ok := names[string(b)]; ok { // no allocation for the lookup
-		return v
+	id := string(b[1+k : end])
+	if names != nil {
+		names[string(enc)] = id
 	}
-	v := string(b)
-	names[v] = v
-	return v
+	return id, b[end:], nil
 }

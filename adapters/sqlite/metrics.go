@@ -429,7 +429,8 @@ func scanRollupRows(ctx context.Context, conn *sql.Conn, lo, hi int64, names []s
 	}
 	defer rows.Close()
 
-	interned := map[string]string{} // one string per distinct id per scan
+	interned := map[string]string{} // one string per distinct name per scan
+	ids := map[string]string{}      // caller and source ids (CallerSet.DecodeInterned)
 	intern := func(b sql.RawBytes) string {
 		if v, ok := interned[string(b)]; ok {
 			return v
@@ -469,7 +470,7 @@ func scanRollupRows(ctx context.Context, conn *sql.Conn, lo, hi int64, names []s
 				return fmt.Errorf("rollup %s@%d: %w", r.APIID, hour, err)
 			}
 			r.Sources = r.Callers.Clone()
-		} else if err := decodeSets(callerBlob, sourceBlob, &r.Callers, &r.Sources, interned); err != nil {
+		} else if err := decodeSets(callerBlob, sourceBlob, &r.Callers, &r.Sources, ids); err != nil {
 			return fmt.Errorf("rollup %s@%d: %w", r.APIID, hour, err)
 		}
 		fn(&r)
