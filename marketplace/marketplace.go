@@ -202,7 +202,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.writePage(w, r, http.StatusBadRequest, h.errorPage(r, "Bad request", err.Error()))
 			return
 		}
-		h.serveCached(w, r, "home "+string(window)+" "+h.origin(r), func(ctx context.Context) (int, []byte, error) {
+		h.serveCached(w, r, "home "+string(window), func(ctx context.Context) (int, []byte, error) {
 			return h.renderHome(ctx, r, window)
 		})
 		return
@@ -213,8 +213,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.writePage(w, r, http.StatusNotFound, h.errorPage(r, "No such API", "There is no API called "+strconv.Quote(slug)+" in this marketplace."))
 			return
 		}
-		h.serveCached(w, r, "api "+slug+" "+h.origin(r), func(ctx context.Context) (int, []byte, error) {
-			return h.renderAPI(ctx, r, t)
+		// The page is cached once for every host name: its command lines
+		// carry a placeholder origin, replaced per request, so a client
+		// cannot force renders by varying the Host header.
+		h.serveCached(w, r, "api "+slug, func(ctx context.Context) (int, []byte, error) {
+			return h.renderAPI(ctx, t)
 		})
 		return
 	}
@@ -282,9 +285,16 @@ func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, key string
 		}
 		c = v.(cached)
 	}
+	body := c.body
+	if bytes.Contains(body, []byte(originToken)) {
+		body = bytes.ReplaceAll(body, []byte(originToken), []byte(template.HTMLEscapeString(h.origin(r))))
+	}
 	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(max(1, int(h.cfg.CacheTTL/time.Second))))
-	h.writePage(w, r, c.status, c.body)
+	h.writePage(w, r, c.status, body)
 }
+
+// originToken stands for the request's origin in cached pages.
+const originToken = "http://origin.marketplace.invalid"
 
 func (h *Handler) writePage(w http.ResponseWriter, r *http.Request, status int, body []byte) {
 	hd := w.Header()

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -238,4 +239,21 @@ func TestNewValidatesConfig(t *testing.T) {
 	require.Error(t, err)
 	_, err = New(Config{Registry: f.reg, Events: f.events, BaseURL: "ftp://x"})
 	require.Error(t, err)
+}
+
+// TestHostHeaderCannotForceRenders: with BaseURL unset the command lines use
+// the request's host, yet every host shares one cached render.
+func TestHostHeaderCannotForceRenders(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *Config) { c.BaseURL = "" })
+	for i := 0; i < 20; i++ {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/apis/cities", nil)
+		req.Host = "h" + strings.Repeat("x", i) + ".example.com:8402"
+		f.h.ServeHTTP(rec, req)
+		require.Contains(t, rec.Body.String(), `curl -i &#39;http://`+req.Host+`/t/cities/&#39;`)
+		require.NotContains(t, rec.Body.String(), originToken)
+		require.Equal(t, strconv.Itoa(rec.Body.Len()), rec.Header().Get("Content-Length"))
+	}
+	require.Equal(t, int64(1), f.store.reads.Load(), "one render for twenty hosts")
 }

@@ -181,9 +181,9 @@ type routeRow struct {
 	Description, MimeType         string
 }
 
-func (h *Handler) renderAPI(ctx context.Context, r *http.Request, t *tenant.Tenant) (int, []byte, error) {
+func (h *Handler) renderAPI(ctx context.Context, t *tenant.Tenant) (int, []byte, error) {
 	now := h.cfg.Now()
-	base := h.origin(r) + "/t/" + t.Slug
+	base := originToken + "/t/" + t.Slug
 	schemes := t.Schemes
 	if len(schemes) == 0 {
 		schemes = []string{tenant.DefaultScheme}
