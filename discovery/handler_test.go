@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/402claw/dispatcher/metrics"
 	"github.com/402claw/dispatcher/tenant"
 	"github.com/402claw/dispatcher/x402"
 )
@@ -459,4 +461,59 @@ func TestPreencodedListMatchesList(t *testing.T) {
 		require.NoError(t, err)
 		require.JSONEq(t, string(want), string(cat.list(q)), raw)
 	}
+}
+
+// countingStore counts the rollup queries quality figures make.
+type countingStore struct {
+	metrics.Store
+	mu    sync.Mutex
+	reads int
+}
+
+func (s *countingStore) Rollups(ctx context.Context, q metrics.RollupQuery) ([]metrics.HourRollup, error) {
+	s.mu.Lock()
+	s.reads++
+	s.mu.Unlock()
+	return s.Store.Rollups(ctx, q)
+}
+
+// TestQualityQueriedOncePerTTL: many concurrent requests share one 30-day
+// query per QualityTTL, and one catalog build.
+func TestQualityQueriedOncePerTTL(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	cs := &countingStore{Store: f.events}
+	h, err := NewHandler(Config{Registry: f.reg, Offers: f.offers, Events: cs, BaseURL: "https://api.example.com",
+		Now: f.clock.Now, QualityTTL: 10 * time.Second})
+	require.NoError(t, err)
+	burst := func() {
+		var wg sync.WaitGroup
+		for i := 0; i < 32; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/discovery/resources", nil))
+				if rec.Code != http.StatusOK {
+					t.Errorf("status %d", rec.Code)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	burst()
+	require.Equal(t, 1, cs.reads)
+	f.offers.mu.Lock()
+	builds := f.offers.calls
+	f.offers.mu.Unlock()
+	require.Equal(t, 5, builds, "one Accepts call per listed endpoint, once")
+	f.clock.Add(5 * time.Second)
+	burst()
+	require.Equal(t, 1, cs.reads)
+	f.clock.Add(5 * time.Second)
+	burst()
+	require.Equal(t, 2, cs.reads)
+	f.offers.mu.Lock()
+	require.Equal(t, 5, f.offers.calls, "unchanged quality: the catalog is not rebuilt")
+	f.offers.mu.Unlock()
 }
