@@ -85,6 +85,23 @@ claw rm "$slug" || fail "rm"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/t/$slug/rows")
 [ "$code" = "404" ] || fail "removed API answered $code, want 404"
 
+echo "-- an owner's key: deploys its own API, cannot touch another's"
+for u in alice bob; do
+  curl -fsS -X POST -H "Authorization: Bearer $token" -d "{\"id\":\"e2e-$u\",\"name\":\"$u\"}" "$base/__platform/users" >/dev/null \
+    || fail "creating user $u"
+done
+alice=$(curl -fsS -X POST -H "Authorization: Bearer $token" "$base/__platform/users/e2e-alice/keys" | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+bob=$(curl -fsS -X POST -H "Authorization: Bearer $token" "$base/__platform/users/e2e-bob/keys" | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+[ -n "$alice" ] && [ -n "$bob" ] || fail "no owner keys"
+CLAW_TOKEN="$alice" claw deploy "$tmp/cities.csv" --slug e2e-alice-cities >/dev/null || fail "owner deploy"
+claw tenants >"$tmp/out"
+grep -Eq "^e2e-alice-cities +csv:e2e-alice-cities +.* e2e-alice " "$tmp/out" || fail "owner's tenant not owned by alice"
+set +e
+CLAW_TOKEN="$bob" claw rm e2e-alice-cities 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "403 forbidden" "$tmp/err" || fail "bob removed alice's API (exit $rc)"
+CLAW_TOKEN="$alice" claw rm e2e-alice-cities >/dev/null || fail "owner rm"
+
 echo "-- bad usage exits 2, a refused change exits 1"
 set +e
 claw deploy >/dev/null 2>&1; [ $? -eq 2 ] || fail "usage error did not exit 2"
