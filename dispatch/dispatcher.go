@@ -452,6 +452,7 @@ func (d *Dispatcher) fetch(ctx context.Context, x *Exchange) (*http.Response, er
 		cancel()
 		return nil, ErrWorkerFailure.With("", fmt.Errorf("worker %q answered 402; workers cannot ask for payment", x.Payload.WorkerName))
 	}
+	canonicalize(resp.Header)
 	d.stripOwned(resp.Header)
 	if !x.Resolution.ByHost && !x.Tenant.Cookies {
 		// Tenants under /t/<slug>/ share the platform's host and so its
@@ -500,6 +501,7 @@ func (d *Dispatcher) outgoingRequest(ctx context.Context, x *Exchange) (*http.Re
 		out.URL = &u
 	}
 	h := out.Header
+	canonicalize(h)
 	for _, k := range d.consumed {
 		delete(h, k)
 	}
@@ -584,6 +586,23 @@ func NewResponse(status int, h http.Header, body []byte) *http.Response {
 		h = make(http.Header)
 	}
 	return newResponse(status, h, body)
+}
+
+// canonicalize rewrites h so that every key is in canonical form, merging
+// the values of keys that differ only in spelling. A worker in process (or
+// a caller of Dispatch) may set raw keys such as "payment-response" that
+// net/http writes as spelled; every header rule compares canonical keys.
+// Two Content-Length values make the length unknown: both are dropped.
+func canonicalize(h http.Header) {
+	for k, vs := range h {
+		if ck := http.CanonicalHeaderKey(k); ck != k {
+			delete(h, k)
+			h[ck] = append(h[ck], vs...)
+		}
+	}
+	if len(h["Content-Length"]) > 1 {
+		delete(h, "Content-Length")
+	}
 }
 
 // stripOwned removes from a worker's answer every header only the gateway

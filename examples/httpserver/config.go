@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 )
 
 // config is the example server's configuration: flags, with environment
@@ -27,6 +28,11 @@ type config struct {
 	trustedProxies    []netip.Prefix
 	drainTimeoutSecs  int
 	draftHeaders      bool
+	readTimeout       time.Duration
+	writeTimeout      time.Duration
+	maxBodyBytes      int64
+	publicURL         string
+	metricsToken      string
 }
 
 // defaultPayTo receives the demo's test payments. It is a public test
@@ -66,6 +72,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.adminToken, "admin-token", env("PLATFORM_ADMIN_TOKEN"), "bearer token for /__platform/events (env PLATFORM_ADMIN_TOKEN); generated and printed when unset")
 	fs.StringVar(&trusted, "trusted-proxies", env("TRUSTED_PROXIES"), "comma-separated CIDRs whose X-Forwarded-For is believed (env TRUSTED_PROXIES)")
 	fs.IntVar(&c.drainTimeoutSecs, "drain-timeout", 15, "seconds in-flight requests get to finish on shutdown")
+	fs.DurationVar(&c.readTimeout, "read-timeout", durationEnv(getenv("READ_TIMEOUT"), 30*time.Second), "longest time to read a request, body included (env READ_TIMEOUT)")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", durationEnv(getenv("WRITE_TIMEOUT"), 2*time.Minute), "longest time from the end of the request headers to the end of the answer (env WRITE_TIMEOUT)")
+	fs.StringVar(&c.metricsToken, "metrics-token", env("METRICS_TOKEN"), "bearer token GET /metrics requires (env METRICS_TOKEN); empty: /metrics is open")
+	fs.StringVar(&c.publicURL, "public-url", env("PUBLIC_URL"), "the gateway's public origin, for discovery and the marketplace's example commands (env PUBLIC_URL); default: http://<addr>")
+	fs.Int64Var(&c.maxBodyBytes, "max-body-bytes", 10<<20, "largest tenant request body; larger ones are answered 413 request_too_large")
 	fs.BoolVar(&c.draftHeaders, "ratelimit-draft-headers", env("RATELIMIT_DRAFT_HEADERS") == "true", "also send the IETF draft RateLimit-Policy and RateLimit headers (env RATELIMIT_DRAFT_HEADERS=true)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -84,6 +95,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.kv == "" {
 		c.kv = c.store
 	}
+	if c.publicURL == "" {
+		c.publicURL = "http://" + c.addr
+	}
+	c.publicURL = strings.TrimSuffix(c.publicURL, "/")
 	for _, s := range strings.Split(trusted, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
@@ -109,7 +124,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.drainTimeoutSecs <= 0 {
 		return c, errors.New("-drain-timeout must be positive")
 	}
+	if c.readTimeout <= 0 || c.writeTimeout <= 0 {
+		return c, errors.New("-read-timeout and -write-timeout must be positive")
+	}
+	if c.maxBodyBytes <= 0 {
+		return c, errors.New("-max-body-bytes must be positive")
+	}
 	return c, nil
+}
+
+// durationEnv parses an environment value as a duration ("30s"), or
+// returns def when it is empty or unreadable.
+func durationEnv(v string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return d
+	}
+	return def
 }
 
 func readFile(path string) ([]byte, error) {

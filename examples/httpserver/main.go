@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -32,15 +33,21 @@ import (
 	"time"
 
 	"github.com/402claw/dispatcher/adapters/upstream"
+	"github.com/402claw/dispatcher/discovery"
 	"github.com/402claw/dispatcher/dispatch"
 	"github.com/402claw/dispatcher/examples/httpserver/demo"
 	"github.com/402claw/dispatcher/ledger"
+	"github.com/402claw/dispatcher/marketplace"
 	"github.com/402claw/dispatcher/metrics"
+	"github.com/402claw/dispatcher/ops"
 	"github.com/402claw/dispatcher/quota"
 	"github.com/402claw/dispatcher/tenant"
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/exact"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
 	"github.com/402claw/dispatcher/x402/payment"
+	"github.com/402claw/dispatcher/x402/permit2"
+	"github.com/402claw/dispatcher/x402/upto"
 )
 
 func main() {
@@ -76,6 +83,7 @@ type server struct {
 	local      bool
 	pay        *payment.Stage
 	log        *slog.Logger
+	tracing    *ops.Tracing
 }
 
 // recoverAge is how old a settlement intent must be before a running
@@ -121,7 +129,19 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 			b.Close()
 		}
 	}()
-	led, err := ledger.New(b.ledger, ledger.Config{})
+	// Operations: Prometheus metrics on their own registry, and OpenTelemetry
+	// tracing when OTEL_EXPORTER_OTLP_ENDPOINT is set (off, it costs
+	// nothing). The stores are timed through thin wrappers.
+	om, err := ops.NewMetrics(ops.MetricsConfig{Token: cfg.metricsToken, RuntimeMetrics: true})
+	if err != nil {
+		return nil, err
+	}
+	tr, err := ops.NewTracing(ctx, ops.TracingConfig{ServiceName: "dispatcher"})
+	if err != nil {
+		return nil, err
+	}
+	b.kv = om.KVStore(b.kv)
+	led, err := ledger.New(om.LedgerStore(b.ledger), ledger.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -144,8 +164,13 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	}
 	registry := tenant.NewRegistry(dir)
 
-	// Workers: the built-in demo workers in process, and -workers over HTTP.
+	// Workers: the built-in demo workers in process, data sets published
+	// with claw (worker names csv:<name>) by the built-in CSV worker, and
+	// -workers over HTTP.
 	var fetcher dispatch.Fetcher = dispatch.NewHandlerFetcher(demo.Workers())
+	if b.datasets != nil {
+		fetcher = demo.NewDatasetWorker(b.datasets).Fetcher(fetcher)
+	}
 	if cfg.workersFile != "" {
 		data, err := readFile(cfg.workersFile)
 		if err != nil {
@@ -163,19 +188,40 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	}
 
 	// Payments: a remote facilitator, or the local one over the KV store.
+	// upto requirements name the facilitator that may settle them: the
+	// remote one's address from its /supported answer, or the local one's.
 	var fac x402.Facilitator
 	var facHandler http.Handler
+	var facAddress string
 	if cfg.facilitatorURL != "" {
-		fac, err = x402.NewFacilitatorClient(cfg.facilitatorURL, x402.FacilitatorConfig{APIKey: cfg.facilitatorAPIKey})
+		fc, err := x402.NewFacilitatorClient(cfg.facilitatorURL, x402.FacilitatorConfig{APIKey: cfg.facilitatorAPIKey,
+			HTTPClient: &http.Client{Transport: ops.TraceTransport(nil)}})
 		if err != nil {
 			return nil, fmt.Errorf("-facilitator-url: %w", err)
 		}
+		fac = fc
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if sup, err := fc.Supported(sctx); err == nil {
+			facAddress, _ = upto.FacilitatorAddress(sup, cfg.network)
+		} else {
+			log.Warn("the facilitator's /supported did not answer; upto routes are not offered", "err", err)
+		}
+		cancel()
 	} else {
 		lf, err := localfacilitator.New(localfacilitator.Config{Store: b.kv})
 		if err != nil {
 			return nil, err
 		}
-		fac, facHandler = lf, lf.Handler()
+		fac, facHandler, facAddress = lf, lf.Handler(), lf.Address()
+	}
+	fac = ops.TraceFacilitator(tr, om.Facilitator(fac))
+	schemes := []x402.Scheme{exact.New(), permit2.New()}
+	if facAddress != "" {
+		us, err := upto.New(upto.Config{FacilitatorAddress: facAddress})
+		if err != nil {
+			return nil, err
+		}
+		schemes = append(schemes, us)
 	}
 
 	limiter, err := quota.New(b.kv, quota.Config{DraftHeaders: cfg.draftHeaders})
@@ -184,6 +230,16 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	}
 	pay, err := payment.NewStage(payment.Config{
 		Facilitator: fac, KV: b.kv, Ledger: led, Meter: limiter,
+		Schemes: schemes, Charge: x402.ParseSettlementOverrides, OnSettlement: om.Settlement,
+		// A route that declares discovery carries its Bazaar declaration in
+		// every 402; a browser gets the 402 as a page.
+		Extensions: bazaarExtension(log),
+		Paywall: func(r *http.Request, pr x402.PaymentRequired) (string, []byte, bool) {
+			if !marketplace.WantsHTML(r) {
+				return "", nil, false
+			}
+			return "text/html; charset=utf-8", marketplace.Paywall(pr), true
+		},
 		Network: cfg.network, PayTo: cfg.payTo, Logger: log,
 	})
 	if err != nil {
@@ -208,6 +264,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	om.CountDropped(sink.Dropped)
 	token := cfg.adminToken
 	if token == "" {
 		var raw [16]byte
@@ -228,31 +285,121 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := pay.CheckDirectory(registry.Load()); err != nil {
+	// The admin API (tenants at runtime, owners and their keys, data
+	// sets, payment status, ledger verification) in front of the
+	// platform routes; every change is checked as the payment stage sees
+	// it, saved, swapped in and audited.
+	var accounts *ops.Accounts
+	if b.users != nil {
+		if accounts, err = ops.NewAccounts(b.users, ops.AccountsConfig{}); err != nil {
+			return nil, err
+		}
+	}
+	admin, err := ops.NewAdminHandler(ops.AdminConfig{
+		AdminToken: token, Registry: registry, Store: b.tenants, Ledger: led,
+		Accounts: accounts, Datasets: b.datasets, Validate: pay.CheckDirectory,
+		Next: platform, Logger: log,
+	})
+	if err != nil {
 		return nil, err
 	}
+	// A directory offering a scheme this gateway cannot take is refused
+	// at start-up; the demo directory's upto route only needs a
+	// facilitator that settles upto, so without one it is merely not paid.
+	if err := pay.CheckDirectory(registry.Load()); err != nil {
+		if source != "demo" {
+			return nil, err
+		}
+		log.Warn("the demo directory offers a scheme this facilitator cannot settle", "err", err)
+	}
+	// The front: discovery for agents, the marketplace for people, on the
+	// platform's own host names (a tenant's host still reaches the tenant).
+	disc, err := discovery.NewHandler(discovery.Config{Registry: registry, Offers: pay, Events: b.events,
+		BaseURL: cfg.publicURL, Name: "402claw", Description: "paid APIs over x402", Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	market, err := marketplace.New(marketplace.Config{Registry: registry, Events: b.events, BaseURL: cfg.publicURL, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	front := http.NewServeMux()
+	front.Handle(discovery.ResourcesPath, disc)
+	front.Handle(discovery.ResourcesPath+"/", disc)
+	front.Handle(discovery.WellKnownPath, disc)
+	front.Handle(discovery.WellKnownPath+".json", disc)
+	front.Handle("/", market)
+
 	identity := func(r *http.Request) string { return dispatch.Identity(r, cfg.trustedProxies) }
 	clientIP := func(r *http.Request) netip.Addr { a, _ := dispatch.ClientAddr(r, cfg.trustedProxies); return a }
 	d, err := dispatch.NewDispatcher(dispatch.Config{
 		Tenants:  registry,
-		Fetcher:  fetcher,
-		Stages:   []dispatch.Stage{limiter.Stage(), pay},
-		Events:   metrics.UsageSink(sink),
-		Platform: platform,
+		Fetcher:  ops.TraceFetcher(tr, fetcher),
+		Stages:   ops.TraceStages(tr, limiter.Stage(), pay),
+		Events:   dispatch.MultiSink(metrics.UsageSink(sink), om.Sink(), ops.TraceSink(), ops.LogSink(log)),
+		Platform: admin,
+		Fallback: front,
 		Identity: identity,
 		ClientIP: clientIP,
 		Logger:   log,
+		// Bounds of a tenant request, also when this handler is mounted
+		// behind a server that sets none.
+		MaxBodyBytes: cfg.maxBodyBytes,
+		ReadTimeout:  cfg.readTimeout,
+		WriteTimeout: cfg.writeTimeout,
 	})
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", d)
+	traced := ops.TraceHandler(tr, d)
+	mux.Handle("/", traced)
+	// /metrics is the gateway's, except on a tenant's own host.
+	metricsHandler := om.Handler()
+	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if res, err := registry.Load().Resolve(r.Host, r.URL.EscapedPath()); err == nil && res.ByHost {
+			traced.ServeHTTP(w, r)
+			return
+		}
+		metricsHandler.ServeHTTP(w, r)
+	}))
 	if facHandler != nil {
-		mux.Handle("/__facilitator/", http.StripPrefix("/__facilitator", facHandler))
+		// The local facilitator settles with the operator's authority and
+		// keeps nonce records: only the admin may call it over HTTP.
+		mux.Handle("/__facilitator/", requireToken(token, http.StripPrefix("/__facilitator", facHandler)))
 	}
 	ok = true
-	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log}, nil
+	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log, tracing: tr}, nil
+}
+
+// bazaarExtension returns the payment stage's Extensions hook: the Bazaar
+// declaration of the route a request matched, when it declares discovery.
+func bazaarExtension(log *slog.Logger) func(x *dispatch.Exchange) x402.Extensions {
+	return func(x *dispatch.Exchange) x402.Extensions {
+		r := x.Price.Route
+		if r == nil || len(r.Discovery) == 0 {
+			return nil
+		}
+		raw, err := discovery.BazaarExtension(x.Request.Method, r)
+		if err != nil {
+			log.Warn("route discovery declaration", "tenant", x.Tenant.Slug, "route", r.Path, "err", err)
+			return nil
+		}
+		return x402.Extensions{"bazaar": raw}
+	}
+}
+
+// requireToken lets through only requests bearing the admin token.
+func requireToken(token string, h http.Handler) http.Handler {
+	want := sha256.Sum256([]byte("Bearer " + token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			dispatch.WriteError(w, dispatch.ErrUnauthorized, r.Header.Get(dispatch.HeaderRequestID))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func loadDirectory(ctx context.Context, cfg config, b *backends) (*tenant.Directory, string, error) {
@@ -321,6 +468,8 @@ func run(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) er
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       cfg.readTimeout,
+		WriteTimeout:      cfg.writeTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -331,8 +480,18 @@ func run(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) er
 	rctx, stopRecover := context.WithCancel(context.Background())
 	recoverDone := make(chan struct{})
 	go func() { defer close(recoverDone); s.recoverLoop(rctx) }()
+	// Every replica follows directory changes another replica saved
+	// (through the admin API) within a second or two.
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		_ = ops.WatchWith(rctx, s.backends.tenants, s.registry, ops.WatchConfig{Interval: time.Second, Logger: log,
+			OnSwap: func(_ *tenant.Directory, version string) {
+				log.Info("directory changed by another replica", "version", version)
+			}})
+	}()
 	// The recovery loop stops before the stores close.
-	stopRecovery := func() { stopRecover(); <-recoverDone }
+	stopRecovery := func() { stopRecover(); <-recoverDone; <-watchDone }
 	select {
 	case err := <-errc:
 		stopRecovery()
@@ -345,6 +504,9 @@ func run(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) er
 	defer cancel()
 	err = srv.Shutdown(drain)
 	stopRecovery()
+	if terr := s.tracing.Shutdown(drain); terr != nil {
+		log.Warn("flushing traces", "err", terr)
+	}
 	s.Close(drain)
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
@@ -363,15 +525,19 @@ func printBanner(w io.Writer, base string, cfg config, s *server) {
   tenants: %d   admin token: %s
 
 Try:
-  curl -s '%s/t/demo/rows?limit=3'
-  curl -s -H 'Accept: text/csv' '%s/t/demo/rows?country=Japan'
-  curl -si '%s/t/demo-paid/premium/rows?limit=2'          # 402 Payment Required
-  go run ./examples/payclient -url '%s/t/demo-paid/premium/rows?limit=2'   # pays with a test key
-  curl -s '%s/__platform/health'
-  curl -s '%s/__platform/analytics?window=today'
-  curl -s -H 'Authorization: Bearer %s' '%s/__platform/events?limit=5'
-`, base, cfg.store, cfg.kv, cfg.network, fac, s.registry.Load().Len(), s.adminToken,
-		base, base, base, base, base, base, s.adminToken, base)
+  open %[8]s/                                                   # the marketplace
+  curl -s '%[8]s/t/demo/rows?limit=3'
+  curl -s -H 'Accept: text/csv' '%[8]s/t/demo/rows?country=JP'
+  curl -s '%[8]s/t/demo-paid/'                                  # a free route on a paid API
+  curl -si '%[8]s/t/demo-paid/rows?limit=2'                     # 402 Payment Required (0.001 USD)
+  go run ./examples/payclient -url '%[8]s/t/demo-paid/rows?limit=2'            # pays with a test key
+  go run ./examples/payclient -scheme upto -url '%[8]s/t/demo-paid/metered/rows?limit=3'  # pays by use
+  curl -s '%[8]s/discovery/resources?limit=5'                   # the x402 Bazaar catalog
+  curl -s '%[8]s/__platform/analytics?window=today'
+  curl -s -H 'Authorization: Bearer %[7]s' '%[8]s/__platform/events?limit=5'
+  curl -s -H 'Authorization: Bearer %[7]s' '%[8]s/__platform/tenants'
+  curl -s '%[8]s/metrics' | grep dispatcher_
+`, base, cfg.store, cfg.kv, cfg.network, fac, s.registry.Load().Len(), s.adminToken, base)
 }
 
 // verifyCommand walks the audit chain of a store: httpserver verify -store URL.

@@ -124,8 +124,11 @@ func TestDemoEndToEnd(t *testing.T) {
 	resp, _ = get("/t/demo-paid/premium/rows?limit=1", h)
 	require.Equal(t, "true", resp.Header.Get("X-Payment-Deduped"))
 
-	// The local facilitator is served over HTTP too.
+	// The local facilitator is served over HTTP too, to the admin only.
 	resp, body = get("/__facilitator/supported", nil)
+	require.Equal(t, 401, resp.StatusCode, string(body))
+	require.Contains(t, string(body), "unauthorized")
+	resp, body = get("/__facilitator/supported", http.Header{"Authorization": {"Bearer secret"}})
 	require.Equal(t, 200, resp.StatusCode, string(body))
 
 	resp, body = get("/__platform/health", nil)

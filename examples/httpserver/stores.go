@@ -21,6 +21,7 @@ import (
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/metrics"
+	"github.com/402claw/dispatcher/ops"
 	"github.com/402claw/dispatcher/tenant"
 )
 
@@ -32,11 +33,13 @@ func sqliteDSN(path string) string {
 
 // backends are the stores the server runs on, opened from -store and -kv.
 type backends struct {
-	kv      kv.Store
-	ledger  ledger.Store
-	events  metrics.Store
-	tenants tenant.Store // nil for memory
-	closers []func()
+	kv       kv.Store
+	ledger   ledger.Store
+	events   metrics.Store
+	tenants  tenant.Store
+	users    ops.Users
+	datasets ops.Datasets
+	closers  []func()
 }
 
 func (b *backends) Close() {
@@ -124,6 +127,7 @@ func openBackends(ctx context.Context, c config, log *slog.Logger) (*backends, e
 		if b.events, err = memory.NewEvents(memory.EventsConfig{}); err != nil {
 			return nil, err
 		}
+		b.tenants, b.users, b.datasets = memory.NewTenants(), memory.NewUsers(), memory.NewDatasets()
 	} else {
 		var ok bool
 		if b.ledger, ok = st.(ledger.Store); !ok {
@@ -137,6 +141,8 @@ func openBackends(ctx context.Context, c config, log *slog.Logger) (*backends, e
 			}
 		}
 		b.tenants, _ = st.(tenant.Store)
+		b.users, _ = st.(ops.Users)
+		b.datasets, _ = st.(ops.Datasets)
 	}
 	kst := st
 	if c.kv != c.store {

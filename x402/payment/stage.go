@@ -249,9 +249,10 @@ func NewStage(cfg Config) (*Stage, error) {
 }
 
 // OwnedHeaders implements dispatch.HeaderOwner: the payment headers, which
-// a worker must not forge.
+// a worker must not forge. (Settlement-Overrides is the worker's own report
+// to the stage: the stage reads it and removes it from every answer.)
 func (s *Stage) OwnedHeaders() []string {
-	return []string{"X-Payment-", "Payment-Response", "Payment-Required", HeaderSettlementOverrides}
+	return []string{"X-Payment-", "Payment-Response", "Payment-Required"}
 }
 
 // ConsumedHeaders implements dispatch.HeaderConsumer: no worker, of any
@@ -357,10 +358,14 @@ func (s *Stage) offers(t *tenant.Tenant, p tenant.Priced, resourceURL string) ([
 	return out, nil
 }
 
-// Requirement returns the first of what the server asks of a request to t
-// (the tenant's own price and schemes).
+// Requirement returns the first of what the server asks of r, a request to
+// t (found by host, or by a /t/<slug>/ path).
 func (s *Stage) Requirement(t *tenant.Tenant, r *http.Request) (x402.Requirement, error) {
-	offers, err := s.offers(t, t.PriceFor(r.Method, r.URL.EscapedPath()), x402.RequestURL(r))
+	path := r.URL.EscapedPath()
+	if rest, ok := strings.CutPrefix(path, "/t/"+t.Slug); ok && (rest == "" || rest[0] == '/') {
+		path = rest
+	}
+	offers, err := s.offers(t, t.PriceFor(r.Method, path), x402.RequestURL(r))
 	if err != nil {
 		return x402.Requirement{}, err
 	}
@@ -389,7 +394,12 @@ type exchange struct {
 // Handle implements dispatch.Stage.
 func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.Next) (*http.Response, error) {
 	if !x.Price.Charges {
-		return next(ctx, x)
+		// A free answer carries no charge report either.
+		resp, err := next(ctx, x)
+		if resp != nil {
+			resp.Header.Del(HeaderSettlementOverrides)
+		}
+		return resp, err
 	}
 	offers, err := s.offers(x.Tenant, x.Price, x402.RequestURL(x.Request))
 	if err != nil {
@@ -967,3 +977,6 @@ type noHold struct{}
 func (noHold) SetHeaders(http.Header)                        {}
 func (noHold) Commit(context.Context, decimal.Decimal) error { return nil }
 func (noHold) Release(context.Context) error                 { return nil }
+
+// Ledger returns the ledger the stage records settlements in.
+func (s *Stage) Ledger() *ledger.Ledger { return s.cfg.Ledger }

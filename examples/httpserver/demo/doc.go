@@ -42,8 +42,9 @@
 //
 // # Tenants
 //
-// DemoDirectoryJSON publishes the worker as three tenants, because a tenant
-// charges for all of its routes or none: "demo" (free), "demo-paid" (x402,
-// 0.01 USD a request, where /premium/rows belongs) and "weather" (free, a
-// second API in another marketplace directory, for analytics).
+// DemoDirectoryJSON publishes the worker as three tenants: "demo" (free),
+// "demo-paid" (x402, priced per route: a free index, 0.001 USD for /rows,
+// 0.003 for /rows/:id, /metered/rows by use, 0.01 for the rest, where
+// /premium/rows belongs) and "weather" (free, a second API in another
+// marketplace directory, for analytics).
 package demo
