@@ -66,6 +66,12 @@ func TestEndToEnd(t *testing.T) {
 	require.Contains(t, out, "402: paying 2000 atomic units")
 	require.Contains(t, out, `"name":"Delhi"`)
 
+	// A version 1 client: the JSON body's challenge, paid with X-PAYMENT.
+	code, out, errs = claw(t, g.srv.URL, "", "pay", "--v1", g.srv.URL+"/t/cities/rows?country=IN")
+	require.Equal(t, 0, code, "stdout %s stderr %s", out, errs)
+	require.Contains(t, out, "(exact, x402 v1)")
+	require.Contains(t, out, `"name":"Delhi"`)
+
 	code, out, errs = claw(t, g.srv.URL, "", "payments", m[1])
 	require.Equal(t, 0, code, errs)
 	require.Regexp(t, `status\s+settled`, out)
@@ -78,7 +84,7 @@ func TestEndToEnd(t *testing.T) {
 
 	require.Eventually(t, func() bool {
 		code, out, _ := claw(t, g.srv.URL, "", "top", "--window", "today")
-		return code == 0 && regexp.MustCompile(`1\s+cities\s+data\s+2\s+1\s+0.003`).MatchString(out)
+		return code == 0 && regexp.MustCompile(`1\s+cities\s+data\s+3\s+1\s+0.004`).MatchString(out)
 	}, 5*time.Second, 50*time.Millisecond, "cities never showed in claw top")
 
 	code, out, errs = claw(t, g.srv.URL, testAdminToken, "verify")
