@@ -74,6 +74,21 @@ func ValidateRoute(r *tenant.Route) error {
 	return err
 }
 
+// ValidateDirectory checks the discovery JSON of every route of every
+// tenant, for a directory change an admin API is about to accept. The
+// error names the tenant, the route and the field:
+// `tenant "weather": routes[0].discovery.queryParams.units.enum: is empty`.
+func ValidateDirectory(d *tenant.Directory) error {
+	for _, t := range d.Tenants() {
+		for i := range t.Routes {
+			if err := ValidateRoute(&t.Routes[i]); err != nil {
+				return fmt.Errorf("tenant %q: routes[%d].%w", t.Slug, i, err)
+			}
+		}
+	}
+	return nil
+}
+
 func bazaar(method string, e *tenant.Route, opt BazaarOptions) (json.RawMessage, error) {
 	d, err := ParseDeclaration(e.Discovery, e.Path)
 	if err != nil {

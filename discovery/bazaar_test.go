@@ -269,3 +269,19 @@ func TestDirectoryExampleDeclares(t *testing.T) {
 	require.Contains(t, string(b), `"queryParams":{"units":"metric"}`)
 	require.Contains(t, string(b), `"routeTemplate":"/forecast/:city"`)
 }
+
+func TestPathParamsDecodes(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, map[string]string{"city": "São Paulo"}, PathParams("/forecast/:city", "/forecast/S%C3%A3o%20Paulo?units=metric"))
+	require.Equal(t, map[string]string{"id": "7"}, PathParams("/caf\u00e9/:id", "/caf%C3%A9/7"))
+}
+
+func TestValidateDirectory(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, ValidateDirectory(mustDirectory(t, testDirectory)))
+	bad := mustDirectory(t, `{"tenants": [{"slug": "wx", "workerName": "w", "routes": [
+	  {"path": "/a"}, {"path": "/b", "discovery": {"queryParams": {"units": {"enum": []}}}}]}]}`)
+	err := ValidateDirectory(bad)
+	require.ErrorIs(t, err, ErrInvalidDeclaration)
+	require.EqualError(t, err, `tenant "wx": routes[1].discovery.queryParams.units.enum: is empty`)
+}

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"net/url"
 	"strings"
 )
 
@@ -139,7 +140,8 @@ func escapeTemplate(s string) string {
 }
 
 // PathParams matches a concrete request path (tenant-relative, as the
-// worker sees it) against a route path pattern and returns the values of
+// worker sees it, escaped or not; a query is ignored) against a route path
+// pattern, comparing percent-decoded segments, and returns the values of
 // its ":name" segments, and of a final "*" under WildcardParam. It returns
 // nil when the path does not match or the pattern has no parameters. The
 // payment stage passes the result to BazaarExtensionWith so the 402's
@@ -149,7 +151,15 @@ func PathParams(routePath, requestPath string) map[string]string {
 	if !p.dynamic() {
 		return nil
 	}
+	if i := strings.IndexByte(requestPath, '?'); i >= 0 {
+		requestPath = requestPath[:i]
+	}
 	parts := strings.Split(strings.TrimPrefix(requestPath, "/"), "/")
+	for i, seg := range parts {
+		if dec, err := url.PathUnescape(seg); err == nil {
+			parts[i] = dec
+		}
+	}
 	out := map[string]string{}
 	for i, s := range p.segs {
 		if s.wildcard {
