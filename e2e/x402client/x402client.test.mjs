@@ -56,11 +56,14 @@ const NETWORK_V1 = "base-sepolia";
 const USDC_BASE_SEPOLIA = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
 const PRICE_ATOMIC = "10000"; // $0.01 with 6 decimals
 
-// The routes of the scheme tests (examples/httpserver wires them for the
-// demo-paid tenant; see e2e/x402client/README.md): one offering only
-// exact-permit2 at PRICE_ATOMIC, one offering upto whose worker reports
-// UPTO_CHARGE atomic units in Settlement-Overrides, below UPTO_MAX.
-const PERMIT2_PATH = process.env.E2E_PERMIT2_PATH ?? `/t/${TENANT}/permit2/rows?limit=2`;
+// The server runs with this directory's tenants.json (the demo worker's
+// demo-paid tenant, whose routes pin what the tests pay; E2E_TENANTS=demo
+// runs the server's built-in demo directory instead). The scheme tests pay
+// a route offering only exact-permit2 at PRICE_ATOMIC, and one offering
+// upto whose worker reports UPTO_CHARGE atomic units in
+// Settlement-Overrides, below UPTO_MAX.
+const TENANTS_FILE = process.env.E2E_TENANTS === "demo" ? null : path.join(here, "tenants.json");
+const PERMIT2_PATH = process.env.E2E_PERMIT2_PATH ?? `/t/${TENANT}/rows?limit=2`;
 const UPTO_PATH = process.env.E2E_UPTO_PATH ?? `/t/${TENANT}/metered/rows?limit=2`;
 const UPTO_MAX = process.env.E2E_UPTO_MAX ?? "10000"; // maxPriceUsd 0.01
 const UPTO_CHARGE = process.env.E2E_UPTO_CHARGE ?? "200"; // 0.0001 USD per row, two rows
@@ -109,9 +112,11 @@ async function startServer(binary) {
   const port = await freePort();
   const addr = `127.0.0.1:${port}`;
   serverLog = "";
+  const args = ["-store", "memory", "-addr", addr, "-admin-token", ADMIN_TOKEN];
+  if (TENANTS_FILE) args.push("-tenants", TENANTS_FILE);
   const child = spawn(
     binary,
-    ["-store", "memory", "-addr", addr, "-admin-token", ADMIN_TOKEN],
+    args,
     { cwd: tmpDir, stdio: ["ignore", "pipe", "pipe"] },
   );
   child.stdout.on("data", (d) => (serverLog += d));
