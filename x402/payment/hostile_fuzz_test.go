@@ -598,10 +598,9 @@ var hostileBugSeeds = []struct {
 // its length is not declared. The worker reading past it gets an error
 // from the body (errBodyTooLarge), but an in-process worker that ignores
 // it (and possibly an HTTP upstream that answers before reading it all)
-// answers as it
-// likes, and the dispatcher forwards that answer: a 200 is served, and on
-// a paid route settled, for a request the gateway had to refuse; the
-// client pays for an answer computed on a truncated body.
+// answers as it likes, and the dispatcher forwards that answer: a 200 is
+// served, and on a paid route settled, for a request the gateway had to
+// refuse; the client pays for an answer computed on a truncated body.
 //
 // Fix (dispatch): have limitedBody remember that it was read past the
 // bound, and in Dispatcher.fetch, after the Fetcher returns an answer,
