@@ -84,6 +84,7 @@ type server struct {
 	pay        *payment.Stage
 	log        *slog.Logger
 	tracing    *ops.Tracing
+	admin      *ops.AdminHandler
 }
 
 // recoverAge is how old a settlement intent must be before a running
@@ -369,7 +370,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		mux.Handle("/__facilitator/", requireToken(token, http.StripPrefix("/__facilitator", facHandler)))
 	}
 	ok = true
-	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log, tracing: tr}, nil
+	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log, tracing: tr, admin: admin}, nil
 }
 
 // bazaarExtension returns the payment stage's Extensions hook: the Bazaar
@@ -485,7 +486,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) er
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		_ = ops.WatchWith(rctx, s.backends.tenants, s.registry, ops.WatchConfig{Interval: time.Second, Logger: log,
+		_ = s.admin.Watch(rctx, ops.WatchConfig{Interval: time.Second, Logger: log,
 			OnSwap: func(_ *tenant.Directory, version string) {
 				log.Info("directory changed by another replica", "version", version)
 			}})
