@@ -393,3 +393,16 @@ func TestClientUsesCallerTransport(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A settle answer's amount (upto) and extra survive parsing; junk in them
+// is dropped, never an error.
+func TestParseSettleResponseAmountAndExtra(t *testing.T) {
+	r, err := x402.ParseSettleResponse([]byte(`{"success":true,"transaction":"0xab","network":"eip155:84532","amount":"0300","extra":{"chargedAmount":"300"}}`))
+	require.NoError(t, err)
+	require.Equal(t, "300", r.Amount)
+	require.Equal(t, "300", r.Extra["chargedAmount"])
+	r, err = x402.ParseSettleResponse([]byte(`{"success":true,"transaction":"","network":"x","amount":"-1","extra":[1]}`))
+	require.NoError(t, err)
+	require.Empty(t, r.Amount)
+	require.Nil(t, r.Extra)
+}

@@ -140,6 +140,8 @@ func ParseSettleResponse(body []byte) (*SettleResponse, error) {
 		Transaction json.RawMessage `json:"transaction"`
 		Network     json.RawMessage `json:"network"`
 		Status      json.RawMessage `json:"status"`
+		Amount      json.RawMessage `json:"amount"`
+		Extra       json.RawMessage `json:"extra"`
 	}
 	if err := decodeAnswer(body, &w); err != nil {
 		return nil, fmt.Errorf("settle answer: %w", err)
@@ -153,6 +155,17 @@ func ParseSettleResponse(body []byte) (*SettleResponse, error) {
 		Payer:       lenientString(w.Payer),
 		Transaction: lenientString(w.Transaction),
 		Network:     lenientString(w.Network),
+	}
+	// The settled amount (upto) is kept only when it is a number; extra
+	// (a channel's state) only when it is an object.
+	if a, ok := canonicalUint(lenientString(w.Amount)); ok {
+		r.Amount = a
+	}
+	if len(w.Extra) > 0 {
+		var extra map[string]any
+		if json.Unmarshal(w.Extra, &extra) == nil && len(extra) > 0 {
+			r.Extra = extra
+		}
 	}
 	if !r.Success && r.ErrorReason == "" && strings.EqualFold(lenientString(w.Status), "pending") {
 		r.ErrorReason = ReasonSettlementPending
