@@ -64,9 +64,9 @@ var (
 	zeroAddress           = "0x0000000000000000000000000000000000000000"
 )
 
-// Config is a channel's immutable configuration (ChannelConfig); its
+// ChannelConfig is a channel's immutable configuration (ChannelConfig); its
 // EIP-712 hash is the channel id.
-type Config struct {
+type ChannelConfig struct {
 	Payer              string `json:"payer"`
 	PayerAuthorizer    string `json:"payerAuthorizer"`
 	Receiver           string `json:"receiver"`
@@ -109,10 +109,10 @@ type Deposit struct {
 // the first or next voucher), a voucher, or a cooperative refund request
 // (a zero-charge voucher and an optional amount).
 type Payload struct {
-	Type          string   `json:"type"`
-	ChannelConfig Config   `json:"channelConfig"`
-	Voucher       Voucher  `json:"voucher"`
-	Deposit       *Deposit `json:"deposit,omitempty"`
+	Type          string        `json:"type"`
+	ChannelConfig ChannelConfig `json:"channelConfig"`
+	Voucher       Voucher       `json:"voucher"`
+	Deposit       *Deposit      `json:"deposit,omitempty"`
 	// Amount is the refund asked for; empty means the whole remainder.
 	Amount string `json:"amount,omitempty"`
 }
@@ -138,8 +138,8 @@ type VoucherState struct {
 // ClaimVoucher is the voucher of one claim row: the whole channel config
 // and the signed ceiling.
 type ClaimVoucher struct {
-	Channel            Config `json:"channel"`
-	MaxClaimableAmount string `json:"maxClaimableAmount"`
+	Channel            ChannelConfig `json:"channel"`
+	MaxClaimableAmount string        `json:"maxClaimableAmount"`
 }
 
 // Claim is one row of a claim batch: claim up to TotalClaimed on the
@@ -170,12 +170,12 @@ type SettlePayload struct {
 // it goes to the facilitator's /settle: the refund nonce, the amount
 // resolved, and the claim of the zero-charge voucher.
 type RefundSettlePayload struct {
-	Type          string  `json:"type"`
-	ChannelConfig Config  `json:"channelConfig"`
-	Voucher       Voucher `json:"voucher"`
-	Amount        string  `json:"amount"`
-	RefundNonce   string  `json:"refundNonce"`
-	Claims        []Claim `json:"claims"`
+	Type          string        `json:"type"`
+	ChannelConfig ChannelConfig `json:"channelConfig"`
+	Voucher       Voucher       `json:"voucher"`
+	Amount        string        `json:"amount"`
+	RefundNonce   string        `json:"refundNonce"`
+	Claims        []Claim       `json:"claims"`
 }
 
 // Domain returns the channel and voucher EIP-712 domain on chainID.
@@ -185,7 +185,7 @@ func Domain(chainID int64) eip712.Domain {
 
 // ID returns the channel id: the EIP-712 hash of the config on chainID, as
 // 0x-prefixed lower-case hex.
-func (c Config) ID(chainID int64) (string, error) {
+func (c ChannelConfig) ID(chainID int64) (string, error) {
 	d, err := c.digest(chainID)
 	if err != nil {
 		return "", err
@@ -193,7 +193,7 @@ func (c Config) ID(chainID int64) (string, error) {
 	return hex32(d), nil
 }
 
-func (c Config) digest(chainID int64) ([32]byte, error) {
+func (c ChannelConfig) digest(chainID int64) ([32]byte, error) {
 	var words [7][32]byte
 	var err error
 	for i, a := range []struct{ name, v string }{
@@ -357,7 +357,7 @@ func DecodePayload(raw json.RawMessage) (*Payload, error) {
 	return &p, nil
 }
 
-func checkConfig(c Config) error {
+func checkConfig(c ChannelConfig) error {
 	for _, a := range []struct{ name, v string }{
 		{"payer", c.Payer}, {"payerAuthorizer", c.PayerAuthorizer}, {"receiver", c.Receiver},
 		{"receiverAuthorizer", c.ReceiverAuthorizer}, {"token", c.Token},

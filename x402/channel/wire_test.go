@@ -3,6 +3,7 @@ package channel_test
 import (
 	"encoding/json"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,12 +16,12 @@ import (
 const fixtureChain = 84532
 
 type fixture struct {
-	SignedAtUnix   int64           `json:"signedAtUnix"`
-	PrivateKey     string          `json:"privateKey"`
-	Payer          string          `json:"payer"`
-	Requirement    json.RawMessage `json:"requirement"`
-	ChannelConfig  channel.Config  `json:"channelConfig"`
-	ChannelID      string          `json:"channelId"`
+	SignedAtUnix   int64                 `json:"signedAtUnix"`
+	PrivateKey     string                `json:"privateKey"`
+	Payer          string                `json:"payer"`
+	Requirement    json.RawMessage       `json:"requirement"`
+	ChannelConfig  channel.ChannelConfig `json:"channelConfig"`
+	ChannelID      string                `json:"channelId"`
 	DepositPayload struct {
 		Payload json.RawMessage `json:"payload"`
 	} `json:"depositPayload"`
@@ -160,22 +161,28 @@ func TestDecodePayloadRefusesMalformed(t *testing.T) {
 		"deposit without deposit": func(m map[string]any) {
 			delete(m, "deposit")
 		},
-		"refund with deposit":   func(m map[string]any) { m["type"] = "refund" },
-		"leading zero":          func(m map[string]any) { m["voucher"].(map[string]any)["maxClaimableAmount"] = "01000" },
-		"negative":              func(m map[string]any) { m["voucher"].(map[string]any)["maxClaimableAmount"] = "-1" },
-		"over uint128":          func(m map[string]any) { m["voucher"].(map[string]any)["maxClaimableAmount"] = "340282366920938463463374607431768211456" },
-		"short signature":       func(m map[string]any) { m["voucher"].(map[string]any)["signature"] = "0x12" },
-		"bad payer":             func(m map[string]any) { m["channelConfig"].(map[string]any)["payer"] = "0x12" },
-		"zero receiverAuth":     func(m map[string]any) { m["channelConfig"].(map[string]any)["receiverAuthorizer"] = "0x0000000000000000000000000000000000000000" },
-		"delay too short":       func(m map[string]any) { m["channelConfig"].(map[string]any)["withdrawDelay"] = 899 },
-		"delay too long":        func(m map[string]any) { m["channelConfig"].(map[string]any)["withdrawDelay"] = 30*24*3600 + 1 },
-		"delay fraction":        func(m map[string]any) { m["channelConfig"].(map[string]any)["withdrawDelay"] = 900.5 },
-		"delay string":          func(m map[string]any) { m["channelConfig"].(map[string]any)["withdrawDelay"] = "900" },
-		"zero deposit":          func(m map[string]any) { m["deposit"].(map[string]any)["amount"] = "0" },
-		"permit2 deposit":       func(m map[string]any) { m["deposit"].(map[string]any)["authorization"] = map[string]any{} },
-		"bad salt":              func(m map[string]any) { m["channelConfig"].(map[string]any)["salt"] = "0x00" },
-		"deposit with amount":   func(m map[string]any) { m["amount"] = "5" },
-		"bad validBefore":       func(m map[string]any) { m["deposit"].(map[string]any)["authorization"].(map[string]any)["erc3009Authorization"].(map[string]any)["validBefore"] = "x" },
+		"refund with deposit": func(m map[string]any) { m["type"] = "refund" },
+		"leading zero":        func(m map[string]any) { m["voucher"].(map[string]any)["maxClaimableAmount"] = "01000" },
+		"negative":            func(m map[string]any) { m["voucher"].(map[string]any)["maxClaimableAmount"] = "-1" },
+		"over uint128": func(m map[string]any) {
+			m["voucher"].(map[string]any)["maxClaimableAmount"] = "340282366920938463463374607431768211456"
+		},
+		"short signature": func(m map[string]any) { m["voucher"].(map[string]any)["signature"] = "0x12" },
+		"bad payer":       func(m map[string]any) { m["channelConfig"].(map[string]any)["payer"] = "0x12" },
+		"zero receiverAuth": func(m map[string]any) {
+			m["channelConfig"].(map[string]any)["receiverAuthorizer"] = "0x0000000000000000000000000000000000000000"
+		},
+		"delay too short":     func(m map[string]any) { m["channelConfig"].(map[string]any)["withdrawDelay"] = 899 },
+		"delay too long":      func(m map[string]any) { m["channelConfig"].(map[string]any)["withdrawDelay"] = 30*24*3600 + 1 },
+		"delay fraction":      func(m map[string]any) { m["channelConfig"].(map[string]any)["withdrawDelay"] = 900.5 },
+		"delay string":        func(m map[string]any) { m["channelConfig"].(map[string]any)["withdrawDelay"] = "900" },
+		"zero deposit":        func(m map[string]any) { m["deposit"].(map[string]any)["amount"] = "0" },
+		"permit2 deposit":     func(m map[string]any) { m["deposit"].(map[string]any)["authorization"] = map[string]any{} },
+		"bad salt":            func(m map[string]any) { m["channelConfig"].(map[string]any)["salt"] = "0x00" },
+		"deposit with amount": func(m map[string]any) { m["amount"] = "5" },
+		"bad validBefore": func(m map[string]any) {
+			m["deposit"].(map[string]any)["authorization"].(map[string]any)["erc3009Authorization"].(map[string]any)["validBefore"] = "x"
+		},
 		"unknown deposit field": func(m map[string]any) { m["deposit"].(map[string]any)["x"] = 1 },
 	}
 	for name, mut := range cases {
@@ -229,4 +236,18 @@ func FuzzDecodePayload(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, p, p2)
 	})
+}
+
+func mustJSON(t testing.TB, v any) json.RawMessage {
+	t.Helper()
+	raw, err := json.Marshal(v)
+	require.NoError(t, err)
+	return raw
+}
+
+func parseU(t testing.TB, s string) uint64 {
+	t.Helper()
+	n, err := strconv.ParseUint(s, 10, 64)
+	require.NoError(t, err)
+	return n
 }

@@ -1,0 +1,219 @@
+package channel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/402claw/dispatcher/kv"
+)
+
+// Sentinel errors of the channel state.
+var (
+	// ErrNotFound means there is no state for the channel.
+	ErrNotFound = errors.New("channel: no such channel")
+	// ErrFenced means another holder wrote the channel's state since this
+	// one read it (its lease had lapsed): nothing was written.
+	ErrFenced = errors.New("channel: state changed under a stale holder")
+	// ErrBusy is wrapped by BusyError.
+	ErrBusy = errors.New("channel: busy")
+	// ErrCorrupt means a stored record does not decode.
+	ErrCorrupt = errors.New("channel: corrupt state record")
+)
+
+// State is one channel's server-side state, as the specification lists it.
+// Amounts are atomic units; uint64 covers every real token supply.
+type State struct {
+	// ChannelID is the channel id (0x-prefixed lower-case hex).
+	ChannelID string `json:"channelId"`
+	// Network is the CAIP-2 network.
+	Network string `json:"network"`
+	// Config is the channel's configuration.
+	Config ChannelConfig `json:"channelConfig"`
+	// Charged is chargedCumulativeAmount: the sum of committed charges.
+	Charged uint64 `json:"chargedCumulativeAmount,string"`
+	// SignedMax and Signature are the latest voucher the client signed.
+	SignedMax uint64 `json:"signedMaxClaimable,string"`
+	Signature string `json:"signature,omitempty"`
+	// Balance, TotalClaimed, WithdrawRequestedAt and RefundNonce mirror
+	// the escrow contract.
+	Balance             uint64 `json:"balance,string"`
+	TotalClaimed        uint64 `json:"totalClaimed,string"`
+	WithdrawRequestedAt int64  `json:"withdrawRequestedAt"`
+	RefundNonce         uint64 `json:"refundNonce,string"`
+	// ClaimedUpTo is the cumulative amount this gateway's claims have
+	// reached; a claim asks for Charged and is a no-op at or below it.
+	ClaimedUpTo uint64 `json:"claimedUpTo,string"`
+	// SyncedAt is when the mirrored fields were last refreshed from the
+	// facilitator (Unix milliseconds).
+	SyncedAt int64 `json:"onchainSyncedAt"`
+	// LastRequest is when the last paid request committed (Unix ms).
+	LastRequest int64 `json:"lastRequestTimestamp"`
+	// Queued says the channel is in the claim queue.
+	Queued bool `json:"queued,omitempty"`
+}
+
+// Unclaimed returns the charged amount not yet claimed.
+func (s *State) Unclaimed() uint64 {
+	if s.Charged <= s.ClaimedUpTo {
+		return 0
+	}
+	return s.Charged - s.ClaimedUpTo
+}
+
+// Snapshot returns the wire channelState of s.
+func (s *State) Snapshot() ChannelState {
+	return ChannelState{
+		ChannelID:               s.ChannelID,
+		Balance:                 strconv.FormatUint(s.Balance, 10),
+		TotalClaimed:            strconv.FormatUint(s.TotalClaimed, 10),
+		WithdrawRequestedAt:     s.WithdrawRequestedAt,
+		RefundNonce:             strconv.FormatUint(s.RefundNonce, 10),
+		ChargedCumulativeAmount: strconv.FormatUint(s.Charged, 10),
+	}
+}
+
+// VoucherState returns the wire voucherState of s.
+func (s *State) VoucherState() VoucherState {
+	return VoucherState{SignedMaxClaimable: strconv.FormatUint(s.SignedMax, 10), Signature: s.Signature}
+}
+
+// store keeps channel state in a kv.Store as an append-only chain of
+// versions: record n+1 is written with SetNX, so of two writers that both
+// read version n exactly one wins (the version is the fencing token), and
+// a head counter, only ever raised, lets readers find the latest version
+// with one probe. Records two versions behind the head are deleted.
+type store struct {
+	kv     kv.Store
+	prefix string
+}
+
+func (s store) headKey(id string) string  { return s.prefix + id + ":head" }
+func (s store) leaseKey(id string) string { return s.prefix + id + ":lease" }
+func (s store) fenceKey(id string) string { return s.prefix + id + ":fence" }
+func (s store) recKey(id string, v uint64) string {
+	return s.prefix + id + ":v:" + strconv.FormatUint(v, 10)
+}
+
+// load returns the latest state of a channel and its version, or
+// ErrNotFound.
+func (s store) load(ctx context.Context, id string) (State, uint64, error) {
+	for attempt := 0; attempt < 8; attempt++ {
+		var head uint64
+		raw, err := s.kv.Get(ctx, s.headKey(id))
+		switch {
+		case errors.Is(err, kv.ErrNotFound):
+		case err != nil:
+			return State{}, 0, fmt.Errorf("channel: read head: %w", err)
+		default:
+			if head, err = strconv.ParseUint(string(raw), 10, 64); err != nil {
+				return State{}, 0, fmt.Errorf("%w: head %q", ErrCorrupt, raw)
+			}
+		}
+		// The head may lag a writer that won SetNX but has not raised it
+		// yet: probe forward.
+		var rec []byte
+		for {
+			next, err := s.kv.Get(ctx, s.recKey(id, head+1))
+			if errors.Is(err, kv.ErrNotFound) {
+				break
+			}
+			if err != nil {
+				return State{}, 0, fmt.Errorf("channel: read state: %w", err)
+			}
+			head++
+			rec = next
+		}
+		if head == 0 {
+			return State{}, 0, ErrNotFound
+		}
+		if rec == nil {
+			rec, err = s.kv.Get(ctx, s.recKey(id, head))
+			if errors.Is(err, kv.ErrNotFound) {
+				continue // pruned under a stale head: read the head again
+			}
+			if err != nil {
+				return State{}, 0, fmt.Errorf("channel: read state: %w", err)
+			}
+		}
+		var st State
+		if err := json.Unmarshal(rec, &st); err != nil {
+			return State{}, 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return st, head, nil
+	}
+	return State{}, 0, fmt.Errorf("channel: state of %s kept moving while read", id)
+}
+
+// put writes st as version base+1; ErrFenced when that version exists.
+func (s store) put(ctx context.Context, st State, base uint64) error {
+	rec, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	ok, err := s.kv.SetNX(ctx, s.recKey(st.ChannelID, base+1), rec, 0)
+	if err != nil {
+		return fmt.Errorf("channel: write state: %w", err)
+	}
+	if !ok {
+		return ErrFenced
+	}
+	// Raise the head to base+1 unless it is there already; readers probe
+	// past a lagging head, so a failure here loses nothing.
+	_, _, _ = s.kv.Incr(ctx, s.headKey(st.ChannelID), kv.Increment{Delta: 1, Floor: int64(base), Max: int64(base + 1)})
+	if base >= 2 {
+		_ = s.kv.Delete(ctx, s.recKey(st.ChannelID, base-1))
+	}
+	return nil
+}
+
+// lease takes the channel's lease for ttl and returns its token, or a
+// *BusyError.
+func (s store) lease(ctx context.Context, id string, ttl time.Duration) (string, error) {
+	n, _, err := s.kv.Incr(ctx, s.fenceKey(id), kv.Increment{Delta: 1, Max: kv.Unbounded})
+	if err != nil {
+		return "", fmt.Errorf("channel: lease: %w", err)
+	}
+	token := strconv.FormatInt(n, 10)
+	ok, err := s.kv.SetNX(ctx, s.leaseKey(id), []byte(token), ttl)
+	if err != nil {
+		return "", fmt.Errorf("channel: lease: %w", err)
+	}
+	if !ok {
+		return "", &BusyError{ChannelID: id}
+	}
+	return token, nil
+}
+
+// release drops the lease if it is still token's.
+func (s store) release(ctx context.Context, id, token string) error {
+	raw, err := s.kv.Get(ctx, s.leaseKey(id))
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if string(raw) != token {
+		return nil
+	}
+	return s.kv.Delete(ctx, s.leaseKey(id))
+}
+
+// BusyError means another request holds the channel (HTTP 409,
+// ReasonChannelBusy). It wraps ErrBusy.
+type BusyError struct {
+	// ChannelID is the busy channel.
+	ChannelID string
+}
+
+// Error describes the refusal.
+func (e *BusyError) Error() string {
+	return "channel: " + e.ChannelID + " is busy with another request (" + ReasonChannelBusy + ")"
+}
+
+// Unwrap returns ErrBusy.
+func (e *BusyError) Unwrap() error { return ErrBusy }
