@@ -18,10 +18,22 @@ func UsageSink(s Sink) dispatch.EventSink {
 	})
 }
 
+// clientNet is the hashed network prefix of the request's client: what the
+// trending score counts diversity by for unpaid calls, since a caller can
+// assert any X-Agent-Id but not a network.
+func clientNet(x *dispatch.Exchange) string {
+	if !x.ClientIP.IsValid() {
+		return ""
+	}
+	return HashClientNet(x.ClientIP)
+}
+
 // UsageEventOf derives the usage event of a finished request from its final
 // lifecycle event. The endpoint is the matched route's pattern, so that a
 // tenant's routes rank by pattern rather than by raw path; a request that
-// matched no route counts under its path.
+// matched no route counts under its path. The client's network prefix and
+// the verified payer (set by the payment stage once the facilitator
+// accepted the payment) feed the caller-diversity figures.
 func UsageEventOf(e dispatch.Event) UsageEvent {
 	x := e.Exchange
 	billed, _ := decimal.NewFromString(x.BilledUSD)
@@ -41,6 +53,8 @@ func UsageEventOf(e dispatch.Event) UsageEvent {
 		Owner:     x.Tenant.OwnerUserID,
 		Directory: x.Tenant.Directory,
 		CallerID:  x.CallerID,
+		ClientNet: clientNet(x),
+		Payer:     HashPayer(x.Payer),
 		Status:    e.Status,
 		LatencyMs: e.Duration.Milliseconds(),
 		PriceUSD:  x.Price.PriceUSD,

@@ -239,7 +239,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 			if !marketplace.WantsHTML(r) {
 				return "", nil, false
 			}
-			return "text/html; charset=utf-8", marketplace.Paywall(pr), true
+			return marketplace.PaywallContentType, marketplace.Paywall(pr), true
 		},
 		Network: cfg.network, PayTo: cfg.payTo, Logger: log,
 	})
@@ -298,7 +298,12 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	}
 	admin, err := ops.NewAdminHandler(ops.AdminConfig{
 		AdminToken: token, Registry: registry, Store: b.tenants, Ledger: led,
-		Accounts: accounts, Datasets: b.datasets, Validate: pay.CheckDirectory,
+		Accounts: accounts, Datasets: b.datasets, Validate: func(d *tenant.Directory) error {
+			if err := pay.CheckDirectory(d); err != nil {
+				return err
+			}
+			return discovery.ValidateDirectory(d)
+		},
 		Next: platform, Logger: log,
 	})
 	if err != nil {
@@ -307,6 +312,9 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	// A directory offering a scheme this gateway cannot take is refused
 	// at start-up; the demo directory's upto route only needs a
 	// facilitator that settles upto, so without one it is merely not paid.
+	if err := discovery.ValidateDirectory(registry.Load()); err != nil {
+		return nil, err
+	}
 	if err := pay.CheckDirectory(registry.Load()); err != nil {
 		if source != "demo" {
 			return nil, err
@@ -381,12 +389,21 @@ func bazaarExtension(log *slog.Logger) func(x *dispatch.Exchange) x402.Extension
 		if r == nil || len(r.Discovery) == 0 {
 			return nil
 		}
-		raw, err := discovery.BazaarExtension(x.Request.Method, r)
-		if err != nil {
-			log.Warn("route discovery declaration", "tenant", x.Tenant.Slug, "route", r.Path, "err", err)
+		// The template is what clients call: under /t/<slug> on the shared
+		// host, as is on the tenant's own.
+		prefix := ""
+		if !x.Resolution.ByHost {
+			prefix = "/t/" + x.Tenant.Slug
+		}
+		raw, err := discovery.BazaarExtensionWith(x.Request.Method, r, discovery.BazaarOptions{
+			Prefix: prefix, PathParams: discovery.PathParams(r.Path, x.Resolution.Path)})
+		if err != nil || raw == nil {
+			if err != nil {
+				log.Warn("route discovery declaration", "tenant", x.Tenant.Slug, "route", r.Path, "err", err)
+			}
 			return nil
 		}
-		return x402.Extensions{"bazaar": raw}
+		return x402.Extensions{discovery.ExtensionKey: raw}
 	}
 }
 

@@ -82,7 +82,7 @@ const (
 	HeaderDeduped        = x402.HeaderPaymentDeduped
 	// HeaderSettlementOverrides is the worker's report of what a
 	// usage-priced request costs; the gateway removes it from the answer.
-	HeaderSettlementOverrides = "Settlement-Overrides"
+	HeaderSettlementOverrides = x402.HeaderSettlementOverrides
 )
 
 // Lifecycles the stage assigns.
