@@ -19,11 +19,14 @@
 // no key or authorization was settled twice, that spend caps and usage
 // quotas held per tenant and UTC day/month (from the ledger and from its own
 // observations), and that the audit chain verifies. It exits 1 on any
-// breach, 2 when the harness itself failed.
+// breach, 2 when the harness itself failed. With -mix hostile it adds
+// hostile clients and workers and checks what the gateway refuses
+// (hostile.go).
 //
 //	go run ./examples/loadgen -duration 30s -concurrency 32
 //	go run ./examples/loadgen -duration 45s -kill-every 15s
 //	go run ./examples/loadgen -kv redis://127.0.0.1:6379/9
+//	go run ./examples/loadgen -duration 20s -mix hostile
 package main
 
 import (
