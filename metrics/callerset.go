@@ -279,7 +279,11 @@ func (s *CallerSet) Distinct() int {
 	if s.sketch == nil {
 		return len(s.exact)
 	}
-	return max(int(math.Round(s.sketch.estimate())), ExactCallers+1)
+	e := s.sketch.estimate()
+	if !(e < 1<<53) { // +Inf (every register saturated, only from crafted input) or NaN
+		e = 1 << 53
+	}
+	return max(int(math.Round(e)), ExactCallers+1)
 }
 
 // MaxCalls returns the calls of the busiest id: exact while the set is

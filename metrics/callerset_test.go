@@ -243,3 +243,16 @@ func TestUsageEventSource(t *testing.T) {
 	e.ClientNet = ""
 	require.Equal(t, "c_id", e.Source(), "events without network fall back to the caller id")
 }
+
+func TestCallerSetSaturatedSketch(t *testing.T) {
+	t.Parallel()
+	// A crafted dense sketch with every register at its maximum rank.
+	b := []byte{2}
+	for range 1 << metrics.HLLPrecision {
+		b = append(b, 64-metrics.HLLPrecision+1)
+	}
+	b = append(b, 0)
+	var s metrics.CallerSet
+	require.NoError(t, s.UnmarshalBinary(b))
+	require.Equal(t, 1<<53, s.Distinct())
+}
