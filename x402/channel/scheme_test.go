@@ -142,9 +142,11 @@ func TestCheckFixtureAndMismatches(t *testing.T) {
 		return r
 	}
 	for reason, r := range map[string]x402.Requirement{
-		channel.ReasonReceiverMismatch:      mut(func(r *x402.Requirement) { r.PayTo = "0x1111111111111111111111111111111111111111" }),
-		channel.ReasonTokenMismatch:         mut(func(r *x402.Requirement) { r.Asset = "0x1111111111111111111111111111111111111111" }),
-		channel.ReasonReceiverAuthMismatch:  mut(func(r *x402.Requirement) { r.Extra["receiverAuthorizer"] = "0x1111111111111111111111111111111111111111" }),
+		channel.ReasonReceiverMismatch: mut(func(r *x402.Requirement) { r.PayTo = "0x1111111111111111111111111111111111111111" }),
+		channel.ReasonTokenMismatch:    mut(func(r *x402.Requirement) { r.Asset = "0x1111111111111111111111111111111111111111" }),
+		channel.ReasonReceiverAuthMismatch: mut(func(r *x402.Requirement) {
+			r.Extra["receiverAuthorizer"] = "0x1111111111111111111111111111111111111111"
+		}),
 		channel.ReasonWithdrawDelayMismatch: mut(func(r *x402.Requirement) { r.Extra["withdrawDelay"] = 1800 }),
 		channel.ReasonNetworkMismatch:       mut(func(r *x402.Requirement) { r.Network = "eip155:8453" }),
 	} {

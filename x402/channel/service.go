@@ -438,3 +438,6 @@ func (s *Service) record(ctx context.Context, e Entry) {
 		s.log.Error("channel: journal", "key", e.Key, "status", e.Status, "err", err)
 	}
 }
+
+// Prefix returns the key prefix of the service's records.
+func (s *Service) Prefix() string { return s.st.prefix }

@@ -1,0 +1,13 @@
+package channel_test
+
+import (
+	"testing"
+
+	"github.com/402claw/dispatcher/adapters/memory"
+	"github.com/402claw/dispatcher/kv"
+	"github.com/402claw/dispatcher/x402/channel/channeltest"
+)
+
+func TestConformanceMemory(t *testing.T) {
+	channeltest.Run(t, func(t *testing.T) kv.Store { return memory.NewKV() })
+}
