@@ -18,6 +18,10 @@ var _ ledger.Store = (*Store)(nil)
 const entryColumns = `id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset,
 	network, pay_to, tx_hash, status, request_id, resource, time_us`
 
+// getEntrySQL is GetEntry's query, prepared once: a paid request reads
+// its entry back on the hot path.
+const getEntrySQL = `SELECT ` + entryColumns + ` FROM ledger WHERE tenant = ? AND idempotency_key = ?`
+
 const auditColumns = `seq, time_us, kind, tenant, subject, data, prev_hash, hash`
 
 const (
@@ -125,8 +129,7 @@ func (s *Store) GetEntry(ctx context.Context, tenant, idempotencyKey string) (le
 	var e ledger.Entry
 	err := s.read(ctx, func() error {
 		var err error
-		e, err = scanEntry(s.db.QueryRowContext(ctx, `SELECT `+entryColumns+` FROM ledger
-			WHERE tenant = ? AND idempotency_key = ?`, tenant, idempotencyKey))
+		e, err = scanEntry(s.entryStmt.QueryRowContext(ctx, tenant, idempotencyKey))
 		return err
 	})
 	if errors.Is(err, sql.ErrNoRows) {

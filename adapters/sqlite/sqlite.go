@@ -49,7 +49,7 @@ type Store struct {
 	// Statements of the hot autocommit paths, prepared once: database/sql
 	// keeps one prepared copy per pooled connection, so SQLite does not
 	// parse them on every call.
-	counterStmt *sql.Stmt
+	counterStmt, entryStmt *sql.Stmt
 
 	queue    groupQueue // durable writes waiting for their group commit
 	volatile volatileTier
@@ -85,6 +85,9 @@ func NewWithConfig(db *sql.DB, cfg Config) (*Store, error) {
 	}
 	var err error
 	if s.counterStmt, err = db.PrepareContext(ctx, selectCounterSQL); err != nil {
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if s.entryStmt, err = db.PrepareContext(ctx, getEntrySQL); err != nil {
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	return s, nil
