@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/402claw/dispatcher/dispatch"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -591,9 +592,12 @@ type ErrorBody struct {
 	RequestID string `json:"requestId"`
 }
 
+// writeError answers through the dispatcher's one error renderer: the
+// status comes from its table for code (status only documents the call).
 func writeError(w http.ResponseWriter, status int, code, msg, rid string) {
+	_ = status
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, status, ErrorBody{Error: code, Message: msg, RequestID: rid})
+	dispatch.WriteError(w, dispatch.Errorf(code, "%s", msg), rid)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

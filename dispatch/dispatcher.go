@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -428,16 +429,33 @@ func (d *Dispatcher) serveHandler(h http.Handler, r *http.Request, rid string) *
 func (d *Dispatcher) fetch(ctx context.Context, x *Exchange) (*http.Response, error) {
 	ctx, budget := withNewBudget(ctx, x.Payload.Limits.SubRequests)
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.WallClock(x.Payload.Limits))
-	out, err := d.outgoingRequest(ctx, x) // one clone, with the final context
+	out, body, err := d.outgoingRequest(ctx, x) // one clone, with the final context
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	x.WorkerCalled = true
 	resp, err := d.cfg.Fetcher.Fetch(ctx, out, &x.Payload)
+	if body != nil && body.exceeded.Load() {
+		// The body went past the cap: whatever the worker made of the cut
+		// request (an answer, a failure), the request is refused, and a
+		// paid one is not settled.
+		if resp != nil {
+			resp.Body.Close()
+		}
+		cancel()
+		return nil, ErrRequestTooLarge.With(fmt.Sprintf("the request body is over the %d byte limit", d.cfg.MaxBodyBytes), nil)
+	}
 	if err != nil {
 		cancel()
 		return nil, classifyFetchError(ctx, err)
+	}
+	if resp.StatusCode < 200 {
+		// An informational status is no final answer: nothing to serve,
+		// nothing to charge for.
+		resp.Body.Close()
+		cancel()
+		return nil, ErrWorkerFailure.With("", fmt.Errorf("worker %q answered %d as its final status", x.Payload.WorkerName, resp.StatusCode))
 	}
 	if budget.Exceeded() {
 		resp.Body.Close()
@@ -483,7 +501,7 @@ func classifyFetchError(ctx context.Context, err error) error {
 // stages consume, the client's Forwarded, names with '_' that CGI-style
 // servers merge with the gateway's own, and cookies across tenants on a
 // shared host), and with its body bounded.
-func (d *Dispatcher) outgoingRequest(ctx context.Context, x *Exchange) (*http.Request, error) {
+func (d *Dispatcher) outgoingRequest(ctx context.Context, x *Exchange) (*http.Request, *limitedBody, error) {
 	in := x.Request
 	out := in.Clone(ctx)
 	out.RequestURI = ""
@@ -492,7 +510,7 @@ func (d *Dispatcher) outgoingRequest(ctx context.Context, x *Exchange) (*http.Re
 		u.RawPath = x.Resolution.Path
 		p, err := unescapePath(x.Resolution.Path)
 		if err != nil {
-			return nil, ErrBadRequest.With("", err)
+			return nil, nil, ErrBadRequest.With("", err)
 		}
 		u.Path = p
 		if u.RawPath == u.Path {
@@ -514,24 +532,28 @@ func (d *Dispatcher) outgoingRequest(ctx context.Context, x *Exchange) (*http.Re
 	if !x.Resolution.ByHost && !x.Tenant.Cookies {
 		delete(h, "Cookie")
 	}
+	var lb *limitedBody
 	if max := d.cfg.MaxBodyBytes; max > 0 && out.Body != nil && out.Body != http.NoBody {
-		out.Body = &limitedBody{rc: out.Body, left: max}
+		lb = &limitedBody{rc: out.Body, left: max}
+		out.Body = lb
 	}
-	return out, nil
+	return out, lb, nil
 }
 
 // errBodyTooLarge is what a worker reading past Config.MaxBodyBytes gets.
 var errBodyTooLarge = errors.New("dispatch: request body over the gateway's limit")
 
 type limitedBody struct {
-	rc   io.ReadCloser
-	left int64
+	rc       io.ReadCloser
+	left     int64
+	exceeded atomic.Bool // read past the cap (a transport may read it from another goroutine)
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
 		var one [1]byte
 		if n, _ := b.rc.Read(one[:]); n > 0 {
+			b.exceeded.Store(true)
 			return 0, errBodyTooLarge
 		}
 		return 0, io.EOF

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"strconv"
@@ -102,6 +103,8 @@ var (
 	ErrWorkerTimeout          = &Error{Code: "worker_timeout", Message: "the tenant's worker did not answer in time", Lifecycle: LifecycleWorkerError}
 	ErrStoreUnavailable       = &Error{Code: "store_unavailable", Message: "a counter or ledger store is unavailable; nothing was charged"}
 	ErrInternal               = &Error{Code: "internal_error", Message: "internal error"}
+	ErrConflict               = &Error{Code: "conflict", Message: "the change conflicts with the current state"}
+	ErrNotImplemented         = &Error{Code: "not_implemented", Message: "not implemented by this gateway's stores"}
 )
 
 // statusByCode is the one table that maps error codes to HTTP statuses.
@@ -126,6 +129,8 @@ var statusByCode = map[string]int{
 	"worker_timeout":          http.StatusGatewayTimeout,
 	"store_unavailable":       http.StatusServiceUnavailable,
 	"internal_error":          http.StatusInternalServerError,
+	"conflict":                http.StatusConflict,
+	"not_implemented":         http.StatusNotImplemented,
 }
 
 // StatusOf returns the HTTP status and error code for err: the code of the
@@ -236,7 +241,14 @@ func statusMessage(e *Error) string {
 	return ErrInternal.Message
 }
 
-var sentinels = []*Error{ErrWorkerFailure, ErrFacilitatorUnavailable, ErrWorkerLimitExceeded, ErrWorkerTimeout, ErrStoreUnavailable, ErrInternal}
+var sentinels = []*Error{ErrWorkerFailure, ErrFacilitatorUnavailable, ErrWorkerLimitExceeded, ErrWorkerTimeout, ErrStoreUnavailable, ErrInternal, ErrNotImplemented}
+
+// Errorf returns an *Error of the given wire code with a message: for
+// handlers that answer with a code the table knows (an unknown code is 500
+// internal_error).
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
 
 // WriteError writes err to w as ErrorResponse renders it. Platform routes
 // and embedding gateways use it to answer in the same shape.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/402claw/dispatcher/dispatch"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -200,8 +201,12 @@ type ErrorBody struct {
 	RequestID string `json:"requestId"`
 }
 
+// writeError answers through the dispatcher's one error renderer: the
+// status comes from its table for code (status only documents the call).
 func writeError(w http.ResponseWriter, status int, code, msg, rid string) {
-	writeJSON(w, status, ErrorBody{Error: code, Message: msg, RequestID: rid})
+	_ = status
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	dispatch.WriteError(w, dispatch.Errorf(code, "%s", msg), rid)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -18,16 +18,6 @@ func UsageSink(s Sink) dispatch.EventSink {
 	})
 }
 
-// clientNet is the hashed network prefix of the request's client: what the
-// trending score counts diversity by for unpaid calls, since a caller can
-// assert any X-Agent-Id but not a network.
-func clientNet(x *dispatch.Exchange) string {
-	if !x.ClientIP.IsValid() {
-		return ""
-	}
-	return HashClientNet(x.ClientIP)
-}
-
 // UsageEventOf derives the usage event of a finished request from its final
 // lifecycle event. The endpoint is the matched route's pattern, so that a
 // tenant's routes rank by pattern rather than by raw path; a request that
@@ -53,7 +43,7 @@ func UsageEventOf(e dispatch.Event) UsageEvent {
 		Owner:     x.Tenant.OwnerUserID,
 		Directory: x.Tenant.Directory,
 		CallerID:  x.CallerID,
-		ClientNet: clientNet(x),
+		ClientNet: HashClientNet(x.ClientIP), // an unknown address is one shared "unknown" network
 		Payer:     HashPayer(x.Payer),
 		Status:    e.Status,
 		LatencyMs: e.Duration.Milliseconds(),

@@ -310,7 +310,7 @@ func (h *AdminHandler) fail(w http.ResponseWriter, r *http.Request, rid string, 
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		writeError(w, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("the body is larger than %d bytes", tooBig.Limit), rid)
+		writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("the body is larger than %d bytes", tooBig.Limit), rid)
 	case errors.As(err, &ve):
 		writeError(w, http.StatusBadRequest, "bad_request", ve.Error(), rid)
 	case errors.Is(err, tenant.ErrInvalidDirectory), errors.Is(err, ErrInvalid), errors.Is(err, errBadBody), errors.Is(err, ledger.ErrInvalid),
@@ -349,8 +349,12 @@ func requestID(w http.ResponseWriter, r *http.Request) string {
 // writeError renders every error of this package, in the dispatcher's JSON
 // error shape. It is the one place to repoint when dispatch's renderer
 // changes.
+// writeError answers through the dispatcher's one error renderer: the
+// status comes from its table for code (status only documents the call).
 func writeError(w http.ResponseWriter, status int, code, msg, rid string) {
-	writeJSON(w, status, dispatch.ErrorBody{Error: code, Message: msg, RequestID: rid})
+	_ = status
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	dispatch.WriteError(w, dispatch.Errorf(code, "%s", msg), rid)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -260,7 +260,7 @@ func TestAdminInvalidChangeChangesNothing(t *testing.T) {
 	// Too large a body.
 	code, out := f.do(t, "PUT", "/__platform/tenants/b", adminToken, `{"workerName":"`+strings.Repeat("w", ops.MaxTenantBody)+`"}`)
 	require.Equal(t, 413, code)
-	require.Equal(t, "payload_too_large", out["error"])
+	require.Equal(t, "request_too_large", out["error"])
 }
 
 func TestOwnerManagesOnlyOwnTenants(t *testing.T) {
@@ -543,7 +543,7 @@ func TestDatasetRoutes(t *testing.T) {
 	require.Equal(t, 400, code)
 	code, out = f.do(t, "PUT", "/__platform/datasets/big", alice, "a\n"+strings.Repeat("1\n", 4096))
 	require.Equal(t, 413, code)
-	require.Equal(t, "payload_too_large", out["error"])
+	require.Equal(t, "request_too_large", out["error"])
 
 	// A csv: tenant needs an existing data set of its owner.
 	code, out = f.do(t, "PUT", "/__platform/tenants/cities", bob, `{"workerName":"csv:cities"}`)
