@@ -739,8 +739,29 @@ function isDots(seg) {
   return dots === 1 || dots === 2;
 }
 
-function hasDotSegment(p) {
-  return p.split("/").some(isDots);
+// checkPath is tenant.checkPath: it refuses an escaped tenant path that
+// could reach another path once something decodes or normalizes it: a "."
+// or ".." segment (plain or %2e-encoded), an encoded slash (%2f) or a
+// backslash (raw or %5c). Checking stops at a "?". It returns the refusal
+// message, or "" when the path is fine.
+function checkPath(p) {
+  let segStart = 0;
+  for (let i = 0; i <= p.length; i++) {
+    if (i === p.length || p[i] === "/" || p[i] === "?") {
+      if (isDots(p.slice(segStart, i))) return "dot segments are not allowed in the path";
+      if (i < p.length && p[i] === "?") return "";
+      segStart = i + 1;
+      continue;
+    }
+    if (p[i] === "\\") return "a backslash (raw or %5C) is not allowed in the path";
+    if (p[i] === "%" && i + 2 < p.length) {
+      const hi = p[i + 1];
+      const lo = String.fromCharCode(p.charCodeAt(i + 2) | 0x20);
+      if (hi === "2" && lo === "f") return "an encoded slash (%2F) is not allowed in the path";
+      if (hi === "5" && lo === "c") return "a backslash (raw or %5C) is not allowed in the path";
+    }
+  }
+  return "";
 }
 
 // resolveTenant is tenant.Directory.Resolve: an exact host match first (the
@@ -752,7 +773,8 @@ function resolveTenant(dir, host, path) {
   if (h === null) return { error: "bad_request", message: host ? "malformed Host" : "missing Host" };
   const byHost = dir.byHost.get(h);
   if (byHost) {
-    if (hasDotSegment(path)) return { error: "bad_request", message: "dot segments are not allowed in the path" };
+    const bad = checkPath(path);
+    if (bad) return { error: "bad_request", message: bad };
     return { tenant: byHost, path, byHost: true };
   }
   if (!path.startsWith("/t/")) return { error: "tenant_not_found", message: "no tenant for this host or path" };
@@ -763,7 +785,8 @@ function resolveTenant(dir, host, path) {
   if (!validSlug(slug)) return { error: "bad_request", message: "bad tenant slug in path" };
   const t = dir.bySlug.get(slug);
   if (!t) return { error: "tenant_not_found", message: "no tenant for this host or path" };
-  if (hasDotSegment(tail)) return { error: "bad_request", message: "dot segments are not allowed in the path" };
+  const bad = checkPath(tail);
+  if (bad) return { error: "bad_request", message: bad };
   return { tenant: t, path: tail, byHost: false };
 }
 
