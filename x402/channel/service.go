@@ -357,6 +357,14 @@ func (h *Hold) Commit(ctx context.Context, charge string) (*x402.SettleResponse,
 	st.Charged += n
 	st.SignedMax, st.Signature = h.max, h.voucher.Signature
 	st.LastRequest = s.now().UnixMilli()
+	if n > 0 && !st.Queued {
+		// Queue the channel for the claimer before the charge is stored,
+		// so a crash in between leaves at worst a spurious queue entry.
+		if err := s.st.enqueue(ctx, st.ChannelID); err != nil {
+			return nil, err
+		}
+		st.Queued = true
+	}
 	if err := s.st.put(ctx, st, h.version); err != nil {
 		return nil, err
 	}

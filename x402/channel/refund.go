@@ -1,0 +1,115 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/402claw/dispatcher/x402"
+)
+
+// Refund executes a cooperative refund payload (see IsRefund) without
+// calling the worker: the voucher must be zero-charge (maxClaimableAmount
+// equal to chargedCumulativeAmount, else a corrective *MismatchError); the
+// amount asked, or the whole unclaimed remainder when none is, goes back
+// to the payer through the facilitator's /settle, together with the claim
+// of what was charged so that no charge is lost. It returns the
+// PAYMENT-RESPONSE settle response (amount refunded, extra.channelState).
+// The channel record is kept (with its balance mirrored), so a later
+// deposit continues from the same charged amount.
+func (s *Service) Refund(ctx context.Context, p *x402.Payment, req x402.Requirement) (*x402.SettleResponse, error) {
+	c, err := s.scheme.CheckPayment(p, req, s.now())
+	if err != nil {
+		return nil, err
+	}
+	pl := c.Payload
+	if pl.Type != TypeRefund {
+		return nil, &Error{Reason: ReasonPayloadType, Err: x402.ErrInvalidPayment, Detail: "not a refund payload"}
+	}
+	if s.fac == nil {
+		return nil, errors.New("channel: a refund needs Config.Facilitator")
+	}
+	id := pl.Voucher.ChannelID
+	token, err := s.st.lease(ctx, id, s.leaseTTL)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = s.st.release(context.WithoutCancel(ctx), id, token) }()
+	st, version, err := s.st.load(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, &Error{Reason: ReasonMissingChannel, Err: x402.ErrRequirementMismatch, Detail: "no channel " + id + " on this server"}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.Max != st.Charged {
+		return nil, s.mismatch(&st, ReasonCumulativeAmountMismatch, st.Charged, c.Max)
+	}
+	spent := max(st.Charged, st.TotalClaimed)
+	var remainder uint64
+	if st.Balance > spent {
+		remainder = st.Balance - spent
+	}
+	if remainder == 0 {
+		return nil, &Error{Reason: ReasonRefundNoBalance, Err: x402.ErrRequirementMismatch, Detail: "nothing left to refund"}
+	}
+	amount := remainder
+	if pl.Amount != "" {
+		if amount, err = strconv.ParseUint(pl.Amount, 10, 64); err != nil || amount > remainder {
+			return nil, &Error{Reason: ReasonRefundAmountInvalid, Err: x402.ErrRequirementMismatch, Detail: "refund amount " + pl.Amount + " exceeds the remainder " + strconv.FormatUint(remainder, 10)}
+		}
+	}
+	completed := RefundSettlePayload{
+		Type: TypeRefund, ChannelConfig: pl.ChannelConfig, Voucher: pl.Voucher,
+		Amount: strconv.FormatUint(amount, 10), RefundNonce: strconv.FormatUint(st.RefundNonce, 10), Claims: []Claim{},
+	}
+	if st.Charged > st.ClaimedUpTo {
+		completed.Claims = append(completed.Claims, Claim{
+			Voucher:   ClaimVoucher{Channel: pl.ChannelConfig, MaxClaimableAmount: pl.Voucher.MaxClaimableAmount},
+			Signature: pl.Voucher.Signature, TotalClaimed: strconv.FormatUint(st.Charged, 10),
+		})
+	}
+	fp, err := Envelope(req, completed)
+	if err != nil {
+		return nil, err
+	}
+	sr, err := s.fac.Settle(ctx, x402.FacilitatorRequest{Payment: fp, Requirement: req})
+	if err != nil {
+		return nil, err
+	}
+	if !sr.Success {
+		return nil, &Error{Reason: sr.ErrorReason, Err: x402.ErrInvalidPayment, Detail: "the facilitator refused the refund"}
+	}
+	prevClaimed := st.ClaimedUpTo
+	if !mirror(&st, sr.Extra) {
+		st.Balance -= amount
+		st.TotalClaimed = max(st.TotalClaimed, st.Charged)
+		st.RefundNonce++
+	}
+	st.ClaimedUpTo = max(st.ClaimedUpTo, st.Charged)
+	st.SignedMax, st.Signature = c.Max, pl.Voucher.Signature
+	st.SyncedAt = s.now().UnixMilli()
+	if err := s.st.put(ctx, st, version); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	base := Entry{ChannelID: id, Network: st.Network, Payer: st.Config.Payer, Receiver: st.Config.Receiver, Token: st.Config.Token, Transaction: sr.Transaction, Time: now}
+	if st.ClaimedUpTo > prevClaimed {
+		e := base
+		e.Key, e.Status, e.Amount, e.Cumulative = "claim:"+id+":"+strconv.FormatUint(st.ClaimedUpTo, 10), StatusClaimed, st.ClaimedUpTo-prevClaimed, st.ClaimedUpTo
+		s.record(ctx, e)
+	}
+	refunded := amount
+	if sr.Amount != "" {
+		if n, err := strconv.ParseUint(sr.Amount, 10, 64); err == nil {
+			refunded = n
+		}
+	}
+	e := base
+	e.Key, e.Status, e.Amount, e.Cumulative = "refund:"+id+":"+strconv.FormatUint(st.RefundNonce, 10), StatusRefunded, refunded, st.Balance
+	s.record(ctx, e)
+	return &x402.SettleResponse{
+		Success: true, Transaction: sr.Transaction, Network: x402.NormalizeNetwork(req.Network), Payer: st.Config.Payer,
+		Amount: strconv.FormatUint(refunded, 10), Extra: map[string]any{ExtraChannelState: st.Snapshot()},
+	}, nil
+}
