@@ -213,7 +213,9 @@ test("edge: the shared resolve cases agree in the worker too", async () => {
   const cases = [
     ["gw.example", "/t/acme/x/y", { tenant: "acme", path: "/x/y" }],
     ["gw.example", "/t/acme", { tenant: "acme", path: "/" }],
-    ["gw.example", "/t/bob/a%2Fb", { tenant: "bob", path: "/a%2Fb" }],
+    ["gw.example", "/t/bob/a%2Fb", { error: "bad_request" }],
+    ["gw.example", "/t/bob/a%5Cb", { error: "bad_request" }],
+    ["gw.example", "/t/bob/a%20b", { tenant: "bob", path: "/a%20b" }],
     ["ACME.API.402CLAW.DEV", "/t/bob/z", { tenant: "acme", path: "/t/bob/z" }],
     ["gw.example", "/t/", { error: "bad_request" }],
     ["gw.example", "/t//x", { error: "bad_request" }],
