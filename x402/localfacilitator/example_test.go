@@ -68,7 +68,9 @@ func ExampleFacilitator_Handler() {
 	// 2 exact eip155:84532
 	// 1 exact base-sepolia
 	// 2 upto eip155:84532
+	// 2 batch-settlement eip155:84532
 	// 2 exact eip155:8453
 	// 1 exact base
 	// 2 upto eip155:8453
+	// 2 batch-settlement eip155:8453
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/channel"
 	"github.com/402claw/dispatcher/x402/eip712"
 	"github.com/402claw/dispatcher/x402/permit2"
 	"github.com/402claw/dispatcher/x402/upto"
@@ -115,6 +116,7 @@ type Facilitator struct {
 	maxValidity time.Duration
 	address     string
 	signers     *eip712.RecoverCache
+	escrow      *Escrow // batch-settlement (escrow.go)
 }
 
 var _ x402.Facilitator = (*Facilitator)(nil)
@@ -153,6 +155,7 @@ func New(cfg Config) (*Facilitator, error) {
 		}
 		f.address = addr
 	}
+	f.escrow = newEscrow(f.now, f.address)
 	if cfg.RecoverCacheSize >= 0 {
 		f.signers = eip712.NewRecoverCache(cfg.RecoverCacheSize)
 	}
@@ -196,6 +199,9 @@ func (f *Facilitator) Verify(ctx context.Context, req x402.FacilitatorRequest) (
 	if req.Payment == nil {
 		return nil, fmt.Errorf("%w: no payment", x402.ErrInvalidPayment)
 	}
+	if req.Requirement.Scheme == channel.Name {
+		return f.escrow.verify(ctx, req)
+	}
 	v, err := f.check(ctx, req, false)
 	if err != nil {
 		return nil, err
@@ -215,6 +221,9 @@ func (f *Facilitator) Verify(ctx context.Context, req x402.FacilitatorRequest) (
 func (f *Facilitator) Settle(ctx context.Context, req x402.FacilitatorRequest) (*x402.SettleResponse, error) {
 	if req.Payment == nil {
 		return nil, fmt.Errorf("%w: no payment", x402.ErrInvalidPayment)
+	}
+	if req.Requirement.Scheme == channel.Name {
+		return f.escrow.settle(ctx, req)
 	}
 	p := req.Payment
 	resp := &x402.SettleResponse{
@@ -267,6 +276,8 @@ func (f *Facilitator) Supported(ctx context.Context) (*x402.SupportedResponse, e
 			x402.SupportedKind{X402Version: x402.Version1, Scheme: x402.SchemeExact, Network: nw.V1Name},
 			x402.SupportedKind{X402Version: x402.Version2, Scheme: upto.Name, Network: nw.ID,
 				Extra: map[string]any{upto.ExtraFacilitatorAddress: f.address}},
+			x402.SupportedKind{X402Version: x402.Version2, Scheme: channel.Name, Network: nw.ID,
+				Extra: map[string]any{channel.ExtraReceiverAuthorizer: f.address}},
 		)
 	}
 	return r, nil

@@ -373,6 +373,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{X402Version: 2, Scheme: "exact", Network: "eip155:8453"},
 		{X402Version: 1, Scheme: "exact", Network: "base"},
 		{X402Version: 2, Scheme: "upto", Network: "eip155:8453", Extra: map[string]any{"facilitatorAddress": localfacilitator.DefaultAddress}},
+		{X402Version: 2, Scheme: "batch-settlement", Network: "eip155:8453", Extra: map[string]any{"receiverAuthorizer": localfacilitator.DefaultAddress}},
 	}, sup.Kinds)
 	require.Equal(t, map[string][]string{"eip155:*": {localfacilitator.DefaultAddress}}, sup.Signers)
 }

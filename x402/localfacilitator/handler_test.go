@@ -43,7 +43,7 @@ func TestHandlerWithFacilitatorClient(t *testing.T) {
 
 			sup, err := client.Supported(ctx)
 			require.NoError(t, err)
-			require.Len(t, sup.Kinds, 6)
+			require.Len(t, sup.Kinds, 8) // exact v2, exact v1, upto, batch-settlement on two networks
 			require.Contains(t, sup.Kinds, x402.SupportedKind{X402Version: 1, Scheme: "exact", Network: "base-sepolia"})
 		})
 	}
