@@ -4,20 +4,29 @@
 //
 //  1. Routes under /__platform/ go to Config.Platform, never to a tenant.
 //  2. The tenant is resolved from the directory in force (exact host, then
-//     /t/<slug>/; the prefix is stripped): 404 tenant_not_found, or
-//     400 bad_request for a malformed host or path.
-//  3. Its limits are resolved from its plan (limits.Policy) and the
-//     dispatch Payload is built (BuildDispatchPayload).
+//     /t/<slug>/; the prefix is stripped): 404 tenant_not_found (or
+//     Config.Fallback, the platform's front), or 400 bad_request for a
+//     malformed host or path (encoded slashes, backslashes, dot segments).
+//  3. Its limits are resolved from its plan (limits.Policy), the dispatch
+//     Payload is built (BuildDispatchPayload), and the request is priced
+//     (Exchange.Price: the tenant's most specific route, or its own price).
 //  4. The Stages run in order. Each is a Stage: it may answer itself or call
-//     next and act on the answer. The usual stages, in the order the design
-//     asks for, are the rate limit (quota.RateLimitStage), the payment
-//     (x402's stage: challenge, verify, spend reservation, settlement after
-//     the worker answered) and the usage quota (quota.UsageStage).
+//     next and act on the answer. The usual stages are the metering stage
+//     (quota.Limiter.Stage: rate limits and usage quota for requests that do
+//     not charge) and the payment stage (x402/payment: the requests that
+//     charge, metered through the same port). They decide from the public
+//     Exchange, not from each other, so their order is not a contract.
 //  5. The worker is called through the Fetcher with a wall-clock deadline
-//     and a subrequest Budget in its context: 404 worker_not_found,
-//     503 worker_limit_exceeded, 502 tenant_worker_failure, 504 worker_timeout.
-//  6. Lifecycle events (start, then success or failure) go to Config.Events;
-//     the exchange they carry has what a usage event needs.
+//     and a subrequest Budget in its context, without the request headers
+//     stages consume (HeaderConsumer), names with '_', the client's
+//     Forwarded, or cookies across tenants on the shared host: 404
+//     worker_not_found, 503 worker_limit_exceeded, 502 tenant_worker_failure
+//     (also for a worker's own 402), 504 worker_timeout, 413
+//     request_too_large past Config.MaxBodyBytes. Headers stages own
+//     (HeaderOwner) are removed from the worker's answer.
+//  6. Lifecycle events (start, then success or failure) go to Config.Events,
+//     with the typed Lifecycle; the exchange they carry has what a usage
+//     event needs (metrics.UsageSink).
 //
 // Adding a stage does not change the pipeline: write a Stage and put it in
 // Config.Stages.
@@ -32,10 +41,12 @@
 // reservation) gives it back when next fails before the worker ran
 // (Exchange.WorkerCalled is false).
 //
-// Errors the gateway makes itself are *Error values with a wire code; one
-// table (StatusOf) maps codes to HTTP statuses, and ErrorResponse renders
-// the JSON body {"ok":false,"error","message","requestId"}. Every tenant
-// response carries X-Request-Id and X-Tenant-Id.
+// Errors the gateway makes itself are *Error values with a wire code and
+// optional headers, body details and lifecycle; one table (StatusOf) maps
+// codes to HTTP statuses, and ErrorResponse (WriteError for handlers)
+// renders the JSON body {"ok":false,"error","message","requestId"} for
+// tenant requests and platform routes alike. Every tenant response carries
+// X-Request-Id and X-Tenant-Id.
 //
 // Limits: the subrequest limit is exact. An in-process worker gets its HTTP
 // client from OutboundClient(ctx), which refuses request N+1; an HTTP
