@@ -40,6 +40,9 @@ type ratioConfig struct {
 	warmup      time.Duration
 	workDir     string
 	callers     int
+	// bareCmd makes the bare proxy's process; nil re-executes this binary
+	// as "loadgen bare-proxy" (tests substitute their own binary).
+	bareCmd func(addr, upstream string) (*exec.Cmd, error)
 }
 
 func parseRatioFlags(args []string, stderr io.Writer) (ratioConfig, error) {
@@ -203,15 +206,24 @@ func runRatio(ctx context.Context, cfg ratioConfig, out io.Writer) error {
 	}
 	defer func() { _ = gw.stop(10 * time.Second) }()
 
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	bareAddr, err := freeAddr()
 	if err != nil {
 		return err
 	}
-	bare := exec.Command(self, "bare-proxy", "-addr", bareAddr, "-upstream", upBase)
+	makeBare := cfg.bareCmd
+	if makeBare == nil {
+		makeBare = func(addr, upstream string) (*exec.Cmd, error) {
+			self, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			return exec.Command(self, "bare-proxy", "-addr", addr, "-upstream", upstream), nil
+		}
+	}
+	bare, err := makeBare(bareAddr, upBase)
+	if err != nil {
+		return err
+	}
 	bare.Stdout, bare.Stderr = logFile, logFile
 	bare.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := bare.Start(); err != nil {
