@@ -2,12 +2,13 @@
 // quotas and spend caps (DESIGN section 6) over the kv port, exactly under
 // any concurrency and across gateway replicas that share a store.
 //
-// A [Limiter] is built with [New] over a kv.Store. Its two pipeline stages
-// are [RateLimitStage] (step 4) and [UsageStage] (step 6); the x402 payment
-// stage (step 5) calls [Limiter.Reserve] (or [Limiter.ReserveExchange])
-// after verifying a payment and before calling next, then
-// [Reservation.Commit] after settlement or [Reservation.Release] on any
-// failure.
+// A [Limiter] is built with [New] over a kv.Store. It implements the
+// metering port (package meter): [Limiter.Admit] meters one request (its
+// rate limits, one unit of usage quota, an amount held against the spend
+// caps) and returns a [Hold], committed with the amount actually charged or
+// released. Its pipeline stage ([Limiter.Stage]) meters the requests that
+// do not charge; the x402 payment stage meters the ones that do through the
+// same port, before any facilitator call.
 //
 // # Rate limits
 //
@@ -75,10 +76,9 @@
 // (DefaultSlack, an hour). A request reserves one unit in both counters in
 // one all-or-none kv.IncrAll (one round trip on stores with a batch
 // ability), before the worker runs. When a later step refuses the request
-// before the worker is called, UsageStage gives the unit back; a request
-// the worker answered stays counted, whatever its status. A rate-limited
-// request, a 402 challenge or a rejected payment never reaches the usage
-// stage, so it consumes no quota.
+// before the worker is called, the hold gives the unit back; a request the
+// worker answered stays counted, whatever its status. A rate-limited
+// request, a 402 challenge or a rejected payment consumes no quota.
 //
 // Headers: X-Usage-Day-Limit, X-Usage-Day-Remaining, X-Usage-Day-Reset and
 // the same for Month, for each limited window; Reset is the Unix second the
@@ -107,6 +107,7 @@
 // keys of one IncrAll live in one slot:
 //
 //	q:{acme}:rate:c:<callerID>   GCRA TAT of one caller (µs)
+//	q:{acme}:rate:ip:<addrID>    GCRA TAT of one client address (µs)
 //	q:{acme}:rate:t              GCRA TAT of the whole tenant (µs)
 //	q:{acme}:use:d:2026-11-24    requests that day
 //	q:{acme}:use:m:2026-11       requests that month
@@ -117,28 +118,18 @@
 //
 // # One round trip for a paid request
 //
-// On a store with a batch ability, a paid request's counters (both rate
-// limits, the day and month usage quota and the day and month spend
-// reservation) are checked in ONE all-or-none kv.IncrAll: one Lua script
-// on Redis, all its keys in the tenant's {slug} slot. RateLimitStage defers
-// its check when the tenant charges and the request carries a payment
-// header (and the limiter's UsageStage is in use); the x402 payment stage,
-// once the payment is verified, calls ReserveExchange, which counts the
-// deferred rate limits, the usage unit and the price together and answers
-// a refusal by any of them with that limit's 429 and headers. The rate
-// limits keep the order of the design's pipeline for everything that
-// consumes: a 402 challenge, an undecodable or invalid payment, a replay or
-// an idempotency conflict consume no quota and no spend, and still cost one
-// rate unit (the rate stage counts it when the payment stage answered
-// without the combined check, and answers 429 instead when the caller is
-// over its limit). A request refused by one counter consumes none of the
-// others: inside one all-or-none IncrAll no GCRA unit needs undoing. The
-// usage unit is held by the spend Reservation: Release gives it back with
-// the price, in one call, when the worker was not called; a request the
-// worker answered keeps it. What the deferral changes is when a caller over
-// its rate limit learns it: after the payment stage has looked at the
-// payment (idempotency records, ledger lookup, facilitator verify), not
-// before.
+// On a store with a batch ability, one Admit is ONE all-or-none
+// kv.IncrAll: the rate limits (per caller, per client address beside an
+// asserted identity, per tenant), the day and month usage quota and the day
+// and month spend hold, one Lua script on Redis with all its keys in the
+// tenant's {slug} slot; the other counters of the tenant are read in the
+// same call for the headers. A request refused by one counter consumes none
+// of the others: inside one all-or-none IncrAll no GCRA unit needs undoing.
+// The payment stage admits a paid request before asking the facilitator
+// anything, so a caller over its rate limit is refused before it can cost a
+// verify call; a challenge, an undecodable or mismatched payment counts one
+// rate unit only. Rate-limit increments are marked kv.Increment.Volatile: a
+// single-node store may keep them in memory.
 //
 // # Failures
 //
@@ -151,8 +142,8 @@
 //
 // # Cost
 //
-// A free request's full check (both rate limits, then day and month quota)
-// is two store calls; a paid request's is one (above). Keys are built once
+// A request's full check is one store call on a store with a batch ability
+// (above), a few otherwise. Keys are built once
 // per tenant and UTC day and cached, so the quota package itself allocates
 // only the caller's key; on the memory adapter the free check makes 3
 // allocations (96 B). See BenchmarkCheck and BenchmarkCheckOverhead (the

@@ -98,9 +98,6 @@ type Limiter struct {
 	slack  time.Duration
 	cal    atomic.Pointer[calendar]
 	pool   sync.Pool // *scratch
-	// staged is set once UsageStage has been called: a usage stage then
-	// runs before the worker, and the combined check may count its unit.
-	staged atomic.Bool
 }
 
 // scratch holds the per-call arrays of the hot path: slices of them go to

@@ -23,7 +23,7 @@ import (
 )
 
 // quotaEnv is an env whose spend caps are the real quota.Limiter over the
-// memory KV, through SpendFromQuota; the paid tenant's daily cap is k
+// memory KV, as the stage's Meter; the paid tenant's daily cap is k
 // prices.
 func quotaEnv(t *testing.T, k int) (*env, *quota.Limiter) {
 	t.Helper()
@@ -240,7 +240,7 @@ func TestCombinedCheckThroughTheStage(t *testing.T) {
 
 // A payment that fails at settlement is a rejected payment: the worker ran,
 // but the request consumes no usage quota (DESIGN section 3), whether the
-// usage unit was counted by the combined check or by UsageStage alone.
+// usage unit was counted by the one admission.
 func TestFailedSettlementConsumesNoQuota(t *testing.T) {
 	t.Parallel()
 	for _, combined := range []bool{true, false} {
