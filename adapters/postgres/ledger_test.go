@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,7 +155,7 @@ func TestLedgerConnectionCutMidAppend(t *testing.T) {
 }
 
 // BenchmarkLedgerReplicas is the settlement rate through ledger.Ledger
-// with 64 concurrent writers spread over one or two replicas (pools over
+// with 32 concurrent writers per replica, one or two replicas (pools over
 // one schema), the chain's advisory lock being what they share. Each
 // replica groups the appends that queue while it writes (chain.go), so a
 // second replica's group is formed and waiting for the lock while the
@@ -180,7 +181,9 @@ func BenchmarkLedgerReplicas(b *testing.B) {
 			}
 			ctx := context.Background()
 			var next, worker atomic.Int64
-			b.SetParallelism(32) // 64 writers on 2 CPUs
+			// Each replica brings its own 32 writers, as each gateway
+			// serves its share of the connections.
+			b.SetParallelism(max(1, 32*n/runtime.GOMAXPROCS(0)))
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				l := ledgers[int(worker.Add(1))%n]
