@@ -146,6 +146,7 @@ func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
 	}
 	defer func() { release() }()
 	var deferred []string
+	var sweepOnly []State
 	for n := head + 1; n <= tail; n++ {
 		raw, err := s.st.kv.Get(ctx, s.st.qItemKey(n))
 		if errors.Is(err, kv.ErrNotFound) {
@@ -176,6 +177,9 @@ func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
 			return rep, err
 		}
 		if st.Unclaimed() == 0 {
+			// Claimed elsewhere (a refund claims what was charged): its
+			// receiver may still have claimed funds to sweep.
+			sweepOnly = append(sweepOnly, st)
 			if st.Queued {
 				// Claimed already (a refund does): leave the queue, so
 				// the next charge queues the channel again.
@@ -225,6 +229,16 @@ func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
 			}
 		}
 		if err := c.settle(ctx, grp[0].st, &rep); err != nil {
+			return rep, err
+		}
+	}
+	for _, st := range sweepOnly {
+		g := group{st.Network, strings.ToLower(st.Config.Receiver), strings.ToLower(st.Config.Token)}
+		if _, ok := groups[g]; ok {
+			continue
+		}
+		groups[g] = nil
+		if err := c.settle(ctx, st, &rep); err != nil {
 			return rep, err
 		}
 	}

@@ -57,9 +57,6 @@ type SchemeConfig struct {
 	// WithdrawDelay is the channel withdraw delay offered, in seconds;
 	// zero means DefaultWithdrawDelay.
 	WithdrawDelay uint64
-	// Service, when set, gives the scheme its LocalVerifier ability
-	// (vouchers checked against the mirrored channel state).
-	Service *Service
 }
 
 // Scheme is batch-settlement (x402.Scheme and x402.LocalVerifier). It is
@@ -89,7 +86,7 @@ func NewScheme(cfg SchemeConfig) (*Scheme, error) {
 	if delay < MinWithdrawDelay || delay > MaxWithdrawDelay {
 		return nil, fmt.Errorf("%w: batch-settlement: WithdrawDelay %d is outside %d..%d seconds", x402.ErrInvalidRequirement, delay, MinWithdrawDelay, MaxWithdrawDelay)
 	}
-	return &Scheme{receiverAuthorizer: addr, withdrawDelay: delay, svc: cfg.Service, cache: eip712.NewRecoverCache(4096)}, nil
+	return &Scheme{receiverAuthorizer: addr, withdrawDelay: delay, cache: eip712.NewRecoverCache(4096)}, nil
 }
 
 // ReceiverAuthorizer returns the receiver authorizer a facilitator
@@ -287,12 +284,12 @@ func (s *Scheme) CheckPayment(p *x402.Payment, req x402.Requirement, now time.Ti
 }
 
 // VerifyLocal verifies a voucher payment against the mirrored channel
-// state without a facilitator round trip (x402.LocalVerifier). It needs
-// SchemeConfig.Service; deposits and refunds are answered invalid with
+// state without a facilitator round trip (x402.LocalVerifier). Only the
+// scheme a Service returns (Service.Scheme) has that state; deposits and refunds are answered invalid with
 // ReasonPayloadType, as they go to the facilitator.
 func (s *Scheme) VerifyLocal(ctx context.Context, p *x402.Payment, req x402.Requirement) (*x402.VerifyResponse, error) {
 	if s.svc == nil {
-		return nil, errors.New("batch-settlement: VerifyLocal needs SchemeConfig.Service")
+		return nil, errors.New("batch-settlement: VerifyLocal needs the scheme of a channel.Service (Service.Scheme)")
 	}
 	return s.svc.Verify(ctx, p, req)
 }

@@ -110,6 +110,10 @@ func New(s kv.Store, cfg Config) (*Service, error) {
 		st: store{kv: s, prefix: cfg.Prefix}, scheme: cfg.Scheme, fac: cfg.Facilitator, journal: cfg.Journal,
 		leaseTTL: cfg.LeaseTTL, freshFor: cfg.FreshFor, now: cfg.Now, log: cfg.Logger,
 	}
+	// The service's own copy of the scheme verifies locally against it.
+	bound := *cfg.Scheme
+	bound.svc = svc
+	svc.scheme = &bound
 	if svc.st.prefix == "" {
 		svc.st.prefix = "x402ch:"
 	}
@@ -128,7 +132,9 @@ func New(s kv.Store, cfg Config) (*Service, error) {
 	return svc, nil
 }
 
-// Scheme returns the service's scheme.
+// Scheme returns the service's scheme: the configured one, bound to this
+// service so that its VerifyLocal checks vouchers against the channel
+// state. Hand this one to the payment stage.
 func (s *Service) Scheme() *Scheme { return s.scheme }
 
 // MismatchError is a corrective refusal: the voucher's maxClaimableAmount
