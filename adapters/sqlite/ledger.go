@@ -25,11 +25,15 @@ const getEntrySQL = `SELECT ` + entryColumns + ` FROM ledger WHERE tenant = ? AN
 const auditColumns = `seq, time_us, kind, tenant, subject, data, prev_hash, hash`
 
 const (
-	dupSQL         = `SELECT 1 FROM ledger WHERE tenant = ? AND idempotency_key = ?`
 	tailSQL        = `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`
 	insertAuditSQL = `INSERT INTO audit_log (` + auditColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
+	// insertEntrySQL inserts the entry unless its tenant and idempotency
+	// key exist: the duplicate check and the insert in one statement (a
+	// duplicate produces no row, so the append-only trigger, which
+	// refuses duplicate rows, does not fire).
 	insertEntrySQL = `INSERT INTO ledger (` + entryColumns + `)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+			SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
+			WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE tenant = ?2 AND idempotency_key = ?3)`
 )
 
 // AppendSettlement implements ledger.Store. The duplicate check, the
@@ -44,26 +48,22 @@ func (s *Store) AppendSettlement(ctx context.Context, e ledger.Entry, rec ledger
 		dup    bool
 	)
 	err := s.group(ctx, func(g *groupTx) error {
-		st, err := g.stmt(dupSQL)
+		st, err := g.stmt(insertEntrySQL)
 		if err != nil {
 			return err
 		}
-		var one int
-		err = st.QueryRowContext(g.ctx, e.Tenant, e.IdempotencyKey).Scan(&one)
-		if dup = err == nil; dup {
-			return nil // a duplicate writes nothing
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		if st, err = g.stmt(insertEntrySQL); err != nil {
-			return err
-		}
-		_, err = st.ExecContext(g.ctx, e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount,
+		res, err := st.ExecContext(g.ctx, e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount,
 			e.AmountAtomic, e.Asset, e.Network, e.PayTo, e.TxHash, string(e.Status), e.RequestID, e.Resource,
 			e.Time.UnixMicro())
 		if err != nil {
 			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if dup = n == 0; dup {
+			return nil // a duplicate writes nothing
 		}
 		sealed, err = g.appendAudit(rec)
 		return err
