@@ -358,3 +358,5 @@ func TestClaimersConcurrent(t *testing.T) {
 	require.EqualValues(t, 1000, total)
 	require.EqualValues(t, 1000, f.fac.Escrow().Settled(f.req.PayTo, f.req.Asset))
 }
+
+func timeNow() time.Time { return time.Now() }
