@@ -305,7 +305,7 @@ func (c *Claimer) claim(ctx context.Context, batch []claimRow, rep *ClaimReport)
 		s.record(ctx, Entry{
 			Key: "claim:" + r.id + ":" + strconv.FormatUint(st.ClaimedUpTo, 10), Status: StatusClaimed, ChannelID: r.id,
 			Network: st.Network, Payer: st.Config.Payer, Receiver: st.Config.Receiver, Token: st.Config.Token,
-			Amount: st.ClaimedUpTo - prev, Cumulative: st.ClaimedUpTo, Transaction: sr.Transaction, Time: now,
+			Amount: st.ClaimedUpTo - prev, Cumulative: st.ClaimedUpTo, Transaction: sr.Transaction, Time: now, Tenant: st.Tenant,
 		})
 	}
 	return nil
@@ -333,6 +333,7 @@ func (c *Claimer) settle(ctx context.Context, st State, rep *ClaimReport) error 
 	s.record(ctx, Entry{
 		Key: "settle:" + strings.ToLower(st.Config.Receiver) + ":" + strings.ToLower(st.Config.Token) + ":" + sr.Transaction, Status: StatusSettled,
 		Network: st.Network, Receiver: st.Config.Receiver, Token: st.Config.Token, Amount: n, Transaction: sr.Transaction, Time: s.now(),
+		Tenant: st.Tenant,
 	})
 	return nil
 }

@@ -144,7 +144,7 @@ func TestEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	p, err := channel.Envelope(f.req, pl)
 	require.NoError(t, err)
-	h, err := f.svc.Begin(ctx, p, f.req)
+	h, err := f.svc.BeginMeta(ctx, p, f.req, channel.Meta{Tenant: "weather", RequestID: "r1", Resource: "https://api.example/llm"})
 	require.NoError(t, err)
 	resp, err := h.Commit(ctx, "600")
 	require.NoError(t, err)
@@ -263,6 +263,10 @@ func TestEndToEnd(t *testing.T) {
 	deposited, _ := f.jr.sum(channel.StatusDeposited)
 	require.EqualValues(t, 10000, deposited)
 	require.Equal(t, deposited, settled+refunded, "every deposited unit was either paid to the receiver or refunded")
+	for _, e := range f.jr.entries {
+		require.Equal(t, "weather", e.Tenant, "every entry of the channel carries its tenant: %s", e.Key)
+	}
+	require.Equal(t, "r1", f.jr.entries[f.jr.order[0]].RequestID)
 }
 
 // A claim whose answer is lost (after the escrow applied it) is repeated

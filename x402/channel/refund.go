@@ -93,7 +93,7 @@ func (s *Service) Refund(ctx context.Context, p *x402.Payment, req x402.Requirem
 		return nil, err
 	}
 	now := s.now()
-	base := Entry{ChannelID: id, Network: st.Network, Payer: st.Config.Payer, Receiver: st.Config.Receiver, Token: st.Config.Token, Transaction: sr.Transaction, Time: now}
+	base := Entry{Tenant: st.Tenant, ChannelID: id, Network: st.Network, Payer: st.Config.Payer, Receiver: st.Config.Receiver, Token: st.Config.Token, Transaction: sr.Transaction, Time: now}
 	if st.ClaimedUpTo > prevClaimed {
 		e := base
 		e.Key, e.Status, e.Amount, e.Cumulative = "claim:"+id+":"+strconv.FormatUint(st.ClaimedUpTo, 10), StatusClaimed, st.ClaimedUpTo-prevClaimed, st.ClaimedUpTo

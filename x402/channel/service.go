@@ -47,6 +47,20 @@ type Entry struct {
 	Transaction string
 	// Time is when it happened.
 	Time time.Time
+	// Tenant is the tenant the channel was opened for (Meta.Tenant of its
+	// first deposit); RequestID and Resource are the request's, for a
+	// charge, deposit or refund.
+	Tenant, RequestID, Resource string
+}
+
+// Meta is what the gateway knows about a request beyond the payment: it
+// is copied into the journal entries.
+type Meta struct {
+	// Tenant owns the channel; it is recorded when the channel is opened
+	// and carried by every later entry of the channel, claims included.
+	Tenant string
+	// RequestID and Resource identify the request.
+	RequestID, Resource string
 }
 
 // Journal records channel entries (the ledger port of this package). The
@@ -191,6 +205,7 @@ func IsRefund(p *x402.Payment) bool {
 // until Commit or Abort.
 type Hold struct {
 	svc     *Service
+	meta    Meta
 	state   State
 	version uint64
 	token   string
@@ -215,6 +230,11 @@ func (h *Hold) State() State { return h.state }
 // whatever happens to the request. Begin never changes the charged amount:
 // only Commit does.
 func (s *Service) Begin(ctx context.Context, p *x402.Payment, req x402.Requirement) (*Hold, error) {
+	return s.BeginMeta(ctx, p, req, Meta{})
+}
+
+// BeginMeta is Begin with the request's Meta for the journal.
+func (s *Service) BeginMeta(ctx context.Context, p *x402.Payment, req x402.Requirement, meta Meta) (*Hold, error) {
 	c, err := s.scheme.CheckPayment(p, req, s.now())
 	if err != nil {
 		return nil, err
@@ -228,7 +248,7 @@ func (s *Service) Begin(ctx context.Context, p *x402.Payment, req x402.Requireme
 	if err != nil {
 		return nil, err
 	}
-	h := &Hold{svc: s, token: token, voucher: pl.Voucher, max: c.Max, amount: c.Amount, payer: pl.ChannelConfig.Payer, network: x402.NormalizeNetwork(req.Network)}
+	h := &Hold{svc: s, meta: meta, token: token, voucher: pl.Voucher, max: c.Max, amount: c.Amount, payer: pl.ChannelConfig.Payer, network: x402.NormalizeNetwork(req.Network)}
 	fail := func(err error) (*Hold, error) {
 		_ = s.st.release(context.WithoutCancel(ctx), id, token)
 		return nil, err
@@ -239,7 +259,7 @@ func (s *Service) Begin(ctx context.Context, p *x402.Payment, req x402.Requireme
 		if pl.Type != TypeDeposit {
 			return fail(&Error{Reason: ReasonMissingChannel, Err: x402.ErrRequirementMismatch, Detail: "no channel " + id + " on this server: deposit first"})
 		}
-		st = State{ChannelID: id, Network: h.network, Config: pl.ChannelConfig}
+		st = State{ChannelID: id, Network: h.network, Config: pl.ChannelConfig, Tenant: meta.Tenant}
 	case err != nil:
 		return fail(err)
 	}
@@ -247,7 +267,7 @@ func (s *Service) Begin(ctx context.Context, p *x402.Payment, req x402.Requireme
 		return fail(err)
 	}
 	if pl.Type == TypeDeposit {
-		if st, version, h.deposit, err = s.deposit(ctx, p, req, st, version, c); err != nil {
+		if st, version, h.deposit, err = s.deposit(ctx, p, req, st, version, c, meta); err != nil {
 			return fail(err)
 		}
 		if c.Max > st.Balance {
@@ -287,7 +307,7 @@ func (s *Service) mismatch(st *State, reason string, want, got uint64) error {
 
 // deposit executes a deposit payload through the facilitator and records
 // the new balance as the next state version.
-func (s *Service) deposit(ctx context.Context, p *x402.Payment, req x402.Requirement, st State, version uint64, c *Checked) (State, uint64, *x402.SettleResponse, error) {
+func (s *Service) deposit(ctx context.Context, p *x402.Payment, req x402.Requirement, st State, version uint64, c *Checked, meta Meta) (State, uint64, *x402.SettleResponse, error) {
 	if s.fac == nil {
 		return st, version, nil, errors.New("channel: a deposit needs Config.Facilitator")
 	}
@@ -309,6 +329,7 @@ func (s *Service) deposit(ctx context.Context, p *x402.Payment, req x402.Require
 		Key: "deposit:" + st.ChannelID + ":" + sr.Transaction, Status: StatusDeposited, ChannelID: st.ChannelID,
 		Network: st.Network, Payer: st.Config.Payer, Receiver: st.Config.Receiver, Token: st.Config.Token,
 		Amount: c.DepositAmount, Cumulative: st.Balance, Transaction: sr.Transaction, Time: s.now(),
+		Tenant: st.Tenant, RequestID: meta.RequestID, Resource: meta.Resource,
 	})
 	return st, version + 1, sr, nil
 }
@@ -380,6 +401,7 @@ func (h *Hold) Commit(ctx context.Context, charge string) (*x402.SettleResponse,
 			Key: "charge:" + st.ChannelID + ":" + strconv.FormatUint(st.Charged, 10), Status: StatusCharged, ChannelID: st.ChannelID,
 			Network: st.Network, Payer: st.Config.Payer, Receiver: st.Config.Receiver, Token: st.Config.Token,
 			Amount: n, Cumulative: st.Charged, Time: s.now(),
+			Tenant: st.Tenant, RequestID: h.meta.RequestID, Resource: h.meta.Resource,
 		})
 	}
 	resp := &x402.SettleResponse{

@@ -52,6 +52,8 @@ type State struct {
 	SyncedAt int64 `json:"onchainSyncedAt"`
 	// LastRequest is when the last paid request committed (Unix ms).
 	LastRequest int64 `json:"lastRequestTimestamp"`
+	// Tenant is the tenant the channel was opened for.
+	Tenant string `json:"tenant,omitempty"`
 	// Queued says the channel is in the claim queue.
 	Queued bool `json:"queued,omitempty"`
 }
