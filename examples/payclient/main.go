@@ -8,6 +8,7 @@
 //	go run ./examples/payclient -url 'http://127.0.0.1:8402/t/demo-paid/premium/rows?limit=2'
 //	go run ./examples/payclient -scheme exact-permit2 -url '.../t/demo-paid/permit2/rows?limit=2'
 //	go run ./examples/payclient -scheme upto -url '.../t/demo-paid/metered/rows?limit=2'
+//	go run ./examples/payclient -scheme batch-settlement -url '.../t/demo-paid/llm/rows?limit=2'
 //
 // -scheme exact signs an EIP-3009 TransferWithAuthorization, exact-permit2
 // a Permit2 PermitWitnessTransferFrom for the exact proxy (an exact entry
@@ -33,6 +34,7 @@ import (
 	"time"
 
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/channel"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
 	"github.com/402claw/dispatcher/x402/permit2"
 	"github.com/402claw/dispatcher/x402/upto"
@@ -74,6 +76,9 @@ func pick(accepts []x402.Requirement, scheme string) (x402.Requirement, error) {
 }
 
 func run(url, key, scheme string, v1, replay bool, agent string, out io.Writer) error {
+	if scheme == channel.Name && !v1 {
+		return runChannel(url, key, agent, out) // channel.go
+	}
 	switch scheme {
 	case x402.SchemeExact, permit2.Name, upto.Name:
 	default:
