@@ -355,6 +355,10 @@ func (d *Dispatcher) Dispatch(ctx context.Context, r *http.Request) *http.Respon
 	var resp *http.Response
 	if max := d.cfg.MaxBodyBytes; max > 0 && r.ContentLength > max {
 		err = ErrRequestTooLarge.With(fmt.Sprintf("the request body is %d bytes, over the %d byte limit", r.ContentLength, max), nil)
+	} else if !res.ByHost && r.Header.Get("Service-Worker") != "" {
+		// A service worker registered from the shared host would serve
+		// every later request of its scope, in the client's browser.
+		err = ErrForbidden.With("service workers cannot be registered from a tenant on the shared host", nil)
 	} else {
 		resp, err = d.handler(ctx, x)
 	}
@@ -472,11 +476,19 @@ func (d *Dispatcher) fetch(ctx context.Context, x *Exchange) (*http.Response, er
 	}
 	canonicalize(resp.Header)
 	d.stripOwned(resp.Header)
-	if !x.Resolution.ByHost && !x.Tenant.Cookies {
-		// Tenants under /t/<slug>/ share the platform's host and so its
-		// cookies: none cross between client and worker unless the tenant
-		// opted in.
-		resp.Header.Del("Set-Cookie")
+	if !x.Resolution.ByHost {
+		if !x.Tenant.Cookies {
+			// Tenants under /t/<slug>/ share the platform's host and so
+			// its cookies: none cross between client and worker unless
+			// the tenant opted in.
+			resp.Header.Del("Set-Cookie")
+		}
+		// Nor may a tenant on the shared host take over the origin in
+		// a browser: a service worker scoped to "/" would control the
+		// marketplace, every tenant and the paywall; Clear-Site-Data
+		// would wipe the origin's storage.
+		resp.Header.Del("Service-Worker-Allowed")
+		resp.Header.Del("Clear-Site-Data")
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
@@ -524,6 +536,11 @@ func (d *Dispatcher) outgoingRequest(ctx context.Context, x *Exchange) (*http.Re
 		delete(h, k)
 	}
 	delete(h, "Forwarded")
+	// A method override would let a worker stack run another route than
+	// the one the request was priced as (POST priced, GET served).
+	delete(h, "X-Http-Method-Override")
+	delete(h, "X-Http-Method")
+	delete(h, "X-Method-Override")
 	for k := range h {
 		if strings.IndexByte(k, '_') >= 0 {
 			delete(h, k)

@@ -277,3 +277,30 @@ func TestExchangeCarriesTheRoutePrice(t *testing.T) {
 	}
 	require.Equal(t, []string{"0//free", "0.002//rows/:id", "0.01/"}, got)
 }
+
+// Review finding: a tenant on the shared host cannot take the origin over
+// in a browser (service workers scoped to "/", Clear-Site-Data), and no
+// method override reaches a worker (it would run another route than the
+// one priced).
+func TestSharedOriginTakeoverAndMethodOverride(t *testing.T) {
+	t.Parallel()
+	worker := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Service-Worker-Allowed", "/")
+		w.Header().Set("Clear-Site-Data", `"*"`)
+		headerEcho(w, r)
+	})
+	d := newHardened(t, worker, nil)
+	rec := do(t, d, "GET", "http://gw/t/free1/x", map[string]string{"X-HTTP-Method-Override": "GET", "X-Method-Override": "GET", "X-HTTP-Method": "GET"})
+	h := received(t, rec)
+	require.Empty(t, rec.Header().Get("Service-Worker-Allowed"))
+	require.Empty(t, rec.Header().Get("Clear-Site-Data"))
+	for _, k := range []string{"X-Http-Method-Override", "X-Method-Override", "X-Http-Method"} {
+		require.Empty(t, h.Get(k), k)
+	}
+	rec = do(t, d, "GET", "http://gw/t/free1/sw.js", map[string]string{"Service-Worker": "script"})
+	require.Equal(t, http.StatusForbidden, rec.Code)
+	rec = do(t, d, "GET", "http://own.example/x", map[string]string{"Host": "own.example"})
+	require.Equal(t, "/", rec.Header().Get("Service-Worker-Allowed"), "a tenant on its own host owns its origin")
+	rec = do(t, d, "GET", "http://gw/t/free1/a//b", nil)
+	require.Equal(t, http.StatusBadRequest, rec.Code, "servers merge //: it would be priced as one path and served as another")
+}

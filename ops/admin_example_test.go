@@ -12,8 +12,9 @@ import (
 	"github.com/402claw/dispatcher/tenant"
 )
 
-// An owner publishes a tenant with their API key; the admin API swaps it
-// into the registry, sets its owner from the key and audits the change.
+// The admin assigns a tenant (and its worker) to an owner; the owner then
+// prices it with their API key. The admin API swaps each change into the
+// registry, keeps the owner from the key and audits the change.
 func ExampleAdminHandler() {
 	ctx := context.Background()
 	registry := tenant.NewRegistry(nil)
@@ -27,12 +28,15 @@ func ExampleAdminHandler() {
 	_, _ = accounts.CreateUser(ctx, "alice", "Alice")
 	_, key, _ := accounts.IssueKey(ctx, "alice", "laptop")
 
-	req := httptest.NewRequest("PUT", "/__platform/tenants/weather",
-		strings.NewReader(`{"workerName":"w-weather","priceUsd":"0.002","x402Enabled":true,"ownerUserId":"mallory"}`))
-	req.Header.Set("Authorization", "Bearer "+key)
-	rec := httptest.NewRecorder()
-	admin.ServeHTTP(rec, req)
-	fmt.Println(rec.Code)
+	put := func(token, body string) int {
+		req := httptest.NewRequest("PUT", "/__platform/tenants/weather", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		admin.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	fmt.Println(put("admin-secret", `{"workerName":"w-weather","ownerUserId":"alice"}`))
+	fmt.Println(put(key, `{"workerName":"w-weather","priceUsd":"0.002","x402Enabled":true,"ownerUserId":"mallory"}`))
 
 	t, _ := registry.Load().Lookup("weather")
 	fmt.Println(t.Slug, t.OwnerUserID, t.PriceUSD, t.Charges())
@@ -40,6 +44,7 @@ func ExampleAdminHandler() {
 	fmt.Println(recs[0].Kind, recs[0].Tenant)
 	// Output:
 	// 201
+	// 200
 	// weather alice 0.002 true
 	// directory_swap weather
 }

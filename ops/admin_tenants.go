@@ -13,6 +13,7 @@ import (
 	"slices"
 
 	"github.com/402claw/dispatcher/ledger"
+	"github.com/402claw/dispatcher/limits"
 	"github.com/402claw/dispatcher/tenant"
 )
 
@@ -213,6 +214,23 @@ func (h *AdminHandler) putTenant(w http.ResponseWriter, r *http.Request, rid str
 				return nil, fmt.Errorf("%w: tenant %q: hosts are assigned by the platform admin", errForbidden, slug)
 			}
 			t.Hosts = have
+			// Plans and limit overrides are the platform's to give: an
+			// owner keeps what the tenant has (a new tenant starts on the
+			// free plan with none), so no owner escapes quarantine or
+			// raises its own CPU, subrequest or rate allowances.
+			if i >= 0 {
+				t.Plan, t.Limits, t.RateLimit = cur[i].Plan, cur[i].Limits, cur[i].RateLimit
+			} else {
+				t.Plan, t.Limits, t.RateLimit = limits.Free, limits.Overrides{}, tenant.RateLimit{}
+			}
+			// A worker an owner names is one of their own data sets
+			// (checked with the data sets) or the one the tenant already
+			// has: any other name could be another owner's backend, taken
+			// before its tenant exists.
+			_, isCSV := DatasetOf(t.WorkerName)
+			if !isCSV && (i < 0 || t.WorkerName != cur[i].WorkerName) {
+				return nil, fmt.Errorf("%w: tenant %q: an owner publishes data sets (workerName csv:<name>); other workers are assigned by the platform admin", errForbidden, slug)
+			}
 			for _, o := range cur {
 				if o.Slug != slug && o.WorkerName == t.WorkerName && o.OwnerUserID != p.userID {
 					return nil, fmt.Errorf("%w: worker %q serves another owner's tenant", errForbidden, t.WorkerName)

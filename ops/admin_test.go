@@ -267,12 +267,30 @@ func TestOwnerManagesOnlyOwnTenants(t *testing.T) {
 	f := newFixture(t, &memTenants{})
 	alice, bob := f.owner(t, "alice"), f.owner(t, "bob")
 
-	code, out := f.do(t, "PUT", "/__platform/tenants/a-api", alice, `{"workerName":"w-a","ownerUserId":"bob"}`)
+	// Workers are assigned by the admin; owners then manage their tenants.
+	code, out := f.do(t, "PUT", "/__platform/tenants/a-api", adminToken, `{"workerName":"w-a","ownerUserId":"alice"}`)
 	require.Equal(t, 201, code, "%v", out)
+	code, out = f.do(t, "PUT", "/__platform/tenants/b-api", adminToken, `{"workerName":"w-b","ownerUserId":"bob"}`)
+	require.Equal(t, 201, code, "%v", out)
+	code, out = f.do(t, "PUT", "/__platform/tenants/a-api", alice, `{"workerName":"w-a","ownerUserId":"bob","priceUsd":"0.1"}`)
+	require.Equal(t, 200, code, "%v", out)
 	require.Equal(t, "alice", out["ownerUserId"], "ownerUserId comes from the key, never the body")
 	code, out = f.do(t, "PUT", "/__platform/tenants/b-api", bob, `{"workerName":"w-b","owner":"alice"}`)
-	require.Equal(t, 201, code, "%v", out)
+	require.Equal(t, 200, code, "%v", out)
 	require.Equal(t, "bob", out["ownerUserId"])
+	// A worker the admin did not assign (another owner's backend, perhaps,
+	// before its tenant exists) is refused.
+	code, _ = f.do(t, "PUT", "/__platform/tenants/b-new", bob, `{"workerName":"w-not-yet-alices"}`)
+	require.Equal(t, 403, code)
+	// Plans and limit overrides are the platform's: an owner keeps them.
+	code, _ = f.do(t, "PUT", "/__platform/tenants/b-api", adminToken, `{"workerName":"w-b","ownerUserId":"bob","plan":"quarantine"}`)
+	require.Equal(t, 200, code)
+	code, out = f.do(t, "PUT", "/__platform/tenants/b-api", bob, `{"workerName":"w-b","plan":"enterprise","limits":{"cpuMs":600},"rateLimit":{"perCaller":{"requests":1000000,"windowSeconds":1}}}`)
+	require.Equal(t, 200, code, "%v", out)
+	b, _ := f.registry.Load().Lookup("b-api")
+	require.Equal(t, "quarantine", b.Plan)
+	require.Zero(t, b.Limits.CPUMs)
+	require.True(t, b.RateLimit.PerCaller.IsZero())
 
 	// Bob may not change, delete or read Alice's tenant.
 	code, out = f.do(t, "PUT", "/__platform/tenants/a-api", bob, `{"workerName":"w-b"}`)
@@ -317,7 +335,7 @@ func TestOwnerManagesOnlyOwnTenants(t *testing.T) {
 		require.NoError(t, json.Unmarshal(r.Data, &data))
 		by = append(by, data["by"].(string))
 	}
-	require.Equal(t, []string{"user:alice", "user:bob", "admin", "user:bob", "user:bob"}, by)
+	require.Equal(t, []string{"admin", "admin", "user:alice", "user:bob", "admin", "user:bob", "admin", "user:bob", "user:bob"}, by)
 }
 
 func TestRevokedKeyStopsAtOnceOnEveryReplica(t *testing.T) {

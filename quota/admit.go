@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sync"
 
 	"github.com/shopspring/decimal"
@@ -45,7 +46,7 @@ func (l *Limiter) admit(ctx context.Context, p meter.Params) (*Hold, error) {
 	}
 	ipID := ""
 	if p.Rate && p.ClientIP.IsValid() {
-		if id := hashAddr(p.ClientIP.Unmap().String()); id != p.CallerID {
+		if id := hashAddr(addrKey(p.ClientIP)); id != p.CallerID {
 			ipID = id
 		}
 	}
@@ -278,6 +279,19 @@ func (h *Hold) Release(ctx context.Context) error {
 }
 
 var zero decimal.Decimal
+
+// addrKey is what the per-address limit counts: an IPv4 address, or the
+// /64 of an IPv6 one, since any IPv6 client holds a whole /64 and could
+// otherwise rotate through it.
+func addrKey(ip netip.Addr) string {
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
+}
 
 // hashAddr is the id of a client address: the caller id the dispatcher
 // gives a caller known only by that address, so that the per-address limit

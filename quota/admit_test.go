@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -117,4 +118,21 @@ func TestAdmitIsOneRoundTrip(t *testing.T) {
 	require.Equal(t, "0", hd.Get("X-Usage-Day-Remaining"))
 	require.Equal(t, "0.99", hd.Get("X-Spend-Day-Remaining"), "nothing of the refused request was counted")
 	require.Equal(t, int64(2), store.calls.Load())
+}
+
+// Review finding: an IPv6 client holds a /64; rotating addresses inside it
+// (and ids) does not multiply the per-address allowance.
+func TestPerAddressLimitCountsIPv6Slash64(t *testing.T) {
+	t.Parallel()
+	l, err := quota.New(memory.NewKV(), quota.Config{Now: quotatest.NewClock(noon).Now})
+	require.NoError(t, err)
+	ten := &tenant.Tenant{Slug: "acme", Plan: "quarantine"} // per address 30/min
+	ok := 0
+	for i := 0; i < 100; i++ {
+		ip := netip.MustParseAddr("2001:db8:1:2::" + strconv.FormatInt(int64(i+1), 16))
+		if _, err := l.Admit(context.Background(), meter.Params{Tenant: ten, CallerID: dispatch.HashCaller("agent:" + strconv.Itoa(i)), ClientIP: ip, Rate: true}); err == nil {
+			ok++
+		}
+	}
+	require.Equal(t, 30, ok, "one /64, one allowance")
 }

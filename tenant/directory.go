@@ -171,13 +171,15 @@ var (
 	errDotSegment   = fmt.Errorf("%w: dot segments are not allowed in the path", ErrBadRequest)
 	errEncodedSlash = fmt.Errorf("%w: an encoded slash (%%2F) is not allowed in the path", ErrBadRequest)
 	errBackslash    = fmt.Errorf("%w: a backslash (raw or %%5C) is not allowed in the path", ErrBadRequest)
+	errEmptySegment = fmt.Errorf("%w: an empty path segment (//) is not allowed in the path", ErrBadRequest)
 )
 
 // checkPath refuses an escaped tenant path that could reach another path
 // once a worker, proxy or framework decodes or normalizes it: a segment that
 // is "." or ".." plain or percent-encoded in any case (%2e, %2E), an encoded
 // slash (%2f, %2F) that a decoder would turn into a separator, and a
-// backslash, raw or encoded (%5c, %5C), which some servers treat as one.
+// backslash, raw or encoded (%5c, %5C), which some servers treat as one,
+// and an empty segment ("//"), which servers merge.
 // Checking stops at a "?" (an escaped path has none; a request URI's query
 // is not the path). Other escapes (%20, %C3%A9) pass.
 func checkPath(p string) error {
@@ -186,6 +188,13 @@ func checkPath(p string) error {
 		if i == len(p) || p[i] == '/' || p[i] == '?' {
 			if isDots(p[segStart:i]) {
 				return errDotSegment
+			}
+			// "//" inside the path: servers merge it into "/", so it
+			// would be priced as one path and served as another. (A
+			// trailing "/" before the end or "?" is an empty last
+			// segment, which is fine.)
+			if i < len(p) && p[i] == '/' && i == segStart && segStart > 0 {
+				return errEmptySegment
 			}
 			if i < len(p) && p[i] == '?' {
 				return nil

@@ -249,10 +249,15 @@ func (n *node) match(method, rest string, more bool) *compiledRoute {
 	return n.wild.pick(method)
 }
 
-// lit finds the literal child for an escaped request segment.
+// lit finds the literal child for an escaped request segment. Literals
+// match without regard to ASCII case, and a ";params" suffix is ignored:
+// worker stacks commonly route "/Premium" or "/premium;x" to "/premium", so
+// pricing them any other way would serve a priced route at another price.
 func (n *node) lit(seg string) *node {
-	if strings.IndexByte(seg, '%') >= 0 {
-		return n.litDecoded(seg)
+	for i := 0; i < len(seg); i++ {
+		if c := seg[i]; c == '%' || c == ';' || c >= 'A' && c <= 'Z' {
+			return n.litDecoded(seg)
+		}
 	}
 	lo, hi := 0, len(n.keys)
 	for lo < hi {
@@ -289,6 +294,9 @@ func (n *node) litDecoded(seg string) *node {
 			return nil // longer than any literal
 		}
 		c := seg[i]
+		if c == ';' {
+			break // path parameters are not part of the segment's name
+		}
 		if c == '%' {
 			if i+2 >= len(seg) {
 				return nil
@@ -300,6 +308,9 @@ func (n *node) litDecoded(seg string) *node {
 			}
 			c = hi<<4 | lo
 			i += 2
+		}
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
 		}
 		buf[k] = c
 		k++
@@ -412,7 +423,7 @@ func compileRoutes(t *Tenant) (*routeTable, error) {
 				}
 				n = n.param
 			default:
-				n = n.child(s)
+				n = n.child(strings.ToLower(s))
 			}
 		}
 		term := &n.end
@@ -469,8 +480,9 @@ func priceRoute(t *Tenant, r *Route) Priced {
 	return p
 }
 
-// shapeKey is a pattern's shape: literals as they are, ":" for a parameter,
-// "*" for the rest. Literals never start with ":" nor equal "*".
+// shapeKey is a pattern's shape: literals lower-cased (literals match
+// without regard to case), ":" for a parameter, "*" for the rest. Literals
+// never start with ":" nor equal "*".
 func shapeKey(segs []string) string {
 	var b strings.Builder
 	for _, s := range segs {
@@ -479,7 +491,7 @@ func shapeKey(segs []string) string {
 		case s[0] == ':':
 			b.WriteByte(':')
 		default:
-			b.WriteString(s)
+			b.WriteString(strings.ToLower(s))
 		}
 	}
 	return b.String()

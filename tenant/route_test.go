@@ -100,8 +100,9 @@ func TestPriceFor(t *testing.T) {
 		{"POST", "/llm/", "/llm/*", "0.01", "0.5", []string{"upto", "batch-settlement"}, true},
 		{"POST", "/llm/v1/chat/completions", "/llm/*", "0.01", "0.5", []string{"upto", "batch-settlement"}, true},
 		{"GET", "/health", "/health", "0", "0", []string{"exact", "upto"}, false},
-		{"GET", "/he%61lth", "/health", "0", "0", []string{"exact", "upto"}, false}, // decoded before comparing
-		{"GET", "/HEALTH", "", "0.01", "0.01", []string{"exact", "upto"}, true},     // paths are case-sensitive
+		{"GET", "/he%61lth", "/health", "0", "0", []string{"exact", "upto"}, false},   // decoded before comparing
+		{"GET", "/HEALTH", "/health", "0", "0", []string{"exact", "upto"}, false},     // literals match without case, as worker stacks route
+		{"GET", "/health;x=1", "/health", "0", "0", []string{"exact", "upto"}, false}, // ;params are not part of the name
 		{"GET", "/", "", "0.01", "0.01", []string{"exact", "upto"}, true},
 		{"GET", "", "", "0.01", "0.01", []string{"exact", "upto"}, true},
 		{"GET", "*", "", "0.01", "0.01", []string{"exact", "upto"}, true},
@@ -238,8 +239,12 @@ func referenceMatch(t *tenant.Tenant, method, path string) *tenant.Route {
 				ok = ok && segs[j] != ""
 				rank = append(rank, 2)
 			default:
-				dec, err := url.PathUnescape(segs[j])
-				ok = ok && err == nil && dec == ps
+				seg := segs[j]
+				if k := strings.IndexByte(seg, ';'); k >= 0 {
+					seg = seg[:k]
+				}
+				dec, err := url.PathUnescape(seg)
+				ok = ok && err == nil && asciiLower(dec) == asciiLower(ps)
 				rank = append(rank, 3)
 			}
 		}
@@ -598,4 +603,22 @@ func FuzzPriceFor(f *testing.F) {
 			}
 		}
 	})
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// Literals match without case, so two routes whose literals differ only in
+// case are one route twice: the directory is refused.
+func TestRoutesDifferingInCaseAreAmbiguous(t *testing.T) {
+	_, err := tenant.ParseDirectory([]byte(`{"tenants":[{"slug":"a","workerName":"w","x402Enabled":true,"priceUsd":"0.01",
+	  "routes":[{"path":"/premium","priceUsd":"0.5"},{"path":"/PREMIUM","priceUsd":"0"}]}]}`))
+	require.ErrorContains(t, err, "ambiguous")
 }

@@ -741,14 +741,15 @@ function isDots(seg) {
 
 // checkPath is tenant.checkPath: it refuses an escaped tenant path that
 // could reach another path once something decodes or normalizes it: a "."
-// or ".." segment (plain or %2e-encoded), an encoded slash (%2f) or a
-// backslash (raw or %5c). Checking stops at a "?". It returns the refusal
+// or ".." segment (plain or %2e-encoded), an encoded slash (%2f), a
+// backslash (raw or %5c) or an empty segment ("//"). Checking stops at a "?". It returns the refusal
 // message, or "" when the path is fine.
 function checkPath(p) {
   let segStart = 0;
   for (let i = 0; i <= p.length; i++) {
     if (i === p.length || p[i] === "/" || p[i] === "?") {
       if (isDots(p.slice(segStart, i))) return "dot segments are not allowed in the path";
+      if (i < p.length && p[i] === "/" && i === segStart && segStart > 0) return "an empty path segment (//) is not allowed in the path";
       if (i < p.length && p[i] === "?") return "";
       segStart = i + 1;
       continue;

@@ -1,12 +1,22 @@
 package demo
 
-import "net/http"
+import (
+	"net/http"
+	"strings"
+)
 
 // WorkerName is the name the demo CSV API is published under.
 const WorkerName = "demo-csv"
 
+// FreeWorkerName is the demo CSV API without its paid parts (/premium and
+// /metered answer 404), for the free tenants: a worker that serves a paid
+// tenant must not serve the same paid content to a free one, or the free
+// tenant's path would be a way round the price.
+const FreeWorkerName = "demo-csv-free"
+
 // DemoDirectoryJSON is the example server's built-in tenant directory, in
-// the registry form. All three tenants are served by the one demo worker:
+// the registry form. The paid tenant is served by the demo worker, the free
+// ones by the same API without its paid parts (FreeWorkerName):
 //
 //   - demo: free, plan free (50 ms CPU, 10 subrequests), reached at /t/demo/;
 //   - demo-paid: x402, plan pro, with generous usage and spend limits,
@@ -19,7 +29,7 @@ const WorkerName = "demo-csv"
 //   - weather: free, in the "weather" directory, so that the analytics have
 //     more than one directory to show.
 const DemoDirectoryJSON = `{"tenants":[
-  {"slug":"demo","workerName":"demo-csv","plan":"free","priceUsd":"0","x402Enabled":false,
+  {"slug":"demo","workerName":"demo-csv-free","plan":"free","priceUsd":"0","x402Enabled":false,
    "ownerUserId":"demo-owner","directory":"data"},
   {"slug":"demo-paid","workerName":"demo-csv","plan":"pro","priceUsd":"0.01","x402Enabled":true,
    "usageLimit":{"dailyRequests":100000,"monthlyRequests":2000000},
@@ -41,11 +51,25 @@ const DemoDirectoryJSON = `{"tenants":[
      "description":"One world city by id",
      "discovery":{"pathParams":{"id":{"type":"string","description":"the city's id","example":"1"}}}}
    ]},
-  {"slug":"weather","workerName":"demo-csv","plan":"free","priceUsd":"0","x402Enabled":false,
+  {"slug":"weather","workerName":"demo-csv-free","plan":"free","priceUsd":"0","x402Enabled":false,
    "ownerUserId":"demo-weather","directory":"weather"}
 ]}`
 
 // Workers returns the demo workers by name, for dispatch.NewHandlerFetcher.
 func Workers() map[string]http.Handler {
-	return map[string]http.Handler{WorkerName: NewCSVAPI()}
+	return map[string]http.Handler{WorkerName: NewCSVAPI(), FreeWorkerName: freeOnly(NewCSVAPI())}
+}
+
+// freeOnly serves h without its paid parts.
+func freeOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := strings.ToLower(r.URL.Path)
+		for _, paid := range []string{"/premium", "/metered"} {
+			if p == paid || strings.HasPrefix(p, paid+"/") {
+				http.NotFound(w, r)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -26,7 +26,7 @@ func TestDemoDirectory(t *testing.T) {
 
 	free, ok := dir.Lookup("demo")
 	require.True(t, ok)
-	require.Equal(t, demo.WorkerName, free.WorkerName)
+	require.Equal(t, demo.FreeWorkerName, free.WorkerName, "a free tenant never shares the paid tenant's worker")
 	require.Equal(t, "free", free.Plan)
 	require.False(t, free.Charges())
 	require.Empty(t, free.Hosts)
@@ -79,13 +79,20 @@ func TestDemoDirectory(t *testing.T) {
 
 	weather, ok := dir.Lookup("weather")
 	require.True(t, ok)
-	require.Equal(t, demo.WorkerName, weather.WorkerName)
+	require.Equal(t, demo.FreeWorkerName, weather.WorkerName)
 	require.False(t, weather.Charges())
 	require.NotEqual(t, paid.Directory, weather.Directory, "a second marketplace directory")
 
 	workers := demo.Workers()
-	require.Len(t, workers, 1)
+	require.Len(t, workers, 2)
 	require.NotNil(t, workers[demo.WorkerName])
+	require.NotNil(t, workers[demo.FreeWorkerName])
+	// The free worker serves the free parts and none of the paid ones.
+	for path, want := range map[string]int{"/rows?limit=1": 200, "/premium/rows": 404, "/PREMIUM/rows/1": 404, "/metered/rows": 404} {
+		rec := httptest.NewRecorder()
+		workers[demo.FreeWorkerName].ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		require.Equal(t, want, rec.Code, path)
+	}
 }
 
 // gatewayFor serves the demo directory through a dispatcher over fetcher.
@@ -123,11 +130,11 @@ func TestEnrichmentCountsSubrequests(t *testing.T) {
 			t.Parallel()
 			climate, calls := climateServer(t)
 			worker := demo.NewCSVAPI(demo.WithEnrichURL(climate.URL + "/climate"))
-			var fetcher dispatch.Fetcher = dispatch.NewHandlerFetcher(map[string]http.Handler{demo.WorkerName: worker})
+			var fetcher dispatch.Fetcher = dispatch.NewHandlerFetcher(map[string]http.Handler{demo.WorkerName: worker, demo.FreeWorkerName: worker})
 			if mode == "http upstream" {
 				ws := httptest.NewServer(worker)
 				t.Cleanup(ws.Close)
-				f, err := upstream.New(upstream.Config{Workers: map[string]string{demo.WorkerName: ws.URL}})
+				f, err := upstream.New(upstream.Config{Workers: map[string]string{demo.WorkerName: ws.URL, demo.FreeWorkerName: ws.URL}})
 				require.NoError(t, err)
 				t.Cleanup(f.CloseIdleConnections)
 				fetcher = f
