@@ -48,8 +48,11 @@ type ClaimerConfig struct {
 	// Facilitator executes claims and settles. Required.
 	Facilitator x402.Facilitator
 	// Interval is how long a charge may stay unclaimed; zero means 5
-	// minutes. It must stay below MinWithdrawDelay so that a withdrawal
-	// never outruns a claim: call RunOnce at least this often.
+	// minutes. It must stay below MinWithdrawDelay: a payer's timed
+	// withdrawal takes at least that long, so every charge is claimed
+	// before one started after it can complete, even when the gateway
+	// never hears of the withdrawal. Call RunOnce well within
+	// MinWithdrawDelay - Interval (every minute, say).
 	Interval time.Duration
 	// Threshold claims a channel as soon as its unclaimed amount reaches
 	// it (atomic units); zero means only Interval and withdrawals.
@@ -112,8 +115,8 @@ type claimRow struct {
 }
 
 // RunOnce claims every queued channel that is due (its unclaimed amount
-// reached Threshold, it was charged Interval ago or more, or a withdrawal
-// is pending), in batches of MaxBatch, then settles each receiver and
+// reached Threshold, its oldest unclaimed charge is Interval old, or a
+// withdrawal is pending), in batches of MaxBatch, then settles each receiver and
 // token that was claimed. Another replica's run in progress makes it
 // return an empty report.
 func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
@@ -193,7 +196,7 @@ func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
 			continue
 		}
 		due := st.WithdrawRequestedAt != 0 || (c.cfg.Threshold > 0 && st.Unclaimed() >= c.cfg.Threshold) ||
-			now.Sub(time.UnixMilli(st.LastRequest)) >= c.cfg.Interval || now.Sub(time.UnixMilli(st.SyncedAt)) >= c.cfg.Interval
+			now.Sub(time.UnixMilli(st.UnclaimedSince)) >= c.cfg.Interval
 		if !due {
 			_ = s.st.release(ctx, id, token)
 			deferred = append(deferred, id)
@@ -289,7 +292,7 @@ func (c *Claimer) claim(ctx context.Context, batch []claimRow, rep *ClaimReport)
 		prev := st.ClaimedUpTo
 		st.ClaimedUpTo = st.Charged
 		st.TotalClaimed = max(st.TotalClaimed, st.Charged)
-		st.Queued = false
+		st.Queued, st.UnclaimedSince = false, 0
 		switch err := s.st.put(ctx, st, r.version); {
 		case errors.Is(err, ErrFenced):
 			// A request committed after this claim's lease lapsed: queue

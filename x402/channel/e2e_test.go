@@ -364,3 +364,36 @@ func TestClaimersConcurrent(t *testing.T) {
 }
 
 func timeNow() time.Time { return time.Now() }
+
+// Steady traffic does not postpone a claim: the interval runs from the
+// oldest unclaimed charge, not the latest.
+func TestClaimDueUnderTraffic(t *testing.T) {
+	ctx := context.Background()
+	f := newFlow(t)
+	now := f.clk.Now()
+	pl, err := f.cl.DepositPayload(f.req, f.cfg, 100000, 1000, now.Add(-time.Second), now.Add(time.Minute))
+	require.NoError(t, err)
+	p, err := channel.Envelope(f.req, pl)
+	require.NoError(t, err)
+	h, err := f.svc.Begin(ctx, p, f.req)
+	require.NoError(t, err)
+	_, err = h.Commit(ctx, "10")
+	require.NoError(t, err)
+	f.charged = 10
+	cm, err := channel.NewClaimer(f.svc, channel.ClaimerConfig{Facilitator: f.fac, Interval: 5 * time.Minute, Threshold: 1 << 40})
+	require.NoError(t, err)
+	for minute := 1; minute <= 4; minute++ {
+		f.clk.Add(time.Minute)
+		f.pay(10)
+		rep, err := cm.RunOnce(ctx)
+		require.NoError(t, err)
+		require.Zero(t, rep.Calls, "minute %d", minute)
+	}
+	f.clk.Add(time.Minute)
+	f.pay(10)
+	rep, err := cm.RunOnce(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string]uint64{f.id: 60}, rep.Claimed, "claimed 5 minutes after the first unclaimed charge")
+	_, err = channel.NewClaimer(f.svc, channel.ClaimerConfig{Facilitator: f.fac, Interval: 15 * time.Minute})
+	require.Error(t, err, "an interval as long as the shortest withdraw delay is refused")
+}

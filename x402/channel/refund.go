@@ -87,6 +87,7 @@ func (s *Service) Refund(ctx context.Context, p *x402.Payment, req x402.Requirem
 		st.RefundNonce++
 	}
 	st.ClaimedUpTo = max(st.ClaimedUpTo, st.Charged)
+	st.UnclaimedSince = 0
 	st.SignedMax, st.Signature = c.Max, pl.Voucher.Signature
 	st.SyncedAt = s.now().UnixMilli()
 	if err := s.st.put(ctx, st, version); err != nil {

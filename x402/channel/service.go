@@ -381,6 +381,9 @@ func (h *Hold) Commit(ctx context.Context, charge string) (*x402.SettleResponse,
 	h.done = true
 	defer func() { _ = s.st.release(context.WithoutCancel(ctx), h.state.ChannelID, h.token) }()
 	st := h.state
+	if n > 0 && st.Unclaimed() == 0 {
+		st.UnclaimedSince = s.now().UnixMilli()
+	}
 	st.Charged += n
 	st.SignedMax, st.Signature = h.max, h.voucher.Signature
 	st.LastRequest = s.now().UnixMilli()

@@ -52,6 +52,10 @@ type State struct {
 	SyncedAt int64 `json:"onchainSyncedAt"`
 	// LastRequest is when the last paid request committed (Unix ms).
 	LastRequest int64 `json:"lastRequestTimestamp"`
+	// UnclaimedSince is when the oldest unclaimed charge was committed
+	// (Unix ms), 0 when everything charged is claimed: the claimer's
+	// Interval runs from it, so steady traffic cannot postpone a claim.
+	UnclaimedSince int64 `json:"unclaimedSince,omitempty"`
 	// Tenant is the tenant the channel was opened for.
 	Tenant string `json:"tenant,omitempty"`
 	// Queued says the channel is in the claim queue.
