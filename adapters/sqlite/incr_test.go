@@ -164,3 +164,19 @@ func TestVolatileUndoUnderContention(t *testing.T) {
 		require.LessOrEqual(t, n, now, k)
 	}
 }
+
+// The group committer holds a connection only while it is busy: a second
+// after the last write the pool has it back, and writes still work after.
+func TestIdleStoreReleasesItsConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openDB(t, filepath.Join(t.TempDir(), "idle.db"))
+	s, err := sqlite.New(db)
+	require.NoError(t, err)
+	_, _, err = s.Incr(ctx, "n", kv.Increment{Delta: 1, Max: kv.Unbounded})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return db.Stats().InUse == 0 }, 10*time.Second, 50*time.Millisecond)
+	n, _, err := s.Incr(ctx, "n", kv.Increment{Delta: 1, Max: kv.Unbounded})
+	require.NoError(t, err)
+	require.Equal(t, int64(2), n)
+}

@@ -265,10 +265,10 @@ func isBusy(err error) bool {
 // Ops that queue while a group's statements run join that same
 // transaction before its COMMIT (up to maxGroup), so groups grow with the
 // load without any waiting. The committer is one goroutine, started by the
-// first write and ended after a second without any, so an idle Store holds
-// no goroutine; it keeps one connection of the pool, with the group's
-// statements (BEGIN and COMMIT included) prepared on it, from group to
-// group.
+// first write and ended after a second without any; while it lives it keeps
+// one connection of the pool, with the group's statements (BEGIN and
+// COMMIT included) prepared on it, from group to group, and gives it back
+// when it ends, so an idle Store holds neither.
 
 // maxGroup caps the ops of one transaction, bounding the latency a group
 // adds to the ops queued behind it.
@@ -416,6 +416,13 @@ func (s *Store) committer() {
 		q.mu.Lock()
 		q.idle = false
 		if len(q.ops) == 0 {
+			// Idle: give the connection back to the pool (the next
+			// committer takes one again), so that an idle Store holds
+			// neither a goroutine nor a connection.
+			if q.tx != nil {
+				q.tx.close(false)
+				q.tx = nil
+			}
 			q.running = false
 			q.mu.Unlock()
 			return
