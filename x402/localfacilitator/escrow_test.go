@@ -30,7 +30,7 @@ type bsFixture struct {
 
 func loadBS(t testing.TB) (bsFixture, x402.Requirement) {
 	t.Helper()
-	raw, err := os.ReadFile("testdata/client-batch-settlement.json")
+	raw, err := os.ReadFile("testdata/batchsettlement/client-batch-settlement.json")
 	require.NoError(t, err)
 	var f bsFixture
 	require.NoError(t, json.Unmarshal(raw, &f))
