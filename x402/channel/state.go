@@ -168,9 +168,11 @@ func (s store) put(ctx context.Context, st State, base uint64) error {
 		return ErrFenced
 	}
 	// Raise the head to base+1 unless it is there already; readers probe
-	// past a lagging head, so a failure here loses nothing.
-	_, _, _ = s.kv.Incr(ctx, s.headKey(st.ChannelID), kv.Increment{Delta: 1, Floor: int64(base), Max: int64(base + 1)})
-	if base >= 2 {
+	// past a lagging head, so a failure here loses nothing. Old records
+	// are pruned only once the head is known to be past them, so a head
+	// left behind (a crash, a failed raise) always has a record after it.
+	head, ok, err := s.kv.Incr(ctx, s.headKey(st.ChannelID), kv.Increment{Delta: 1, Floor: int64(base), Max: int64(base + 1)})
+	if err == nil && (ok || head >= int64(base+1)) && base >= 2 {
 		_ = s.kv.Delete(ctx, s.recKey(st.ChannelID, base-1))
 	}
 	return nil
