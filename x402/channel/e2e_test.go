@@ -82,6 +82,7 @@ func (f *flaky) Settle(ctx context.Context, req x402.FacilitatorRequest) (*x402.
 type flow struct {
 	t       *testing.T
 	clk     *clock
+	store   *memory.KV
 	fac     *localfacilitator.Facilitator
 	svc     *channel.Service
 	jr      *journal
@@ -103,7 +104,8 @@ func newFlow(t *testing.T) *flow {
 	sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: auth})
 	require.NoError(t, err)
 	jr := &journal{}
-	svc, err := channel.New(memory.NewKVWithClock(clk.Now), channel.Config{Scheme: sc, Facilitator: fac, Journal: jr, Now: clk.Now})
+	store := memory.NewKVWithClock(clk.Now)
+	svc, err := channel.New(store, channel.Config{Scheme: sc, Facilitator: fac, Journal: jr, Now: clk.Now})
 	require.NoError(t, err)
 	req, err := sc.Requirement(testOffer())
 	require.NoError(t, err)
@@ -112,7 +114,7 @@ func newFlow(t *testing.T) *flow {
 	require.NoError(t, err)
 	id, err := cfg.ID(84532)
 	require.NoError(t, err)
-	return &flow{t: t, clk: clk, fac: fac, svc: svc, jr: jr, req: req, cl: cl, cfg: cfg, id: id}
+	return &flow{t: t, clk: clk, store: store, fac: fac, svc: svc, jr: jr, req: req, cl: cl, cfg: cfg, id: id}
 }
 
 func (f *flow) voucher(max uint64) *x402.Payment {

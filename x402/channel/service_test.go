@@ -1,0 +1,106 @@
+package channel_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/channel"
+)
+
+// refusing is a facilitator whose /verify refuses and counts its calls.
+type refusing struct {
+	x402.Facilitator
+	verifies atomic.Int64
+}
+
+func (r *refusing) Verify(context.Context, x402.FacilitatorRequest) (*x402.VerifyResponse, error) {
+	r.verifies.Add(1)
+	return &x402.VerifyResponse{IsValid: false, InvalidReason: "invalid_batch_settlement_evm_channel_not_found"}, nil
+}
+
+func TestServiceRules(t *testing.T) {
+	ctx := context.Background()
+	f := newFlow(t)
+
+	// A voucher on a channel the server does not know: deposit first.
+	_, err := f.svc.Begin(ctx, f.voucher(1000), f.req)
+	require.Equal(t, channel.ReasonMissingChannel, channel.Reason(err))
+	vr, err := f.svc.Scheme().VerifyLocal(ctx, f.voucher(1000), f.req)
+	require.NoError(t, err)
+	require.False(t, vr.IsValid)
+	require.Equal(t, channel.ReasonMissingChannel, vr.InvalidReason)
+
+	// A refund payload is not a request.
+	rp, err := f.cl.RefundPayload(f.req, f.cfg, 0, "")
+	require.NoError(t, err)
+	refund, err := channel.Envelope(f.req, rp)
+	require.NoError(t, err)
+	_, err = f.svc.Begin(ctx, refund, f.req)
+	require.Equal(t, channel.ReasonPayloadType, channel.Reason(err))
+	_, err = f.svc.Refund(ctx, f.voucher(1000), f.req)
+	require.Equal(t, channel.ReasonPayloadType, channel.Reason(err))
+	_, err = f.svc.Refund(ctx, refund, f.req)
+	require.Equal(t, channel.ReasonMissingChannel, channel.Reason(err))
+
+	// The deposit's first voucher must be exactly the per-request amount,
+	// and covered by the deposit.
+	now := f.clk.Now()
+	for _, tc := range []struct {
+		deposit, max uint64
+		reason       string
+	}{
+		{10000, 999, channel.ReasonCumulativeAmountMismatch},
+		{500, 1000, channel.ReasonCumulativeExceedsBalance},
+	} {
+		pl, err := f.cl.DepositPayload(f.req, f.cfg, tc.deposit, tc.max, now.Add(-time.Second), now.Add(time.Minute))
+		require.NoError(t, err)
+		p, err := channel.Envelope(f.req, pl)
+		require.NoError(t, err)
+		_, err = f.svc.Begin(ctx, p, f.req)
+		require.Equal(t, tc.reason, channel.Reason(err))
+	}
+	_, ok := f.fac.Escrow().Channel(f.id)
+	require.False(t, ok, "a refused deposit is never executed")
+
+	// Open the channel; the voucher verifies locally while fresh.
+	pl, err := f.cl.DepositPayload(f.req, f.cfg, 10000, 1000, now.Add(-time.Second), now.Add(time.Minute))
+	require.NoError(t, err)
+	p, err := channel.Envelope(f.req, pl)
+	require.NoError(t, err)
+	vr, err = f.svc.Scheme().VerifyLocal(ctx, p, f.req)
+	require.NoError(t, err)
+	require.Equal(t, channel.ReasonPayloadType, vr.InvalidReason, "deposits go to the facilitator")
+	h, err := f.svc.Begin(ctx, p, f.req)
+	require.NoError(t, err)
+	_, err = h.Commit(ctx, "1000")
+	require.NoError(t, err)
+	f.charged = 1000
+	vr, err = f.svc.Scheme().VerifyLocal(ctx, f.voucher(3000), f.req)
+	require.NoError(t, err)
+	require.Equal(t, channel.ReasonCumulativeAmountMismatch, vr.InvalidReason)
+
+	// Past FreshFor the mirror is stale: VerifyLocal declines, and Begin
+	// asks the facilitator, whose refusal stands.
+	f.clk.Add(6 * time.Minute)
+	vr, err = f.svc.Scheme().VerifyLocal(ctx, f.voucher(2000), f.req)
+	require.NoError(t, err)
+	require.False(t, vr.IsValid)
+	ref := &refusing{Facilitator: f.fac}
+	svc2, err := channel.New(f.store, channel.Config{Scheme: f.svc.Scheme(), Facilitator: ref, Now: f.clk.Now, Prefix: f.svc.Prefix()})
+	require.NoError(t, err)
+	_, err = svc2.Begin(ctx, f.voucher(2000), f.req)
+	require.ErrorIs(t, err, x402.ErrInvalidPayment)
+	require.EqualValues(t, 1, ref.verifies.Load())
+	// The refusal released the channel.
+	h, err = f.svc.Begin(ctx, f.voucher(2000), f.req)
+	require.NoError(t, err)
+	require.NoError(t, h.Abort(ctx))
+	require.NoError(t, h.Abort(ctx), "aborting twice is harmless")
+	_, err = h.Commit(ctx, "1")
+	require.Error(t, err, "an aborted hold cannot commit")
+}
