@@ -104,3 +104,47 @@ func TestServiceRules(t *testing.T) {
 	_, err = h.Commit(ctx, "1")
 	require.Error(t, err, "an aborted hold cannot commit")
 }
+
+func TestRefundRules(t *testing.T) {
+	ctx := context.Background()
+	f := newFlow(t)
+	now := f.clk.Now()
+	pl, err := f.cl.DepositPayload(f.req, f.cfg, 10000, 1000, now.Add(-time.Second), now.Add(time.Minute))
+	require.NoError(t, err)
+	p, err := channel.Envelope(f.req, pl)
+	require.NoError(t, err)
+	h, err := f.svc.Begin(ctx, p, f.req)
+	require.NoError(t, err)
+	_, err = h.Commit(ctx, "400")
+	require.NoError(t, err)
+	refund := func(charged uint64, amount string) (*x402.SettleResponse, error) {
+		rp, err := f.cl.RefundPayload(f.req, f.cfg, charged, amount)
+		require.NoError(t, err)
+		p, err := channel.Envelope(f.req, rp)
+		require.NoError(t, err)
+		return f.svc.Refund(ctx, p, f.req)
+	}
+	// The refund voucher must be zero-charge: exactly what was charged.
+	_, err = refund(1000, "")
+	var me *channel.MismatchError
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, "400", me.Want)
+	// At most the unclaimed remainder.
+	_, err = refund(400, "9601")
+	require.Equal(t, channel.ReasonRefundAmountInvalid, channel.Reason(err))
+	esc, _ := f.fac.Escrow().Channel(f.id)
+	require.EqualValues(t, 10000, esc.Balance, "a refused refund moves nothing")
+	resp, err := refund(400, "600")
+	require.NoError(t, err)
+	require.Equal(t, "600", resp.Amount)
+	require.Regexp(t, `^0x[0-9a-f]{64}$`, resp.Transaction)
+	_, has := resp.Extra[channel.ExtraChargedAmount]
+	require.False(t, has, "a refund answer carries no chargedAmount")
+	st, err := f.svc.Load(ctx, f.id)
+	require.NoError(t, err)
+	require.EqualValues(t, 9400, st.Balance)
+	require.EqualValues(t, 400, st.ClaimedUpTo, "the charge was claimed with the refund")
+	// Requests go on after a partial refund.
+	f.charged = 400
+	f.pay(1000)
+}
