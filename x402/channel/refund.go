@@ -30,7 +30,7 @@ func (s *Service) Refund(ctx context.Context, p *x402.Payment, req x402.Requirem
 		return nil, errors.New("channel: a refund needs Config.Facilitator")
 	}
 	id := pl.Voucher.ChannelID
-	token, err := s.st.lease(ctx, id, s.leaseTTL)
+	token, err := s.acquire(ctx, id)
 	if err != nil {
 		return nil, err
 	}

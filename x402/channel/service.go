@@ -91,6 +91,10 @@ type Config struct {
 	// LeaseTTL bounds how long a request may hold a channel; zero means
 	// 2 minutes. A holder past it may be fenced out (ErrFenced).
 	LeaseTTL time.Duration
+	// BusyWait is how long Begin and Refund wait for a channel another
+	// request holds before answering with a *BusyError; zero answers at
+	// once.
+	BusyWait time.Duration
 	// FreshFor is how long the mirrored onchain fields are trusted for a
 	// local voucher check; zero means 5 minutes. Older state is confirmed
 	// with the facilitator's /verify first.
@@ -110,6 +114,7 @@ type Service struct {
 	fac      x402.Facilitator
 	journal  Journal
 	leaseTTL time.Duration
+	busyWait time.Duration
 	freshFor time.Duration
 	now      func() time.Time
 	log      *slog.Logger
@@ -122,7 +127,7 @@ func New(s kv.Store, cfg Config) (*Service, error) {
 	}
 	svc := &Service{
 		st: store{kv: s, prefix: cfg.Prefix}, scheme: cfg.Scheme, fac: cfg.Facilitator, journal: cfg.Journal,
-		leaseTTL: cfg.LeaseTTL, freshFor: cfg.FreshFor, now: cfg.Now, log: cfg.Logger,
+		leaseTTL: cfg.LeaseTTL, busyWait: cfg.BusyWait, freshFor: cfg.FreshFor, now: cfg.Now, log: cfg.Logger,
 	}
 	// The service's own copy of the scheme verifies locally against it.
 	bound := *cfg.Scheme
@@ -244,7 +249,7 @@ func (s *Service) BeginMeta(ctx context.Context, p *x402.Payment, req x402.Requi
 		return nil, &Error{Reason: ReasonPayloadType, Err: x402.ErrInvalidPayment, Detail: "a refund goes to Service.Refund"}
 	}
 	id := pl.Voucher.ChannelID
-	token, err := s.st.lease(ctx, id, s.leaseTTL)
+	token, err := s.acquire(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -480,3 +485,28 @@ func (s *Service) record(ctx context.Context, e Entry) {
 
 // Prefix returns the key prefix of the service's records.
 func (s *Service) Prefix() string { return s.st.prefix }
+
+// acquire leases a channel, polling for up to BusyWait while another
+// request holds it.
+func (s *Service) acquire(ctx context.Context, id string) (string, error) {
+	token, err := s.st.lease(ctx, id, s.leaseTTL)
+	if s.busyWait <= 0 || !errors.Is(err, ErrBusy) {
+		return token, err
+	}
+	deadline := time.NewTimer(s.busyWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-deadline.C:
+			return "", err
+		case <-tick.C:
+		}
+		if token, err = s.st.lease(ctx, id, s.leaseTTL); !errors.Is(err, ErrBusy) {
+			return token, err
+		}
+	}
+}

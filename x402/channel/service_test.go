@@ -148,3 +148,48 @@ func TestRefundRules(t *testing.T) {
 	f.charged = 400
 	f.pay(1000)
 }
+
+// With BusyWait a second request waits for the first instead of being
+// refused; without, it is refused at once.
+func TestBusyWait(t *testing.T) {
+	ctx := context.Background()
+	f := newFlow(t)
+	now := f.clk.Now()
+	pl, err := f.cl.DepositPayload(f.req, f.cfg, 10000, 1000, now.Add(-time.Second), now.Add(time.Minute))
+	require.NoError(t, err)
+	p, err := channel.Envelope(f.req, pl)
+	require.NoError(t, err)
+	h, err := f.svc.Begin(ctx, p, f.req)
+	require.NoError(t, err)
+	_, err = h.Commit(ctx, "1000")
+	require.NoError(t, err)
+	waiting, err := channel.New(f.store, channel.Config{Scheme: f.svc.Scheme(), Facilitator: f.fac, Now: f.clk.Now, Prefix: f.svc.Prefix(), BusyWait: 10 * time.Second})
+	require.NoError(t, err)
+
+	v := f.voucher(2000)
+	first, err := f.svc.Begin(ctx, v, f.req)
+	require.NoError(t, err)
+	_, err = f.svc.Begin(ctx, v, f.req)
+	require.ErrorIs(t, err, channel.ErrBusy)
+	done := make(chan error, 1)
+	go func() {
+		h, err := waiting.Begin(ctx, v, f.req)
+		if err == nil {
+			_, err = h.Commit(ctx, "1000")
+		}
+		done <- err
+	}()
+	require.NoError(t, first.Abort(ctx))
+	require.NoError(t, <-done)
+	st, err := f.svc.Load(ctx, f.id)
+	require.NoError(t, err)
+	require.EqualValues(t, 2000, st.Charged)
+
+	short, err := channel.New(f.store, channel.Config{Scheme: f.svc.Scheme(), Prefix: f.svc.Prefix(), BusyWait: 30 * time.Millisecond})
+	require.NoError(t, err)
+	held, err := f.svc.Begin(ctx, f.voucher(3000), f.req)
+	require.NoError(t, err)
+	_, err = short.Begin(ctx, f.voucher(3000), f.req)
+	require.ErrorIs(t, err, channel.ErrBusy, "the wait is bounded")
+	require.NoError(t, held.Abort(ctx))
+}
