@@ -87,8 +87,13 @@ func TestIncrTTLMilliseconds(t *testing.T) {
 	// Set and SetNX use milliseconds too.
 	require.NoError(t, s.Set(ctx, "v", []byte("x"), 1500*time.Microsecond))
 	pttl := c.PTTL(ctx, prefix+"v").Val()
-	require.Greater(t, pttl, time.Duration(0))
-	require.LessOrEqual(t, pttl, 2*time.Millisecond)
+	// Either still there with at most 2ms left, or already gone (-2: a
+	// loaded machine took longer than the TTL between the two calls); a
+	// TTL rounded to whole seconds would show neither.
+	if pttl != -2 {
+		require.Greater(t, pttl, time.Duration(0))
+		require.LessOrEqual(t, pttl, 2*time.Millisecond)
+	}
 }
 
 func TestIncrOnValueKeyIsAnError(t *testing.T) {
