@@ -41,8 +41,13 @@
 // process or another, can interleave. Counters are therefore exact and the
 // audit chain is read at its tail and extended in the same transaction, so
 // it never forks or gaps, across any number of *sql.DB handles and
-// processes on one file. Within a process, writers of one Store also queue
-// on an in-process lock first, which avoids SQLite's sleeping busy handler.
+// processes on one file. Within a process, durable writes of one Store (KV
+// increments, Set, SetNX, Delete, settlements and audit records) are
+// group-committed: one committer goroutine runs the writes queued at that
+// moment in one immediate transaction and answers each caller only after
+// COMMIT, so many concurrent writes share one transaction; a failed group
+// is retried write by write, so one bad write fails only itself, and the
+// audit chain's tail is carried in order inside the committer.
 //
 // # Schema
 //
@@ -61,7 +66,11 @@
 // prepared once per connection. An increment that writes nothing (refused,
 // or a read) is answered from a read that shows it still writes nothing,
 // which is what an atomic Incr at that moment answers; IncrAll stays one
-// immediate transaction.
+// immediate transaction. Increments marked kv.Increment.Volatile (rate-limit
+// windows) live in an in-process tier and never reach the file: a crash
+// forgets at most one window, and a mixed IncrAll stays all or none (the
+// volatile part is restored exactly when the durable part refuses). Volatile
+// counters are per process: run one gateway per SQLite file.
 //
 // # Usage events
 //
