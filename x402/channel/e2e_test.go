@@ -399,3 +399,77 @@ func TestClaimDueUnderTraffic(t *testing.T) {
 	_, err = channel.NewClaimer(f.svc, channel.ClaimerConfig{Facilitator: f.fac, Interval: 15 * time.Minute})
 	require.Error(t, err, "an interval as long as the shortest withdraw delay is refused")
 }
+
+// Many channels go in one claim call (MaxBatch bounds it), and a top-up
+// deposit on an open channel extends its balance.
+func TestClaimBatchesChannelsAndTopUp(t *testing.T) {
+	ctx := context.Background()
+	f := newFlow(t)
+	now := f.clk.Now()
+	open := func(cfg channel.ChannelConfig, deposit, charge uint64) {
+		pl, err := f.cl.DepositPayload(f.req, cfg, deposit, 1000, now.Add(-time.Second), now.Add(time.Minute))
+		require.NoError(t, err)
+		p, err := channel.Envelope(f.req, pl)
+		require.NoError(t, err)
+		h, err := f.svc.Begin(ctx, p, f.req)
+		require.NoError(t, err)
+		_, err = h.Commit(ctx, strconv.FormatUint(charge, 10))
+		require.NoError(t, err)
+	}
+	want := map[string]uint64{}
+	var cfgs []channel.ChannelConfig
+	for i := 0; i < 5; i++ {
+		cfg, err := f.cl.ChannelConfig(f.req, channel.RandomSalt())
+		require.NoError(t, err)
+		open(cfg, 5000, uint64(100+i))
+		id, _ := cfg.ID(84532)
+		want[id] = uint64(100 + i)
+		cfgs = append(cfgs, cfg)
+	}
+	cm, err := channel.NewClaimer(f.svc, channel.ClaimerConfig{Facilitator: f.fac, Threshold: 1})
+	require.NoError(t, err)
+	rep, err := cm.RunOnce(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, rep.Calls, "five channels, one claim call")
+	require.Equal(t, want, rep.Claimed)
+	require.EqualValues(t, 100+101+102+103+104, rep.Settled)
+
+	small, err := channel.NewClaimer(f.svc, channel.ClaimerConfig{Facilitator: f.fac, Threshold: 1, MaxBatch: 2})
+	require.NoError(t, err)
+	// The channel of f: deposit 1000, charged in full; the next voucher
+	// exceeds the balance until a top-up.
+	open(f.cfg, 1000, 1000)
+	f.charged = 1000
+	_, err = f.svc.Begin(ctx, f.voucher(2000), f.req)
+	require.Equal(t, channel.ReasonCumulativeExceedsBalance, channel.Reason(err))
+	pl, err := f.cl.DepositPayload(f.req, f.cfg, 5000, 2000, now.Add(-time.Second), now.Add(time.Minute))
+	require.NoError(t, err)
+	p, err := channel.Envelope(f.req, pl)
+	require.NoError(t, err)
+	h, err := f.svc.Begin(ctx, p, f.req)
+	require.NoError(t, err)
+	_, err = h.Commit(ctx, "1000")
+	require.NoError(t, err)
+	st, err := f.svc.Load(ctx, f.id)
+	require.NoError(t, err)
+	require.EqualValues(t, 6000, st.Balance)
+	require.EqualValues(t, 2000, st.Charged)
+	// Three more channels charged again: four channels, batches of two.
+	again := map[string]uint64{f.id: 2000}
+	for i, cfg := range cfgs[:3] {
+		id, _ := cfg.ID(84532)
+		pl, err := f.cl.VoucherPayload(f.req, cfg, want[id]+1000)
+		require.NoError(t, err)
+		p, err := channel.Envelope(f.req, pl)
+		require.NoError(t, err)
+		h, err := f.svc.Begin(ctx, p, f.req)
+		require.NoError(t, err)
+		_, err = h.Commit(ctx, "50")
+		require.NoError(t, err)
+		again[id] = uint64(100+i) + 50
+	}
+	rep, err = small.RunOnce(ctx)
+	require.NoError(t, err)
+	require.Equal(t, again, rep.Claimed)
+	require.Equal(t, 2, rep.Calls, "four channels in batches of two")
+}
