@@ -584,13 +584,8 @@ func requestID(r *http.Request) string {
 	return uuid.NewString()
 }
 
-// ErrorBody is the gateway's JSON error body.
-type ErrorBody struct {
-	OK        bool   `json:"ok"`
-	Error     string `json:"error"`
-	Message   string `json:"message"`
-	RequestID string `json:"requestId"`
-}
+// ErrorBody is the gateway's JSON error body (the dispatcher's).
+type ErrorBody = dispatch.ErrorBody
 
 // writeError answers through the dispatcher's one error renderer: the
 // status comes from its table for code (status only documents the call).

@@ -250,6 +250,21 @@ func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// WriteJSON writes v as the JSON answer of a gateway route (platform,
+// admin, discovery): Content-Type and nosniff set, a trailing newline. A
+// value that cannot be encoded is answered 500 internal_error.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		WriteError(w, ErrInternal.With("", fmt.Errorf("encoding the answer: %w", err)), w.Header().Get(HeaderRequestID))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
 // WriteError writes err to w as ErrorResponse renders it. Platform routes
 // and embedding gateways use it to answer in the same shape.
 func WriteError(w http.ResponseWriter, err error, requestID string) {

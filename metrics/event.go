@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/402claw/dispatcher/dispatch"
 	"math"
 	"net/netip"
 	"strings"
@@ -14,35 +15,36 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// Lifecycle is the final outcome of one request through the gateway.
+// Lifecycle is the final outcome of one request through the gateway: the
+// dispatcher's lifecycle, as usage events store it.
 type Lifecycle string
 
 // The lifecycles a usage event can have.
 const (
 	// LifecycleServed is a free request answered by the tenant's worker.
-	LifecycleServed Lifecycle = "served"
+	LifecycleServed = Lifecycle(dispatch.LifecycleServed)
 	// LifecyclePaymentSettled is a paid request whose payment settled.
-	LifecyclePaymentSettled Lifecycle = "payment_settled"
+	LifecyclePaymentSettled = Lifecycle(dispatch.LifecyclePaymentSettled)
 	// LifecyclePaymentReplayed is an idempotent replay of a stored paid
 	// response: no worker call and no second settlement.
-	LifecyclePaymentReplayed Lifecycle = "payment_replayed"
+	LifecyclePaymentReplayed = Lifecycle(dispatch.LifecyclePaymentReplayed)
 	// LifecyclePaymentChallenged is a 402 challenge (no payment sent yet).
-	LifecyclePaymentChallenged Lifecycle = "payment_challenged"
+	LifecyclePaymentChallenged = Lifecycle(dispatch.LifecyclePaymentChallenged)
 	// LifecyclePaymentInvalid is a payment that could not be decoded or
 	// failed verification.
-	LifecyclePaymentInvalid Lifecycle = "payment_invalid"
+	LifecyclePaymentInvalid = Lifecycle(dispatch.LifecyclePaymentInvalid)
 	// LifecyclePaymentSettlementFailed is a paid request whose worker ran
 	// but whose settlement failed (the client is not charged).
-	LifecyclePaymentSettlementFailed Lifecycle = "payment_settlement_failed"
+	LifecyclePaymentSettlementFailed = Lifecycle(dispatch.LifecyclePaymentSettlementFailed)
 	// LifecycleRateLimited is a request refused by a rate limit.
-	LifecycleRateLimited Lifecycle = "rate_limited"
+	LifecycleRateLimited = Lifecycle(dispatch.LifecycleRateLimited)
 	// LifecycleUsageQuotaExceeded is a request refused by a usage quota.
-	LifecycleUsageQuotaExceeded Lifecycle = "usage_quota_exceeded"
+	LifecycleUsageQuotaExceeded = Lifecycle(dispatch.LifecycleUsageQuotaExceeded)
 	// LifecycleSpendCapExceeded is a request refused by a spend cap.
-	LifecycleSpendCapExceeded Lifecycle = "spend_cap_exceeded"
+	LifecycleSpendCapExceeded = Lifecycle(dispatch.LifecycleSpendCapExceeded)
 	// LifecycleWorkerError is a request whose worker was missing, over its
 	// limits, failed or timed out.
-	LifecycleWorkerError Lifecycle = "worker_error"
+	LifecycleWorkerError = Lifecycle(dispatch.LifecycleWorkerError)
 )
 
 // lifecycleInfo says how each lifecycle is counted.

@@ -193,13 +193,9 @@ func (h *PlatformHandler) fail(w http.ResponseWriter, r *http.Request, err error
 	writeError(w, http.StatusInternalServerError, "internal_error", "the request could not be completed", rid)
 }
 
-// ErrorBody is the JSON body of every error the platform routes return.
-type ErrorBody struct {
-	OK        bool   `json:"ok"`
-	Error     string `json:"error"`
-	Message   string `json:"message"`
-	RequestID string `json:"requestId"`
-}
+// ErrorBody is the JSON body of every error the platform routes return:
+// the dispatcher's.
+type ErrorBody = dispatch.ErrorBody
 
 // writeError answers through the dispatcher's one error renderer: the
 // status comes from its table for code (status only documents the call).

@@ -347,8 +347,7 @@ func requestID(w http.ResponseWriter, r *http.Request) string {
 }
 
 // writeError renders every error of this package, in the dispatcher's JSON
-// error shape. It is the one place to repoint when dispatch's renderer
-// changes.
+// error shape.
 // writeError answers through the dispatcher's one error renderer: the
 // status comes from its table for code (status only documents the call).
 func writeError(w http.ResponseWriter, status int, code, msg, rid string) {
