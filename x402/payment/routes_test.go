@@ -23,6 +23,7 @@ import (
 	"github.com/402claw/dispatcher/x402/exact"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
 	"github.com/402claw/dispatcher/x402/payment"
+	"github.com/402claw/dispatcher/x402/permit2"
 )
 
 const routesDir = `{"tenants":[{"slug":"paid","workerName":"w","priceUsd":"0.01","x402Enabled":true,"ownerUserId":"owner-1",
@@ -355,4 +356,50 @@ func TestOnSettlement(t *testing.T) {
 	}
 	require.Equal(t, 402, e.do(target, e.pay(target, 2, localfacilitator.SignOptions{})).Code)
 	require.Equal(t, []string{"paid exact settled 0.01", "paid exact failed 0"}, got)
+}
+
+// Fifty concurrent requests carrying one Permit2 authorization: exactly one
+// is served and settled; the others are refused or replayed, never served
+// again.
+func TestOnePermit2AuthorizationFiftyRequests(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	e.rebuild(rebuildOpts{
+		mutate: func(c *payment.Config) { c.Schemes = []x402.Scheme{exact.New(), permit2.New()} },
+		dir: `{"tenants":[{"slug":"paid","workerName":"w","priceUsd":"0.01","x402Enabled":true,
+		  "routes":[{"path":"/rows","schemes":["exact-permit2"]}]}]}`})
+	pr := e.challengeOf("http://gw.local/t/paid/rows")
+	require.Equal(t, "permit2", pr.Accepts[0].Extra["assetTransferMethod"])
+	sp, err := e.signer.SignPermit2(x402.RequirementFromV2(pr.Accepts[0], pr.Resource), localfacilitator.SignOptions{})
+	require.NoError(t, err)
+	hdr := http.Header{}
+	hdr.Set(sp.Header, sp.Value)
+	var wg sync.WaitGroup
+	codes := make(chan int, 50)
+	bodies := make(chan string, 50)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := e.do("http://gw.local/t/paid/rows", hdr)
+			codes <- rec.Code
+			if rec.Code == 200 && rec.Header().Get("X-Payment-Deduped") == "" {
+				bodies <- rec.Body.String()
+			}
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	close(bodies)
+	served := 0
+	for range bodies {
+		served++
+	}
+	for c := range codes {
+		require.Contains(t, []int{200, 409}, c)
+	}
+	require.Equal(t, 1, served, "one authorization, one served request")
+	require.Equal(t, int64(1), e.calls.Load())
+	require.Equal(t, int64(1), e.fac.settles.Load())
+	require.Len(t, e.entries(), 1)
 }
