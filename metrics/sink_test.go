@@ -198,3 +198,29 @@ func TestNewAsyncSinkValidation(t *testing.T) {
 	var s metrics.Sink = metrics.NopSink{}
 	s.Emit(ev(1))
 }
+
+// Events that arrive within Linger of each other are appended together:
+// one store call for a burst, not one per event; a lone event is written
+// after at most Linger.
+func TestAsyncSinkLingersToBatch(t *testing.T) {
+	t.Parallel()
+	store := newStore(t)
+	var calls, events atomic.Int64
+	fake := &fakeStore{Store: store, AppendFn: func(ctx context.Context, es ...metrics.UsageEvent) error {
+		calls.Add(1)
+		events.Add(int64(len(es)))
+		return store.Append(ctx, es...)
+	}}
+	s, err := metrics.NewAsyncSink(fake, metrics.AsyncSinkConfig{Linger: 200 * time.Millisecond})
+	require.NoError(t, err)
+	for i := 0; i < 50; i++ {
+		s.Emit(ev(i))
+	}
+	require.Eventually(t, func() bool { return events.Load() == 50 }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, int64(1), calls.Load(), "a burst within Linger is one append")
+	start := time.Now()
+	s.Emit(ev(99))
+	require.Eventually(t, func() bool { return events.Load() == 51 }, 5*time.Second, 5*time.Millisecond)
+	require.Less(t, time.Since(start), 3*time.Second, "a lone event waits about Linger, not for company")
+	require.NoError(t, s.Close(context.Background()))
+}
