@@ -105,32 +105,34 @@ var (
 	ErrInternal               = &Error{Code: "internal_error", Message: "internal error"}
 	ErrConflict               = &Error{Code: "conflict", Message: "the change conflicts with the current state"}
 	ErrNotImplemented         = &Error{Code: "not_implemented", Message: "not implemented by this gateway's stores"}
+	ErrChannelBusy            = &Error{Code: "invalid_batch_settlement_evm_channel_busy", Message: "another request holds this payment channel; retry", Lifecycle: LifecyclePaymentInvalid}
 )
 
 // statusByCode is the one table that maps error codes to HTTP statuses.
 var statusByCode = map[string]int{
-	"bad_request":             http.StatusBadRequest,
-	"invalid_payment":         http.StatusBadRequest,
-	"unauthorized":            http.StatusUnauthorized,
-	"forbidden":               http.StatusForbidden,
-	"tenant_not_found":        http.StatusNotFound,
-	"worker_not_found":        http.StatusNotFound,
-	"not_found":               http.StatusNotFound,
-	"method_not_allowed":      http.StatusMethodNotAllowed,
-	"idempotency_key_in_use":  http.StatusConflict,
-	"idempotency_key_reused":  http.StatusUnprocessableEntity,
-	"request_too_large":       http.StatusRequestEntityTooLarge,
-	"rate_limited":            http.StatusTooManyRequests,
-	"usage_quota_exceeded":    http.StatusTooManyRequests,
-	"spend_cap_exceeded":      http.StatusTooManyRequests,
-	"tenant_worker_failure":   http.StatusBadGateway,
-	"facilitator_unavailable": http.StatusBadGateway,
-	"worker_limit_exceeded":   http.StatusServiceUnavailable,
-	"worker_timeout":          http.StatusGatewayTimeout,
-	"store_unavailable":       http.StatusServiceUnavailable,
-	"internal_error":          http.StatusInternalServerError,
-	"conflict":                http.StatusConflict,
-	"not_implemented":         http.StatusNotImplemented,
+	"bad_request":                               http.StatusBadRequest,
+	"invalid_payment":                           http.StatusBadRequest,
+	"unauthorized":                              http.StatusUnauthorized,
+	"forbidden":                                 http.StatusForbidden,
+	"tenant_not_found":                          http.StatusNotFound,
+	"worker_not_found":                          http.StatusNotFound,
+	"not_found":                                 http.StatusNotFound,
+	"method_not_allowed":                        http.StatusMethodNotAllowed,
+	"idempotency_key_in_use":                    http.StatusConflict,
+	"idempotency_key_reused":                    http.StatusUnprocessableEntity,
+	"request_too_large":                         http.StatusRequestEntityTooLarge,
+	"rate_limited":                              http.StatusTooManyRequests,
+	"usage_quota_exceeded":                      http.StatusTooManyRequests,
+	"spend_cap_exceeded":                        http.StatusTooManyRequests,
+	"tenant_worker_failure":                     http.StatusBadGateway,
+	"facilitator_unavailable":                   http.StatusBadGateway,
+	"worker_limit_exceeded":                     http.StatusServiceUnavailable,
+	"worker_timeout":                            http.StatusGatewayTimeout,
+	"store_unavailable":                         http.StatusServiceUnavailable,
+	"internal_error":                            http.StatusInternalServerError,
+	"conflict":                                  http.StatusConflict,
+	"not_implemented":                           http.StatusNotImplemented,
+	"invalid_batch_settlement_evm_channel_busy": http.StatusConflict,
 }
 
 // StatusOf returns the HTTP status and error code for err: the code of the

@@ -104,6 +104,43 @@ type Meter interface {
 	Admit(ctx context.Context, p meter.Params) (meter.Hold, error)
 }
 
+// Channels is the stage's port to payment channels (batch-settlement): the
+// channel state, its per-channel serialization and its local voucher check
+// live behind it.
+type Channels interface {
+	// IsRefund reports whether p asks for a cooperative refund, answered
+	// without calling the worker.
+	IsRefund(p *x402.Payment) bool
+	// Refund executes a cooperative refund and returns the payment
+	// response.
+	Refund(ctx context.Context, p *x402.Payment, req x402.Requirement) (*x402.SettleResponse, error)
+	// Begin admits a request paid on a channel (a deposit or a voucher)
+	// and leases the channel to it until Commit or Abort. A refusal that
+	// tells the client what to sign instead implements Corrective.
+	Begin(ctx context.Context, p *x402.Payment, req x402.Requirement, m ChannelMeta) (ChannelHold, error)
+}
+
+// ChannelMeta is what the stage tells a channel about the request.
+type ChannelMeta struct{ Tenant, RequestID, Resource string }
+
+// ChannelHold is one admitted request on a channel.
+type ChannelHold interface {
+	// Commit charges the request (atomic units, at most the requirement's
+	// amount) and returns the payment response (no transaction; the
+	// channel's state in extra).
+	Commit(ctx context.Context, charge string) (*x402.SettleResponse, error)
+	// Abort releases the channel unchanged: the voucher stays usable.
+	Abort(ctx context.Context) error
+}
+
+// Corrective is implemented by channel refusals that carry what the client
+// should sign instead (a cumulative-amount mismatch): the stage answers a
+// 402 whose accepts entry is the corrected requirement.
+type Corrective interface {
+	error
+	Corrective(req x402.Requirement) x402.Requirement
+}
+
 // ChargeFunc reads what a usage-priced request costs from the worker's
 // answer: h is the worker's Settlement-Overrides header value ("" when
 // absent), max the signed maximum in atomic units, decimals the asset's. It
@@ -161,6 +198,12 @@ type Config struct {
 	// JSON body (same status, same PAYMENT-REQUIRED header). Nil: always
 	// JSON.
 	Paywall func(r *http.Request, pr x402.PaymentRequired) (contentType string, body []byte, ok bool)
+	// Channels runs the payment-channel schemes (batch-settlement): a
+	// request paid on a channel is checked and leased by it, with no
+	// facilitator call per request, and charged through it after the
+	// worker answered. Required when Schemes holds a PricingChannel
+	// scheme; x402/channel's StageChannels provides it.
+	Channels Channels
 	// OnSettlement, when set, is told every settlement outcome: the
 	// tenant, the scheme's directory name, the ledger status (settled,
 	// pending, failed) and the amount charged (zero unless settled). It
@@ -219,6 +262,9 @@ func NewStage(cfg Config) (*Stage, error) {
 			return nil, fmt.Errorf("payment: scheme %q given twice", sc.Name())
 		}
 		schemes[sc.Name()] = sc
+		if sc.Pricing() == x402.PricingChannel && cfg.Channels == nil {
+			return nil, fmt.Errorf("payment: scheme %q is a payment channel: Config.Channels is required", sc.Name())
+		}
 	}
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 8 << 20
@@ -408,6 +454,9 @@ func (s *Stage) Handle(ctx context.Context, x *dispatch.Exchange, next dispatch.
 	ex := &exchange{s: s, x: x, offers: offers}
 	if resp, err := ex.decode(ctx); resp != nil || err != nil {
 		return resp, err
+	}
+	if ex.chosen.scheme.Pricing() == x402.PricingChannel {
+		return ex.channel(ctx, next)
 	}
 	if err := ex.admit(ctx); err != nil {
 		return nil, err
@@ -777,6 +826,129 @@ func (s *Stage) settled(slug string, ex *exchange, status ledger.Status, usd dec
 		usd = decimal.Zero
 	}
 	s.cfg.OnSettlement(slug, ex.chosen.scheme.Name(), string(status), usd)
+}
+
+// channel runs a request paid on a payment channel: a refund is answered
+// without the worker; otherwise the request is metered, the channel leased
+// and the voucher checked (locally, no facilitator round trip), the worker
+// called, and the charge committed to the channel. Nothing is settled per
+// request: a claimer moves the charges on chain in batches.
+func (ex *exchange) channel(ctx context.Context, next dispatch.Next) (*http.Response, error) {
+	x, s, p := ex.x, ex.s, ex.p
+	t := x.Tenant
+	if s.cfg.Channels.IsRefund(p) {
+		if err := ex.meterRate(ctx); err != nil {
+			return nil, err
+		}
+		sr, err := s.cfg.Channels.Refund(context.WithoutCancel(ctx), p, ex.chosen.req)
+		if err != nil {
+			return ex.channelRefusal(err)
+		}
+		body := []byte(`{"refunded":true}`)
+		out := dispatch.NewResponse(http.StatusOK, http.Header{"Content-Type": {"application/json"}}, body)
+		if value, err := settlementValue(p, sr); err == nil {
+			setSettlementHeaders(out.Header, p, value)
+		}
+		return out, nil
+	}
+	if err := ex.admit(ctx); err != nil {
+		return nil, err
+	}
+	settled := false
+	defer func() {
+		if !settled {
+			if err := ex.hold.Release(context.WithoutCancel(ctx)); err != nil {
+				s.log.Error("releasing a hold failed", "tenant", t.Slug, "err", err)
+			}
+			ex.hold.SetHeaders(x.Header)
+		}
+	}()
+	ch, err := s.cfg.Channels.Begin(ctx, p, ex.chosen.req, ChannelMeta{Tenant: t.Slug, RequestID: x.Payload.RequestID, Resource: ex.chosen.req.Resource.URL})
+	if err != nil {
+		return ex.channelRefusal(err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			if err := ch.Abort(context.WithoutCancel(ctx)); err != nil {
+				s.log.Warn("releasing a channel failed; its lease expires by itself", "tenant", t.Slug, "err", err)
+			}
+		}
+	}()
+	x.Payer, x.Scheme = ex.grant.Payer, ex.chosen.scheme.Name()
+	x.Caller = "payer:" + strings.ToLower(x.Payer)
+	x.CallerID = dispatch.HashCaller(x.Caller)
+	resp, body, err := ex.forward(ctx, next)
+	if err != nil || resp.StatusCode >= 400 {
+		if resp != nil {
+			settled = true
+			if cerr := ex.hold.Commit(context.WithoutCancel(ctx), decimal.Zero); cerr != nil {
+				s.log.Error("giving back a hold failed", "tenant", t.Slug, "err", cerr)
+			}
+			ex.hold.SetHeaders(x.Header)
+		}
+		return resp, err
+	}
+	atomic, err := ex.charge(resp)
+	if err != nil {
+		x.Lifecycle = LifecycleWorkerError
+		return nil, dispatch.ErrWorkerFailure.With("", fmt.Errorf("the worker's %s header: %v; nothing was charged", HeaderSettlementOverrides, err))
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.SettleTimeout)
+	defer cancel()
+	sr, err := ch.Commit(sctx, atomic)
+	if err != nil {
+		x.Lifecycle = LifecycleWorkerError
+		return nil, dispatch.ErrWorkerFailure.With("", fmt.Errorf("charging the channel: %w; nothing was charged", err))
+	}
+	committed, settled = true, true
+	chargedUSD, _ := x402.FromAtomicUnits(atomic, usdcDecimals(ex.chosen.req.Network))
+	if err := ex.hold.Commit(sctx, chargedUSD); err != nil {
+		s.log.Error("spend commit failed", "tenant", t.Slug, "err", err)
+	}
+	ex.hold.SetHeaders(x.Header)
+	x.Lifecycle = LifecycleSettled
+	x.BilledUSD = chargedUSD.String()
+	out := dispatch.NewResponse(resp.StatusCode, resp.Header.Clone(), body)
+	out.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	if value, err := settlementValue(p, sr); err == nil {
+		setSettlementHeaders(out.Header, p, value)
+	}
+	if s.cfg.OnSettlement != nil {
+		s.cfg.OnSettlement(t.Slug, ex.chosen.scheme.Name(), "charged", chargedUSD)
+	}
+	return out, nil
+}
+
+// channelRefusal answers a channel's refusal: a corrective 402 carrying
+// what to sign instead, a 402 naming a mismatch, a 400 for an undecodable
+// payload, the gateway's error as it is, else 503 (nothing charged).
+func (ex *exchange) channelRefusal(err error) (*http.Response, error) {
+	var corr Corrective
+	var derr *dispatch.Error
+	switch {
+	case errors.As(err, &corr):
+		ex.x.Lifecycle = LifecycleInvalid
+		fixed := make([]offer, len(ex.offers))
+		copy(fixed, ex.offers)
+		for i := range fixed {
+			if fixed[i].scheme == ex.chosen.scheme {
+				fixed[i].req = corr.Corrective(fixed[i].req)
+			}
+		}
+		ex.offers = fixed
+		return ex.challenge("payment does not match the channel: " + err.Error())
+	case errors.Is(err, x402.ErrInvalidPayment):
+		return nil, ex.invalid(err)
+	case errors.Is(err, x402.ErrRequirementMismatch):
+		ex.x.Lifecycle = LifecycleInvalid
+		return ex.challenge("payment does not match the channel: " + err.Error())
+	case errors.As(err, &derr):
+		return nil, err
+	case errors.Is(err, x402.ErrFacilitatorUnavailable):
+		return nil, dispatch.ErrFacilitatorUnavailable.With("", err)
+	}
+	return nil, dispatch.ErrStoreUnavailable.With("", fmt.Errorf("payment channel: %w", err))
 }
 
 // callSettle asks the facilitator to settle, once more with the same
