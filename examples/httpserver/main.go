@@ -43,6 +43,7 @@ import (
 	"github.com/402claw/dispatcher/quota"
 	"github.com/402claw/dispatcher/tenant"
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/channel"
 	"github.com/402claw/dispatcher/x402/exact"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
 	"github.com/402claw/dispatcher/x402/payment"
@@ -85,6 +86,7 @@ type server struct {
 	log        *slog.Logger
 	tracing    *ops.Tracing
 	admin      *ops.AdminHandler
+	claimer    *channel.Claimer // nil without payment channels
 }
 
 // recoverAge is how old a settlement intent must be before a running
@@ -101,6 +103,13 @@ func (s *server) recoverLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if s.claimer != nil {
+				if rep, err := s.claimer.RunOnce(ctx); err != nil {
+					s.log.Warn("claiming channel charges", "err", err)
+				} else if len(rep.Claimed) > 0 {
+					s.log.Info("claimed channel charges", "channels", len(rep.Claimed), "calls", rep.Calls, "settled", rep.Settled)
+				}
+			}
 			if rep, err := s.pay.Recover(ctx, recoverAge); err != nil {
 				s.log.Warn("settlement recovery", "err", err)
 			} else if len(rep.Recovered) > 0 {
@@ -194,6 +203,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	var fac x402.Facilitator
 	var facHandler http.Handler
 	var facAddress string
+	var supported *x402.SupportedResponse
 	if cfg.facilitatorURL != "" {
 		fc, err := x402.NewFacilitatorClient(cfg.facilitatorURL, x402.FacilitatorConfig{APIKey: cfg.facilitatorAPIKey,
 			HTTPClient: &http.Client{Transport: ops.TraceTransport(nil)}})
@@ -203,9 +213,10 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		fac = fc
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if sup, err := fc.Supported(sctx); err == nil {
+			supported = sup
 			facAddress, _ = upto.FacilitatorAddress(sup, cfg.network)
 		} else {
-			log.Warn("the facilitator's /supported did not answer; upto routes are not offered", "err", err)
+			log.Warn("the facilitator's /supported did not answer; upto and batch-settlement routes are not offered", "err", err)
 		}
 		cancel()
 	} else {
@@ -214,6 +225,9 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 			return nil, err
 		}
 		fac, facHandler, facAddress = lf, lf.Handler(), lf.Address()
+		if supported, err = lf.Supported(ctx); err != nil {
+			return nil, err
+		}
 	}
 	fac = ops.TraceFacilitator(tr, om.Facilitator(fac))
 	schemes := []x402.Scheme{exact.New(), permit2.New()}
@@ -224,6 +238,30 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		}
 		schemes = append(schemes, us)
 	}
+	// Payment channels (batch-settlement): charges live in the KV store,
+	// every one audited in the hash chain; a claimer moves them on chain in
+	// batches (run()).
+	var channels payment.Channels
+	var claimer *channel.Claimer
+	if auth, ok := receiverAuthorizer(supported, cfg.network); ok {
+		sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: auth})
+		if err != nil {
+			return nil, err
+		}
+		svc, err := channel.New(b.kv, channel.Config{Scheme: sc, Facilitator: fac, Logger: log,
+			Journal: channel.JournalFunc(func(ctx context.Context, e channel.Entry) error {
+				_, err := led.Audit(ctx, "channel_"+e.Status, e.Tenant, e.Key, e)
+				return err
+			})})
+		if err != nil {
+			return nil, err
+		}
+		if claimer, err = channel.NewClaimer(svc, channel.ClaimerConfig{Facilitator: fac}); err != nil {
+			return nil, err
+		}
+		schemes = append(schemes, svc.Scheme())
+		channels = channel.StageChannels(svc)
+	}
 
 	limiter, err := quota.New(b.kv, quota.Config{DraftHeaders: cfg.draftHeaders})
 	if err != nil {
@@ -231,7 +269,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	}
 	pay, err := payment.NewStage(payment.Config{
 		Facilitator: fac, KV: b.kv, Ledger: led, Meter: limiter,
-		Schemes: schemes, Charge: x402.ParseSettlementOverrides, OnSettlement: om.Settlement,
+		Schemes: schemes, Channels: channels, Charge: x402.ParseSettlementOverrides, OnSettlement: om.Settlement,
 		// A route that declares discovery carries its Bazaar declaration in
 		// every 402; a browser gets the 402 as a page.
 		Extensions: bazaarExtension(log),
@@ -378,7 +416,16 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		mux.Handle("/__facilitator/", requireToken(token, http.StripPrefix("/__facilitator", facHandler)))
 	}
 	ok = true
-	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log, tracing: tr, admin: admin}, nil
+	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log, tracing: tr, admin: admin, claimer: claimer}, nil
+}
+
+// receiverAuthorizer is the facilitator's batch-settlement receiver
+// authorizer from its /supported answer, when it has one.
+func receiverAuthorizer(sup *x402.SupportedResponse, network string) (string, bool) {
+	if sup == nil {
+		return "", false
+	}
+	return channel.ReceiverAuthorizer(sup, network)
 }
 
 // bazaarExtension returns the payment stage's Extensions hook: the Bazaar

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -14,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/stretchr/testify/require"
 
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/channel"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
 )
 
@@ -184,4 +187,47 @@ func TestOperatingEndToEnd(t *testing.T) {
 		_, m := g.do("GET", "/metrics", nil, nil)
 		return strings.Contains(m, `dispatcher_requests_total{lifecycle="served",status="200",tenant="fresh"} 1`)
 	}, 5*time.Second, 50*time.Millisecond)
+}
+
+// Payment channels end to end: a deposit with the first voucher, then a
+// voucher, each charged by rows returned, with no facilitator call for the
+// voucher; the charges are in the audit chain.
+func TestChannelEndToEnd(t *testing.T) {
+	t.Parallel()
+	g := newGW(t)
+	req := g.challenge("/t/demo-paid/channel/rows?limit=2", channel.Name)
+	key, err := secp256k1.GeneratePrivateKey()
+	require.NoError(t, err)
+	cl := channel.NewClient(key)
+	cfg, err := cl.ChannelConfig(req, channel.RandomSalt())
+	require.NoError(t, err)
+	now := time.Now()
+	pl, err := cl.DepositPayload(req, cfg, 1_000_000, 10_000, now.Add(-time.Minute), now.Add(time.Minute))
+	require.NoError(t, err)
+	send := func(pl *channel.Payload) *x402.SettleResponse {
+		p, err := channel.Envelope(req, pl)
+		require.NoError(t, err)
+		h := http.Header{}
+		h.Set("PAYMENT-SIGNATURE", base64.StdEncoding.EncodeToString(p.Raw))
+		resp, body := g.do("GET", "/t/demo-paid/channel/rows?limit=2", h, nil)
+		require.Equal(t, 200, resp.StatusCode, body)
+		sr, err := x402.DecodeSettleResponse(resp.Header.Get("PAYMENT-RESPONSE"))
+		require.NoError(t, err)
+		return sr
+	}
+	sr := send(pl)
+	require.Equal(t, "200", sr.Extra[channel.ExtraChargedAmount], "two rows at 100 each")
+	vp, err := cl.VoucherPayload(req, cfg, 200+10_000)
+	require.NoError(t, err)
+	sr = send(vp)
+	require.Empty(t, sr.Transaction, "a voucher moves nothing on chain")
+	recs, err := g.s.pay.Ledger().AuditLog(context.Background(), ledger.ListAuditParams{})
+	require.NoError(t, err)
+	charges := 0
+	for _, r := range recs {
+		if r.Kind == "channel_"+channel.StatusCharged {
+			charges++
+		}
+	}
+	require.Equal(t, 2, charges, "every charge is in the hash chain")
 }

@@ -136,6 +136,7 @@ func NewCSVAPI(opts ...Option) http.Handler {
 	a.mux.HandleFunc("/premium/rows/{id}", get(a.one(true)))
 	a.mux.HandleFunc("/climate", get(a.climate))
 	a.mux.HandleFunc("/metered/rows", get(a.metered))
+	a.mux.HandleFunc("/channel/rows", get(a.metered))
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.URL.Path, "")
 	})

@@ -23,7 +23,8 @@ const FreeWorkerName = "demo-csv-free"
 //     reached at /t/demo-paid/, priced per route (DESIGN section 13): the
 //     index GET / is free, the listing GET /rows costs 0.001 USD, one city
 //     GET /rows/:id costs 0.003 USD, GET /metered/rows is usage-priced
-//     (upto: 0.0001 USD per row returned, at most 0.01), and every other path (the premium
+//     (upto: 0.0001 USD per row returned, at most 0.01), GET /channel/rows
+//     the same over a batch-settlement payment channel, and every other path (the premium
 //     routes /premium/rows and /premium/rows/:id, /climate) the tenant's own
 //     0.01 USD;
 //   - weather: free, in the "weather" directory, so that the analytics have
@@ -47,6 +48,8 @@ const DemoDirectoryJSON = `{"tenants":[
       "output":{"type":"json","example":{"rows":[{"id":1,"name":"Tokyo","country":"JP","population":13960000}]}}}},
     {"method":"GET","path":"/metered/rows","priceUsd":"0","maxPriceUsd":"0.01","schemes":["upto"],
      "mimeType":"application/json","description":"World cities priced by use: 0.0001 USD per row returned, at most 0.01"},
+    {"method":"GET","path":"/channel/rows","priceUsd":"0","maxPriceUsd":"0.01","schemes":["batch-settlement"],
+     "mimeType":"application/json","description":"World cities over a payment channel: deposit once, a voucher per request, 0.0001 USD per row"},
     {"method":"GET","path":"/rows/:id","priceUsd":"0.003","mimeType":"application/json",
      "description":"One world city by id",
      "discovery":{"pathParams":{"id":{"type":"string","description":"the city's id","example":"1"}}}}
@@ -64,7 +67,7 @@ func Workers() map[string]http.Handler {
 func freeOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := strings.ToLower(r.URL.Path)
-		for _, paid := range []string{"/premium", "/metered"} {
+		for _, paid := range []string{"/premium", "/metered", "/channel"} {
 			if p == paid || strings.HasPrefix(p, paid+"/") {
 				http.NotFound(w, r)
 				return

@@ -200,7 +200,7 @@ func TestRoutedPathsAreServed(t *testing.T) {
 	dir, err := tenant.ParseDirectory([]byte(demo.DemoDirectoryJSON))
 	require.NoError(t, err)
 	paid, _ := dir.Lookup("demo-paid")
-	require.Len(t, paid.Routes, 4)
+	require.Len(t, paid.Routes, 5)
 	worker := demo.NewCSVAPI()
 	for _, r := range paid.Routes {
 		path := strings.ReplaceAll(r.Path, ":id", "1")
