@@ -597,6 +597,7 @@ Try:
   curl -si '%[8]s/t/demo-paid/rows?limit=2'                     # 402 Payment Required (0.001 USD)
   go run ./examples/payclient -url '%[8]s/t/demo-paid/rows?limit=2'            # pays with a test key
   go run ./examples/payclient -scheme upto -url '%[8]s/t/demo-paid/metered/rows?limit=3'  # pays by use
+  go run ./examples/payclient -scheme batch-settlement -url '%[8]s/t/demo-paid/channel/rows?limit=3'  # over a channel
   curl -s '%[8]s/discovery/resources?limit=5'                   # the x402 Bazaar catalog
   curl -s '%[8]s/__platform/analytics?window=today'
   curl -s -H 'Authorization: Bearer %[7]s' '%[8]s/__platform/events?limit=5'
