@@ -43,6 +43,35 @@ type Offer struct {
 	MaxTimeoutSeconds int
 }
 
+// Requirement builds the USDC requirement every EVM scheme starts from:
+// scheme, the offer's network, payTo, resource and timeout, the token's
+// EIP-712 name and version in Extra (never nil), and as amount the price,
+// or with ceiling the maximum (MaxPrice, Price when zero). A scheme then
+// adds its own extra fields. Errors are NewRequirement's.
+func (o Offer) Requirement(scheme string, ceiling bool) (Requirement, error) {
+	price := o.Price
+	if ceiling && !o.MaxPrice.IsZero() {
+		price = o.MaxPrice
+	}
+	req, err := NewRequirement(RequirementParams{
+		Network:           o.Network,
+		Price:             price,
+		PayTo:             o.PayTo,
+		Resource:          o.Resource.URL,
+		Description:       o.Resource.Description,
+		MimeType:          o.Resource.MimeType,
+		MaxTimeoutSeconds: o.MaxTimeoutSeconds,
+	})
+	if err != nil {
+		return Requirement{}, err
+	}
+	req.Scheme = scheme
+	if req.Extra == nil {
+		req.Extra = map[string]any{}
+	}
+	return req, nil
+}
+
 // Grant is what a scheme reads from a payment it has decoded and checked:
 // who pays, how much was signed, and what identifies the authorization.
 type Grant struct {

@@ -118,25 +118,9 @@ func (*Scheme) Pricing() x402.Pricing { return x402.PricingChannel }
 // offer's MaxPrice (Price when zero) as the per-request maximum, extra
 // {name, version, receiverAuthorizer, withdrawDelay}.
 func (s *Scheme) Requirement(o x402.Offer) (x402.Requirement, error) {
-	price := o.MaxPrice
-	if price.IsZero() {
-		price = o.Price
-	}
-	req, err := x402.NewRequirement(x402.RequirementParams{
-		Network:           o.Network,
-		Price:             price,
-		PayTo:             o.PayTo,
-		Resource:          o.Resource.URL,
-		Description:       o.Resource.Description,
-		MimeType:          o.Resource.MimeType,
-		MaxTimeoutSeconds: o.MaxTimeoutSeconds,
-	})
+	req, err := o.Requirement(Name, true)
 	if err != nil {
 		return x402.Requirement{}, err
-	}
-	req.Scheme = Name
-	if req.Extra == nil {
-		req.Extra = map[string]any{}
 	}
 	req.Extra[ExtraReceiverAuthorizer] = s.receiverAuthorizer
 	req.Extra[ExtraWithdrawDelay] = s.withdrawDelay

@@ -32,15 +32,7 @@ func (Scheme) Pricing() x402.Pricing { return x402.PricingFixed }
 // Requirement implements x402.Scheme: the price in the network's USDC, with
 // the token's EIP-712 name and version in extra.
 func (Scheme) Requirement(o x402.Offer) (x402.Requirement, error) {
-	return x402.NewRequirement(x402.RequirementParams{
-		Network:           o.Network,
-		Price:             o.Price,
-		PayTo:             o.PayTo,
-		Resource:          o.Resource.URL,
-		Description:       o.Resource.Description,
-		MimeType:          o.Resource.MimeType,
-		MaxTimeoutSeconds: o.MaxTimeoutSeconds,
-	})
+	return o.Requirement(Name, false)
 }
 
 // Claims implements x402.Scheme: wire scheme "exact" with no transfer

@@ -117,20 +117,9 @@ func (Scheme) Pricing() x402.Pricing { return x402.PricingFixed }
 // network, the price in the network's USDC, extra {name, version,
 // assetTransferMethod: "permit2"}.
 func (Scheme) Requirement(o x402.Offer) (x402.Requirement, error) {
-	req, err := x402.NewRequirement(x402.RequirementParams{
-		Network:           o.Network,
-		Price:             o.Price,
-		PayTo:             o.PayTo,
-		Resource:          o.Resource.URL,
-		Description:       o.Resource.Description,
-		MimeType:          o.Resource.MimeType,
-		MaxTimeoutSeconds: o.MaxTimeoutSeconds,
-	})
+	req, err := o.Requirement(x402.SchemeExact, false)
 	if err != nil {
 		return x402.Requirement{}, err
-	}
-	if req.Extra == nil {
-		req.Extra = map[string]any{}
 	}
 	req.Extra[ExtraAssetTransferMethod] = TransferMethod
 	return req, nil

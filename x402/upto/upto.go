@@ -172,27 +172,9 @@ func (s *Scheme) Facilitator() string { return s.facilitator }
 // MaxPrice (Price when zero) in the network's USDC as the amount, extra
 // {name, version, facilitatorAddress}.
 func (s *Scheme) Requirement(o x402.Offer) (x402.Requirement, error) {
-	price := o.MaxPrice
-	if price.IsZero() {
-		price = o.Price
-	}
-	// NewRequirement builds and validates everything an exact entry has;
-	// upto differs only in the scheme and extra.
-	req, err := x402.NewRequirement(x402.RequirementParams{
-		Network:           o.Network,
-		Price:             price,
-		PayTo:             o.PayTo,
-		Resource:          o.Resource.URL,
-		Description:       o.Resource.Description,
-		MimeType:          o.Resource.MimeType,
-		MaxTimeoutSeconds: o.MaxTimeoutSeconds,
-	})
+	req, err := o.Requirement(Name, true)
 	if err != nil {
 		return x402.Requirement{}, err
-	}
-	req.Scheme = Name
-	if req.Extra == nil {
-		req.Extra = map[string]any{}
 	}
 	req.Extra[ExtraFacilitatorAddress] = s.facilitator
 	return req, nil
