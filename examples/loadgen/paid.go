@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/402claw/dispatcher/x402"
@@ -125,48 +123,16 @@ func challenge(client *http.Client, base string) (x402.Requirement, error) {
 
 // payLoad sends freshly paid requests to side for d from conc connections.
 func payLoad(ctx context.Context, client *http.Client, side *paidSide, signers []*localfacilitator.Signer, conc int, d time.Duration) (ok, other int64, elapsed time.Duration, err error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	var nOK, nOther atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := 0; c < conc; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			signer := signers[c%len(signers)]
-			for ctx.Err() == nil {
-				sp, err := signer.Sign(side.req, 2, localfacilitator.SignOptions{})
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, side.gw.base+"/t/"+paidTenant+"/ping", nil)
-				req.Header.Set(sp.Header, sp.Value)
-				req.Header.Set("X-Agent-Id", fmt.Sprintf("payer-%d", c))
-				resp, err := client.Do(req)
-				if err != nil {
-					if ctx.Err() == nil {
-						nOther.Add(1)
-					}
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					nOK.Add(1)
-				} else {
-					nOther.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if e, _ := firstErr.Load().(error); e != nil {
-		return 0, 0, 0, e
-	}
-	return nOK.Load(), nOther.Load(), time.Since(start), nil
+	return drive(ctx, client, conc, d, func(ctx context.Context, c int) (*http.Request, error) {
+		sp, err := signers[c%len(signers)].Sign(side.req, 2, localfacilitator.SignOptions{})
+		if err != nil {
+			return nil, err
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, side.gw.base+"/t/"+paidTenant+"/ping", nil)
+		req.Header.Set(sp.Header, sp.Value)
+		req.Header.Set("X-Agent-Id", fmt.Sprintf("payer-%d", c))
+		return req, nil
+	})
 }
 
 func runPaid(ctx context.Context, cfg paidConfig, out io.Writer) error {

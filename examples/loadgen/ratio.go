@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -101,39 +100,14 @@ const ratioIPs = 20_000
 // hammer sends free requests to base from conc connections for d and
 // counts the 200s and the rest.
 func hammer(ctx context.Context, client *http.Client, base string, conc, callers int, d time.Duration, seq *atomic.Int64) (ok, other int64, elapsed time.Duration) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	var nOK, nOther atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := 0; c < conc; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := seq.Add(1)
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/t/"+ratioTenant+"/ping", nil)
-				req.Header.Set("X-Agent-Id", fmt.Sprintf("caller-%d", i%int64(callers)))
-				req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.18.%d.%d", (i%ratioIPs)/250, (i%ratioIPs)%250+1))
-				resp, err := client.Do(req)
-				if err != nil {
-					if ctx.Err() == nil {
-						nOther.Add(1)
-					}
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					nOK.Add(1)
-				} else {
-					nOther.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return nOK.Load(), nOther.Load(), time.Since(start)
+	ok, other, elapsed, _ = drive(ctx, client, conc, d, func(ctx context.Context, _ int) (*http.Request, error) {
+		i := seq.Add(1)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/t/"+ratioTenant+"/ping", nil)
+		req.Header.Set("X-Agent-Id", fmt.Sprintf("caller-%d", i%int64(callers)))
+		req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.18.%d.%d", (i%ratioIPs)/250, (i%ratioIPs)%250+1))
+		return req, nil
+	})
+	return ok, other, elapsed
 }
 
 func runRatio(ctx context.Context, cfg ratioConfig, out io.Writer) error {
