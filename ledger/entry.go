@@ -25,7 +25,7 @@ const (
 // Valid reports whether s is one of the defined statuses.
 func (s Status) Valid() bool {
 	switch s {
-	case StatusSettled, StatusPending, StatusFailed:
+	case StatusSettled, StatusPending, StatusFailed, StatusCharged, StatusClaimed, StatusSwept:
 		return true
 	}
 	return false
@@ -39,7 +39,8 @@ const MaxKeyLen = 512
 // IdempotencyKey and are never updated or deleted.
 //
 // The JSON form (field names below) is what settlement audit records embed,
-// so it is part of the audit chain's format: fields are never omitted.
+// so it is part of the audit chain's format: fields are never omitted,
+// except the channel fields, which entries without a channel never had.
 type Entry struct {
 	// ID identifies the entry; [Ledger.RecordSettlement] fills it.
 	ID uuid.UUID `json:"id"`
@@ -74,6 +75,14 @@ type Entry struct {
 	// Time is when the settlement was recorded, in UTC with microsecond
 	// precision; [Ledger.RecordSettlement] fills it when zero.
 	Time time.Time `json:"time"`
+	// Channel is the payment channel of a charge or claim (StatusCharged,
+	// StatusClaimed), "" otherwise. Omitted from the JSON when empty, so
+	// entries without a channel encode as they always did.
+	Channel string `json:"channel,omitempty"`
+	// Cumulative is, for a charge, the channel's chargedCumulativeAmount
+	// after it; for a claim, the claimed total after it (atomic units,
+	// base 10). Omitted when empty.
+	Cumulative string `json:"cumulative,omitempty"`
 }
 
 // normalize validates e and rewrites it into its stored form: amounts in
@@ -92,7 +101,10 @@ func (e *Entry) normalize() error {
 		return invalidf("entry %s: idempotency key longer than %d bytes", e.Tenant, MaxKeyLen)
 	}
 	if !e.Status.Valid() {
-		return invalidf("entry %s/%s: status %q is not settled, pending or failed", e.Tenant, e.IdempotencyKey, e.Status)
+		return invalidf("entry %s/%s: status %q is not settled, pending, failed, charged, claimed or swept", e.Tenant, e.IdempotencyKey, e.Status)
+	}
+	if err := e.normalizeChannel(); err != nil {
+		return err
 	}
 	amount, err := decimal.NewFromString(e.Amount)
 	if err != nil || amount.IsNegative() {
@@ -133,6 +145,12 @@ func settlementKind(s Status) string {
 		return KindSettlementPending
 	case StatusFailed:
 		return KindSettlementFailed
+	case StatusCharged:
+		return KindSettlementCharged
+	case StatusClaimed:
+		return KindSettlementClaimed
+	case StatusSwept:
+		return KindSettlementSwept
 	}
 	return KindSettlement
 }
@@ -141,7 +159,8 @@ func settlementKind(s Status) string {
 // ledger entry, whose Data is the entry's canonical JSON.
 func IsSettlementKind(kind string) bool {
 	switch kind {
-	case KindSettlement, KindSettlementPending, KindSettlementFailed:
+	case KindSettlement, KindSettlementPending, KindSettlementFailed,
+		KindSettlementCharged, KindSettlementClaimed, KindSettlementSwept:
 		return true
 	}
 	return false

@@ -53,8 +53,9 @@ func New(s Store, cfg Config) (*Ledger, error) {
 // both as stored. An empty ID gets a new UUID and a zero Time the clock's
 // time; amounts are normalised to canonical decimal form and the time to UTC
 // microseconds. The audit record's kind follows e.Status (settlement,
-// settlement_pending or settlement_failed), its subject is the idempotency
-// key and its data the entry's canonical JSON.
+// settlement_pending, settlement_failed, and for channel entries
+// settlement_charged, settlement_claimed, settlement_swept), its subject is
+// the idempotency key and its data the entry's canonical JSON.
 //
 // If the tenant already has an entry with that idempotency key, nothing is
 // written and RecordSettlement returns the existing entry with an error

@@ -92,13 +92,33 @@ func TestRecordSettlementKinds(t *testing.T) {
 		ledger.StatusSettled: ledger.KindSettlement,
 		ledger.StatusPending: ledger.KindSettlementPending,
 		ledger.StatusFailed:  ledger.KindSettlementFailed,
+		ledger.StatusCharged: ledger.KindSettlementCharged,
+		ledger.StatusClaimed: ledger.KindSettlementClaimed,
+		ledger.StatusSwept:   ledger.KindSettlementSwept,
 	} {
 		e := settled("k-" + string(status))
 		e.Status = status
+		if status == ledger.StatusCharged || status == ledger.StatusClaimed {
+			e.Channel, e.Cumulative = testChannel, "0100"
+		}
 		_, rec, err := l.RecordSettlement(context.Background(), e)
 		require.NoError(t, err)
 		require.Equal(t, kind, rec.Kind)
 		require.True(t, ledger.IsSettlementKind(rec.Kind))
+	}
+}
+
+const testChannel = "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+// TestRevenueStatuses: charges count as revenue, claims and sweeps move
+// money already counted.
+func TestRevenueStatuses(t *testing.T) {
+	for s, want := range map[ledger.Status]bool{
+		ledger.StatusSettled: true, ledger.StatusCharged: true,
+		ledger.StatusPending: false, ledger.StatusFailed: false, ledger.StatusClaimed: false, ledger.StatusSwept: false,
+	} {
+		require.Equal(t, want, s.Revenue(), s)
+		require.Equal(t, s == ledger.StatusCharged || s == ledger.StatusClaimed || s == ledger.StatusSwept, s.IsChannel(), s)
 	}
 }
 
@@ -120,6 +140,20 @@ func TestRecordSettlementValidation(t *testing.T) {
 		{"atomic with a fraction", func(e *ledger.Entry) { e.AmountAtomic = "10.5" }, "atomic amount"},
 		{"atomic negative", func(e *ledger.Entry) { e.AmountAtomic = "-1" }, "atomic amount"},
 		{"atomic empty", func(e *ledger.Entry) { e.AmountAtomic = "" }, "atomic amount"},
+		{"settled with a channel", func(e *ledger.Entry) { e.Channel = testChannel }, "no channel"},
+		{"settled with a cumulative", func(e *ledger.Entry) { e.Cumulative = "1" }, "no channel"},
+		{"charge without a channel", func(e *ledger.Entry) { e.Status, e.Cumulative = ledger.StatusCharged, "1" }, "channel id"},
+		{"charge with an upper-case channel", func(e *ledger.Entry) {
+			e.Status, e.Channel, e.Cumulative = ledger.StatusCharged, strings.ToUpper(testChannel), "1"
+		}, "channel id"},
+		{"claim with a short channel", func(e *ledger.Entry) {
+			e.Status, e.Channel, e.Cumulative = ledger.StatusClaimed, testChannel[:65], "1"
+		}, "channel id"},
+		{"charge without a cumulative", func(e *ledger.Entry) { e.Status, e.Channel = ledger.StatusCharged, testChannel }, "cumulative"},
+		{"charge with a negative cumulative", func(e *ledger.Entry) {
+			e.Status, e.Channel, e.Cumulative = ledger.StatusCharged, testChannel, "-5"
+		}, "cumulative"},
+		{"sweep with a channel", func(e *ledger.Entry) { e.Status, e.Channel = ledger.StatusSwept, testChannel }, "no channel"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

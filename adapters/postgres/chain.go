@@ -255,7 +255,7 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 	var (
 		ids                                                                [][16]byte
 		eTenant, eKey, owner, payer, amount, atomic, asset, network, payTo []string
-		txHash, status, requestID, resource                                []string
+		txHash, status, requestID, resource, channel, cumulative           []string
 		eTime                                                              []time.Time
 		seqs                                                               []int64
 		aTime                                                              []time.Time
@@ -275,6 +275,7 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 			amount, atomic, asset, network = append(amount, e.Amount), append(atomic, e.AmountAtomic), append(asset, e.Asset), append(network, e.Network)
 			payTo, txHash, status = append(payTo, e.PayTo), append(txHash, e.TxHash), append(status, string(e.Status))
 			requestID, resource, eTime = append(requestID, e.RequestID), append(resource, e.Resource), append(eTime, e.Time)
+			channel, cumulative = append(channel, e.Channel), append(cumulative, e.Cumulative)
 		}
 		sealed := ledger.Seal(r.rec, tailSeq, tailHash)
 		sealed.Data = append([]byte{}, r.rec.Data...)
@@ -287,7 +288,7 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 	b = &pgx.Batch{}
 	if len(ids) > 0 {
 		b.Queue(s.lq.insertEntries, ids, eTenant, eKey, owner, payer, amount, atomic, asset, network, payTo,
-			txHash, status, requestID, resource, eTime)
+			txHash, status, requestID, resource, eTime, channel, cumulative)
 	}
 	if len(seqs) > 0 {
 		b.Queue(s.lq.insertAudit, seqs, aTime, kind, aTenant, subject, data, prevHash, hash)

@@ -16,7 +16,7 @@ import (
 var _ ledger.Store = (*Store)(nil)
 
 const entryColumns = `id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset,
-	network, pay_to, tx_hash, status, request_id, resource, time`
+	network, pay_to, tx_hash, status, request_id, resource, time, channel, cumulative`
 
 const auditColumns = `seq, time, kind, tenant, subject, data, prev_hash, hash`
 
@@ -45,7 +45,8 @@ func buildLedgerQueries(schema string) ledgerQueries {
 				WHERE l.tenant = u.tenant AND l.idempotency_key = u.idempotency_key LIMIT 1) x`),
 		insertEntries: r.Replace(`INSERT INTO {ledger} ({entryColumns})
 			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-				$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[])`),
+				$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
+				$16::text[], $17::text[])`),
 		// In seq order: each row's link trigger sees the rows before it.
 		insertAudit: r.Replace(`INSERT INTO {audit} ({auditColumns})
 			SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::bytea[],
@@ -92,7 +93,7 @@ func scanEntry(row pgx.Row) (ledger.Entry, error) {
 		status string
 	)
 	err := row.Scan(&e.ID, &e.Tenant, &e.IdempotencyKey, &e.Owner, &e.Payer, &e.Amount, &e.AmountAtomic, &e.Asset,
-		&e.Network, &e.PayTo, &e.TxHash, &status, &e.RequestID, &e.Resource, &e.Time)
+		&e.Network, &e.PayTo, &e.TxHash, &status, &e.RequestID, &e.Resource, &e.Time, &e.Channel, &e.Cumulative)
 	if err != nil {
 		return ledger.Entry{}, err
 	}

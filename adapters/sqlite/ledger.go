@@ -16,7 +16,7 @@ import (
 var _ ledger.Store = (*Store)(nil)
 
 const entryColumns = `id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset,
-	network, pay_to, tx_hash, status, request_id, resource, time_us`
+	network, pay_to, tx_hash, status, request_id, resource, time_us, channel, cumulative`
 
 // getEntrySQL is GetEntry's query, prepared once: a paid request reads
 // its entry back on the hot path.
@@ -32,7 +32,7 @@ const (
 	// duplicate produces no row, so the append-only trigger, which
 	// refuses duplicate rows, does not fire).
 	insertEntrySQL = `INSERT INTO ledger (` + entryColumns + `)
-			SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
+			SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
 			WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE tenant = ?2 AND idempotency_key = ?3)`
 )
 
@@ -54,7 +54,7 @@ func (s *Store) AppendSettlement(ctx context.Context, e ledger.Entry, rec ledger
 		}
 		res, err := st.ExecContext(g.ctx, e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount,
 			e.AmountAtomic, e.Asset, e.Network, e.PayTo, e.TxHash, string(e.Status), e.RequestID, e.Resource,
-			e.Time.UnixMicro())
+			e.Time.UnixMicro(), e.Channel, e.Cumulative)
 		if err != nil {
 			return err
 		}
@@ -151,7 +151,7 @@ func scanEntry(r scanner) (ledger.Entry, error) {
 		us     int64
 	)
 	err := r.Scan(&id, &e.Tenant, &e.IdempotencyKey, &e.Owner, &e.Payer, &e.Amount, &e.AmountAtomic, &e.Asset,
-		&e.Network, &e.PayTo, &e.TxHash, &status, &e.RequestID, &e.Resource, &us)
+		&e.Network, &e.PayTo, &e.TxHash, &status, &e.RequestID, &e.Resource, &us, &e.Channel, &e.Cumulative)
 	if err != nil {
 		return ledger.Entry{}, err
 	}

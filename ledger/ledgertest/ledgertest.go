@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,6 +44,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ListAudit", testListAudit},
 		{"AuditAloneAndByteExactData", testAuditAlone},
 		{"ChainVerifies", testChainVerifies},
+		{"ChannelEntries", testChannelEntries},
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"ConcurrentDuplicates", testConcurrentDuplicates},
 	}
@@ -89,6 +91,12 @@ func Record(t testing.TB, e ledger.Entry) ledger.AuditRecord {
 		kind = ledger.KindSettlementPending
 	case ledger.StatusFailed:
 		kind = ledger.KindSettlementFailed
+	case ledger.StatusCharged:
+		kind = ledger.KindSettlementCharged
+	case ledger.StatusClaimed:
+		kind = ledger.KindSettlementClaimed
+	case ledger.StatusSwept:
+		kind = ledger.KindSettlementSwept
 	}
 	return ledger.AuditRecord{Time: e.Time, Kind: kind, Tenant: e.Tenant, Subject: e.IdempotencyKey, Data: data}
 }
@@ -139,6 +147,51 @@ func testAppendAndGet(t *testing.T, s ledger.Store) {
 		require.Equal(t, st, got.Status)
 		require.Equal(t, "", got.TxHash)
 	}
+}
+
+// ChannelEntry returns a channel entry (charge or claim) of channel id at
+// cumulative amount cum.
+func ChannelEntry(tenant string, st ledger.Status, id string, cum uint64, at time.Time) ledger.Entry {
+	e := Entry(tenant, fmt.Sprintf("%s:%s:%d", id, st, cum), at)
+	e.Status, e.Channel, e.Cumulative = st, id, fmt.Sprint(cum)
+	e.Amount, e.AmountAtomic = "0.0001", "100"
+	if st == ledger.StatusCharged {
+		e.TxHash = "" // a charge has no transaction
+	}
+	return e
+}
+
+// testChannelEntries: charges, claims and sweeps keep their channel fields
+// and verify in the chain; entries before them encode as they always did.
+func testChannelEntries(t *testing.T, s ledger.Store) {
+	ctx := context.Background()
+	plain := Entry("acme", "plain", base)
+	appendEntry(t, s, plain)
+	id := "0x" + strings.Repeat("ab", 32)
+	charge := ChannelEntry("acme", ledger.StatusCharged, id, 300, base.Add(time.Second))
+	claim := ChannelEntry("acme", ledger.StatusClaimed, id, 300, base.Add(2*time.Second))
+	sweep := Entry("acme", "sweep-1", base.Add(3*time.Second))
+	sweep.Status = ledger.StatusSwept
+	for _, e := range []ledger.Entry{charge, claim, sweep} {
+		rec := appendEntry(t, s, e)
+		require.Equal(t, Record(t, e).Kind, rec.Kind)
+		got, err := s.GetEntry(ctx, e.Tenant, e.IdempotencyKey)
+		require.NoError(t, err)
+		got.Time = got.Time.UTC()
+		require.Equal(t, e, got)
+	}
+	got, err := s.GetEntry(ctx, "acme", "plain")
+	require.NoError(t, err)
+	require.Empty(t, got.Channel)
+	data, err := ledger.CanonicalJSON(got)
+	require.NoError(t, err)
+	require.NotContains(t, string(data), "channel", "an entry without a channel encodes without the channel fields")
+	es, err := s.ListEntries(ctx, ledger.ListEntriesParams{Tenant: "acme"})
+	require.NoError(t, err)
+	require.Len(t, es, 4)
+	require.Equal(t, id, es[1].Channel)
+	require.Equal(t, "300", es[1].Cumulative)
+	require.Equal(t, int64(4), verify(t, s))
 }
 
 func testDuplicate(t *testing.T, s ledger.Store) {
