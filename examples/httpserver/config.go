@@ -33,6 +33,7 @@ type config struct {
 	maxBodyBytes      int64
 	publicURL         string
 	metricsToken      string
+	claimInterval     time.Duration
 }
 
 // defaultPayTo receives the demo's test payments. It is a public test
@@ -77,6 +78,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.metricsToken, "metrics-token", env("METRICS_TOKEN"), "bearer token GET /metrics requires (env METRICS_TOKEN); empty: /metrics is open")
 	fs.StringVar(&c.publicURL, "public-url", env("PUBLIC_URL"), "the gateway's public origin, for discovery and the marketplace's example commands (env PUBLIC_URL); default: http://<addr>")
 	fs.Int64Var(&c.maxBodyBytes, "max-body-bytes", 10<<20, "largest tenant request body; larger ones are answered 413 request_too_large")
+	fs.DurationVar(&c.claimInterval, "claim-interval", 5*time.Minute, "how long a payment-channel charge may stay unclaimed; the claimer checks every half of it (at most every 30 s)")
 	fs.BoolVar(&c.draftHeaders, "ratelimit-draft-headers", env("RATELIMIT_DRAFT_HEADERS") == "true", "also send the IETF draft RateLimit-Policy and RateLimit headers (env RATELIMIT_DRAFT_HEADERS=true)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -87,6 +87,7 @@ type server struct {
 	tracing    *ops.Tracing
 	admin      *ops.AdminHandler
 	claimer    *channel.Claimer // nil without payment channels
+	claimEvery time.Duration    // how often the claimer runs
 }
 
 // recoverAge is how old a settlement intent must be before a running
@@ -98,11 +99,13 @@ const recoverAge = 2 * time.Minute
 func (s *server) recoverLoop(ctx context.Context) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
+	ct := time.NewTicker(s.claimEvery)
+	defer ct.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-ct.C:
 			if s.claimer != nil {
 				if rep, err := s.claimer.RunOnce(ctx); err != nil {
 					s.log.Warn("claiming channel charges", "err", err)
@@ -110,6 +113,7 @@ func (s *server) recoverLoop(ctx context.Context) {
 					s.log.Info("claimed channel charges", "channels", len(rep.Claimed), "calls", rep.Calls, "settled", rep.Settled)
 				}
 			}
+		case <-t.C:
 			if rep, err := s.pay.Recover(ctx, recoverAge); err != nil {
 				s.log.Warn("settlement recovery", "err", err)
 			} else if len(rep.Recovered) > 0 {
@@ -256,7 +260,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		if err != nil {
 			return nil, err
 		}
-		if claimer, err = channel.NewClaimer(svc, channel.ClaimerConfig{Facilitator: fac}); err != nil {
+		if claimer, err = channel.NewClaimer(svc, channel.ClaimerConfig{Facilitator: fac, Interval: cfg.claimInterval}); err != nil {
 			return nil, err
 		}
 		schemes = append(schemes, svc.Scheme())
@@ -416,7 +420,8 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		mux.Handle("/__facilitator/", requireToken(token, http.StripPrefix("/__facilitator", facHandler)))
 	}
 	ok = true
-	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log, tracing: tr, admin: admin, claimer: claimer}, nil
+	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log, tracing: tr, admin: admin, claimer: claimer,
+		claimEvery: min(30*time.Second, max(cfg.claimInterval/2, 100*time.Millisecond))}, nil
 }
 
 // receiverAuthorizer is the facilitator's batch-settlement receiver
