@@ -242,9 +242,10 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		}
 		schemes = append(schemes, us)
 	}
-	// Payment channels (batch-settlement): charges live in the KV store,
-	// every one audited in the hash chain; a claimer moves them on chain in
-	// batches (run()).
+	// Payment channels (batch-settlement): channel state lives in the KV
+	// store; every charge, claim and settle sweep is a ledger entry in the
+	// hash chain (deposits and refunds audit records); a claimer moves
+	// charges on chain in batches (run()).
 	var channels payment.Channels
 	var claimer *channel.Claimer
 	if auth, ok := receiverAuthorizer(supported, cfg.network); ok {
@@ -252,11 +253,14 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		if err != nil {
 			return nil, err
 		}
+		owner := func(slug string) string {
+			if t, ok := registry.Load().Lookup(slug); ok {
+				return t.OwnerUserID
+			}
+			return ""
+		}
 		svc, err := channel.New(b.kv, channel.Config{Scheme: sc, Facilitator: fac, Logger: log,
-			Journal: channel.JournalFunc(func(ctx context.Context, e channel.Entry) error {
-				_, err := led.Audit(ctx, "channel_"+e.Status, e.Tenant, e.Key, e)
-				return err
-			})})
+			Journal: channel.LedgerJournal(led, channel.LedgerJournalConfig{Owner: owner})})
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -191,10 +192,11 @@ func TestOperatingEndToEnd(t *testing.T) {
 
 // Payment channels end to end: a deposit with the first voucher, then a
 // voucher, each charged by rows returned, with no facilitator call for the
-// voucher; the charges are in the audit chain.
+// voucher; every charge is a ledger entry, and so are the claim and the
+// settle sweep the claimer makes of them.
 func TestChannelEndToEnd(t *testing.T) {
 	t.Parallel()
-	g := newGW(t)
+	g := newGW(t, "-claim-interval", "1ms")
 	req := g.challenge("/t/demo-paid/channel/rows?limit=2", channel.Name)
 	key, err := secp256k1.GeneratePrivateKey()
 	require.NoError(t, err)
@@ -221,13 +223,24 @@ func TestChannelEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	sr = send(vp)
 	require.Empty(t, sr.Transaction, "a voucher moves nothing on chain")
-	recs, err := g.s.pay.Ledger().AuditLog(context.Background(), ledger.ListAuditParams{})
+	ctx := context.Background()
+	l := g.s.pay.Ledger()
+	time.Sleep(5 * time.Millisecond) // past the claim interval
+	rep, err := g.s.claimer.RunOnce(ctx)
 	require.NoError(t, err)
-	charges := 0
-	for _, r := range recs {
-		if r.Kind == "channel_"+channel.StatusCharged {
-			charges++
-		}
+	id, err := cfg.ID(84532)
+	require.NoError(t, err)
+	require.Equal(t, uint64(400), rep.Claimed[id])
+	es, err := l.Entries(ctx, ledger.ListEntriesParams{Tenant: "demo-paid"})
+	require.NoError(t, err)
+	var got []string
+	for _, e := range es {
+		got = append(got, fmt.Sprintf("%s %s %s %s", e.Status, e.AmountAtomic, e.Cumulative, e.Channel))
+		require.NotEmpty(t, e.Owner, "entries carry the tenant's owner")
 	}
-	require.Equal(t, 2, charges, "every charge is in the hash chain")
+	require.Equal(t, []string{
+		"charged 200 200 " + id, "charged 200 400 " + id, "claimed 400 400 " + id, "swept 400  ",
+	}, got, "every charge is a ledger entry; the claim and the sweep too")
+	_, err = l.Verify(ctx)
+	require.NoError(t, err)
 }
