@@ -37,7 +37,8 @@ func (c stageChannels) Begin(ctx context.Context, p *x402.Payment, req x402.Requ
 
 // stageError maps the channel's errors to the gateway's: busy and fenced
 // channels are 409; the rest keep their x402 sentinels, which the stage
-// maps itself.
+// maps itself, and carry their specification code (payment.Coded), which
+// the stage's 402 names as its error.
 func stageError(err error) error {
 	if err == nil {
 		return nil
@@ -45,5 +46,20 @@ func stageError(err error) error {
 	if errors.Is(err, ErrBusy) || errors.Is(err, ErrFenced) {
 		return dispatch.ErrChannelBusy.With("", err)
 	}
+	if code := Reason(err); code != "" {
+		return codedError{err: err, code: code}
+	}
 	return err
 }
+
+// codedError is a refusal with its specification code (payment.Coded).
+type codedError struct {
+	err  error
+	code string
+}
+
+var _ payment.Coded = codedError{}
+
+func (e codedError) Error() string { return e.err.Error() }
+func (e codedError) Unwrap() error { return e.err }
+func (e codedError) Code() string  { return e.code }

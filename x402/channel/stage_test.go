@@ -3,6 +3,7 @@ package channel_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -210,3 +211,65 @@ func TestChannelThroughTheGateway(t *testing.T) {
 }
 
 func encode(raw []byte) string { return base64.StdEncoding.EncodeToString(raw) }
+
+// The error of a channel's 402 is the scheme's code alone, as clients
+// match it: @x402/evm's batch-settlement client recovers from a corrective
+// 402 only when its error is exactly
+// invalid_batch_settlement_evm_cumulative_amount_mismatch (and reads
+// channelState and voucherState only then), and tells a refund with no
+// balance left by its code. The e2e in e2e/x402client found the message
+// ("payment does not match the channel: ...") in its place.
+func TestChannelRefusalErrorIsTheCode(t *testing.T) {
+	g := newGatewayRig(t)
+	rec := g.do(nil)
+	require.Equal(t, 402, rec.Code)
+	pr, err := x402.DecodePaymentRequired(rec.Header().Get("PAYMENT-REQUIRED"))
+	require.NoError(t, err)
+	req := x402.RequirementFromV2(pr.Accepts[0], pr.Resource)
+	cl := channel.NewClient(testKey(t))
+	cfg, err := cl.ChannelConfig(req, channel.RandomSalt())
+	require.NoError(t, err)
+	send := func(pl *channel.Payload) *httptest.ResponseRecorder {
+		p, err := channel.Envelope(req, pl)
+		require.NoError(t, err)
+		return g.do(p)
+	}
+	refusal := func(rec *httptest.ResponseRecorder) (*x402.PaymentRequired, string) {
+		require.Equal(t, 402, rec.Code, rec.Body.String())
+		pr, err := x402.DecodePaymentRequired(rec.Header().Get("PAYMENT-REQUIRED"))
+		require.NoError(t, err)
+		var body struct {
+			Error string `json:"error"`
+		}
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+		return pr, body.Error
+	}
+	now := time.Now()
+	dep, err := cl.DepositPayload(req, cfg, 5000, 1000, now.Add(-time.Minute), now.Add(time.Minute))
+	require.NoError(t, err)
+	g.charge.Store(`{"amount":"400"}`)
+	require.Equal(t, 200, send(dep).Code)
+
+	// A stale client signs 0 + amount; the server has charged 400.
+	stale, err := cl.VoucherPayload(req, cfg, 1000)
+	require.NoError(t, err)
+	pr, bodyErr := refusal(send(stale))
+	require.Equal(t, channel.ReasonCumulativeAmountMismatch, pr.Error, "the header's error is the code")
+	require.Equal(t, channel.ReasonCumulativeAmountMismatch, bodyErr, "and so is the body's")
+	extra := pr.Accepts[0].Extra
+	require.Contains(t, extra, channel.ExtraChannelState)
+	require.Contains(t, extra, channel.ExtraVoucherState)
+
+	// A refund asking more than the remainder, then one with nothing left.
+	over, err := cl.RefundPayload(req, cfg, 400, "4601")
+	require.NoError(t, err)
+	pr, bodyErr = refusal(send(over))
+	require.Equal(t, channel.ReasonRefundAmountInvalid, pr.Error)
+	require.Equal(t, channel.ReasonRefundAmountInvalid, bodyErr)
+	all, err := cl.RefundPayload(req, cfg, 400, "")
+	require.NoError(t, err)
+	require.Equal(t, 200, send(all).Code)
+	pr, bodyErr = refusal(send(all))
+	require.Equal(t, channel.ReasonRefundNoBalance, pr.Error)
+	require.Equal(t, channel.ReasonRefundNoBalance, bodyErr)
+}

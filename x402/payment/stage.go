@@ -141,6 +141,16 @@ type Corrective interface {
 	Corrective(req x402.Requirement) x402.Requirement
 }
 
+// Coded is implemented by channel refusals that carry the scheme's error
+// code: the 402 answering one names the code alone as its error, which is
+// what clients match (the batch-settlement client recovers from a
+// corrective 402 only when its error is
+// invalid_batch_settlement_evm_cumulative_amount_mismatch).
+type Coded interface {
+	error
+	Code() string
+}
+
 // ChargeFunc reads what a usage-priced request costs from the worker's
 // answer: h is the worker's Settlement-Overrides header value ("" when
 // absent), max the signed maximum in atomic units, decimals the asset's. It
@@ -926,6 +936,11 @@ func (ex *exchange) channel(ctx context.Context, next dispatch.Next) (*http.Resp
 func (ex *exchange) channelRefusal(err error) (*http.Response, error) {
 	var corr Corrective
 	var derr *dispatch.Error
+	var coded Coded
+	reason := "payment does not match the channel: " + err.Error()
+	if errors.As(err, &coded) && coded.Code() != "" {
+		reason = coded.Code()
+	}
 	switch {
 	case errors.As(err, &corr):
 		ex.x.Lifecycle = LifecycleInvalid
@@ -937,12 +952,12 @@ func (ex *exchange) channelRefusal(err error) (*http.Response, error) {
 			}
 		}
 		ex.offers = fixed
-		return ex.challenge("payment does not match the channel: " + err.Error())
+		return ex.challenge(reason)
 	case errors.Is(err, x402.ErrInvalidPayment):
 		return nil, ex.invalid(err)
 	case errors.Is(err, x402.ErrRequirementMismatch):
 		ex.x.Lifecycle = LifecycleInvalid
-		return ex.challenge("payment does not match the channel: " + err.Error())
+		return ex.challenge(reason)
 	case errors.As(err, &derr):
 		return nil, err
 	case errors.Is(err, x402.ErrFacilitatorUnavailable):
