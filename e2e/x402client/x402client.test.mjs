@@ -18,6 +18,13 @@
 //      reports its charge in Settlement-Overrides; the settle response
 //      carries the charge (not the maximum), the header never reaches the
 //      client, and the replay is deduplicated.
+//   8. batch-settlement: the real BatchSettlementEvmScheme, driven by
+//      @x402/fetch, opens a payment channel (deposit + first voucher) and
+//      pays with vouchers; a client that lost its channel record and one
+//      whose record went stale get corrective 402s and recover as the
+//      library does (from the server's signed voucherState); the library's
+//      refund() takes part and then all of the remainder back without
+//      calling the worker, and the channel is funded again afterwards.
 //
 // The server is built and started here; it is killed at the end, also on
 // failure. Run with: node --test x402client.test.mjs (see run.sh).
@@ -32,11 +39,18 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
+import { wrapFetchWithPayment, x402Client, x402HTTPClient, decodePaymentResponseHeader } from "@x402/fetch";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
 import { UptoEvmScheme } from "@x402/evm/upto/client";
+import {
+  BatchSettlementEvmScheme,
+  InMemoryClientChannelStorage,
+  computeChannelId,
+  signVoucher,
+} from "@x402/evm/batch-settlement/client";
 import { privateKeyToAccount } from "viem/accounts";
-import { verifyTypedData } from "viem";
+import { encodeAbiParameters, keccak256, verifyTypedData } from "viem";
+import { randomBytes } from "node:crypto";
 import {
   wrapFetchWithPayment as wrapFetchWithPaymentV1,
   createSigner as createSignerV1,
@@ -67,6 +81,15 @@ const PERMIT2_PATH = process.env.E2E_PERMIT2_PATH ?? `/t/${TENANT}/rows?limit=2`
 const UPTO_PATH = process.env.E2E_UPTO_PATH ?? `/t/${TENANT}/metered/rows?limit=2`;
 const UPTO_MAX = process.env.E2E_UPTO_MAX ?? "10000"; // maxPriceUsd 0.01
 const UPTO_CHARGE = process.env.E2E_UPTO_CHARGE ?? "200"; // 0.0001 USD per row, two rows
+// The batch-settlement route: a payment channel whose entry's amount is the
+// per-request maximum (CHANNEL_MAX); the worker charges CHANNEL_CHARGE per
+// request (0.0001 USD per row, two rows) in Settlement-Overrides.
+const CHANNEL_PATH = process.env.E2E_CHANNEL_PATH ?? `/t/${TENANT}/channel/rows?limit=2`;
+const CHANNEL_MAX = process.env.E2E_CHANNEL_MAX ?? "10000"; // maxPriceUsd 0.01
+const CHANNEL_CHARGE = process.env.E2E_CHANNEL_CHARGE ?? "200";
+const BATCH_SETTLEMENT_ADDRESS = "0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003";
+const ERC3009_DEPOSIT_COLLECTOR = "0x4020806089470a89826cB9fB1f4059150b550004";
+const CUMULATIVE_MISMATCH = "invalid_batch_settlement_evm_cumulative_amount_mismatch";
 const PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3";
 const EXACT_PERMIT2_PROXY = "0x402085c248EeA27D92E8b30b2C58ed07f9E20001";
 const UPTO_PERMIT2_PROXY = "0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002";
@@ -573,5 +596,387 @@ describe("real x402 npm clients against examples/httpserver", { concurrency: fal
     const other = await sign(new UptoEvmScheme(account), { ...req, extra: { ...req.extra, facilitatorAddress: "0x1111111111111111111111111111111111111111" } });
     const vr2 = await facilitator("/verify", { x402Version: 2, paymentPayload: other, paymentRequirements: req });
     assert.equal(vr2.isValid, false);
+  });
+
+  // ------------------------------------------------- batch-settlement --
+  //
+  // The real BatchSettlementEvmScheme pays the channel route. Its builders
+  // are the library's own (deposit with ERC-3009 ReceiveWithAuthorization,
+  // vouchers, refunds, the corrective-402 recovery); nothing here signs for
+  // it except the stale voucher of the low-level test, made with the
+  // library's signVoucher.
+
+  // There is no chain: the escrow is the local facilitator's emulation. The
+  // client reads channels(channelId) -> (balance, totalClaimed) on a cold
+  // start, before a refund and to check a corrective 402; this signer
+  // answers that read from the escrow's own snapshots as the gateway relays
+  // them in the PAYMENT-RESPONSE of each onchain operation the client saw
+  // (a deposit, a refund). A channel never seen reads (0, 0), as on chain.
+  const chain = new Map(); // channel id (lower case) -> { balance, totalClaimed }
+  const chainReads = [];
+  const chainSigner = {
+    address: account.address,
+    signTypedData: (args) => account.signTypedData(args),
+    async readContract({ address, functionName, args }) {
+      if (address.toLowerCase() !== BATCH_SETTLEMENT_ADDRESS.toLowerCase() || functionName !== "channels") {
+        throw new Error(`unexpected chain read ${functionName} at ${address}`);
+      }
+      const id = String(args[0]).toLowerCase();
+      chainReads.push(id);
+      const c = chain.get(id);
+      return [BigInt(c?.balance ?? 0), BigInt(c?.totalClaimed ?? 0)];
+    },
+  };
+
+  // recordingFetch that also keeps each answer's body and feeds the chain
+  // view from onchain operations' settle responses.
+  function channelFetch(log) {
+    const inner = recordingFetch(log);
+    return async (input, init) => {
+      const res = await inner(input, init);
+      const entry = log[log.length - 1];
+      entry.body = await res.clone().text();
+      const header = res.headers.get("payment-response");
+      if (header) {
+        const sr = decodePaymentResponseHeader(header);
+        const cs = sr.extra?.channelState;
+        if (sr.success && sr.transaction && cs?.channelId) {
+          chain.set(cs.channelId.toLowerCase(), { balance: cs.balance, totalClaimed: cs.totalClaimed });
+        }
+      }
+      return res;
+    };
+  }
+
+  // A one-line account of a wire log, for assertion messages.
+  function wire(log) {
+    return log.map((e) => {
+      const sig = e.headers.get("payment-signature");
+      const p = sig ? decodeB64JSON(sig).payload : undefined;
+      const pr = e.status === 402 && e.responseHeaders.get("payment-required");
+      const err = pr ? decodeB64JSON(pr).error : undefined;
+      return `${p ? `${p.type}(${p.voucher?.maxClaimableAmount})` : "unpaid"} -> ${e.status}${err ? ` ${err}` : ""}`;
+    }).join("; ");
+  }
+
+  async function facilitatorCalls(op) {
+    const text = await (await fetch(`${baseURL}/metrics`)).text();
+    const m = text.match(new RegExp(`^dispatcher_facilitator_duration_seconds_count\\{op="${op}"\\} (\\d+)$`, "m"));
+    return m ? Number(m[1]) : 0;
+  }
+
+  // Verifies a voucher signature with viem, in the batch-settlement domain.
+  async function voucherSignedBy(channelId, maxClaimableAmount, signature) {
+    return verifyTypedData({
+      address: account.address,
+      domain: { name: "x402 Batch Settlement", version: "1", chainId: 84532, verifyingContract: BATCH_SETTLEMENT_ADDRESS },
+      primaryType: "Voucher",
+      types: { Voucher: [{ name: "channelId", type: "bytes32" }, { name: "maxClaimableAmount", type: "uint128" }] },
+      message: { channelId, maxClaimableAmount: BigInt(maxClaimableAmount) },
+      signature,
+    });
+  }
+
+  // Pays the channel route with scheme through @x402/fetch and checks the
+  // 200 answer: rows, a successful PAYMENT-RESPONSE for the payer.
+  async function payChannel(scheme) {
+    const log = [];
+    const client = new x402Client().register(NETWORK_V2, scheme);
+    const res = await wrapFetchWithPayment(channelFetch(log), client)(baseURL + CHANNEL_PATH);
+    const text = await res.text();
+    assert.equal(res.status, 200, `paid request: ${res.status} ${text}\nwire: ${wire(log)}\nserver log:\n${serverLog}`);
+    checkRows(text, res.headers.get("content-type"));
+    const last = log[log.length - 1];
+    const payment = decodeB64JSON(last.headers.get("payment-signature"));
+    const header = res.headers.get("payment-response");
+    assert.ok(header, "answer carries PAYMENT-RESPONSE");
+    const settle = decodePaymentResponseHeader(header);
+    assert.equal(settle.success, true, `settle response: ${JSON.stringify(settle)}`);
+    assert.equal(settle.network, NETWORK_V2);
+    assert.equal(settle.payer?.toLowerCase(), account.address.toLowerCase());
+    assert.equal(res.headers.get("settlement-overrides"), null, "the worker's Settlement-Overrides never reaches the client");
+    return { log, res, text, payment, settle };
+  }
+
+  // Checks a corrective 402 against the channel as the tests know it.
+  async function checkCorrective(pr, ch) {
+    assert.equal(pr.x402Version, 2);
+    assert.equal(pr.error, CUMULATIVE_MISMATCH, `the 402's error: ${JSON.stringify(pr.error)}`);
+    const entry = pr.accepts.find((a) => a.scheme === "batch-settlement");
+    assert.ok(entry, `a batch-settlement entry in ${JSON.stringify(pr.accepts)}`);
+    for (const k of ["receiverAuthorizer", "withdrawDelay", "name", "version"]) {
+      assert.deepEqual(entry.extra[k], ch.offer.extra[k], `the corrective entry keeps extra.${k}`);
+    }
+    assert.equal(entry.amount, ch.offer.amount);
+    const cs = entry.extra.channelState;
+    const vs = entry.extra.voucherState;
+    assert.ok(cs && vs, `extra.channelState and extra.voucherState: ${JSON.stringify(entry.extra)}`);
+    assert.equal(cs.channelId.toLowerCase(), ch.id.toLowerCase());
+    assert.equal(cs.chargedCumulativeAmount, ch.charged.toString(), "channelState.chargedCumulativeAmount is the server's");
+    assert.equal(cs.balance, ch.balance.toString());
+    assert.equal(vs.signedMaxClaimable, ch.lastVoucher.maxClaimableAmount, "voucherState is the last voucher served");
+    assert.equal(vs.signature, ch.lastVoucher.signature);
+    assert.equal(await voucherSignedBy(ch.id, vs.signedMaxClaimable, vs.signature), true, "voucherState is signed by the payer");
+    return entry;
+  }
+
+  // What the channel tests share: the channel as the server should see it.
+  const chan = { salt: "0x" + randomBytes(32).toString("hex") };
+
+  test("batch-settlement: @x402/fetch + BatchSettlementEvmScheme deposits once, then pays with vouchers", { timeout: 60_000 }, async () => {
+    const storage = new InMemoryClientChannelStorage();
+    const scheme = new BatchSettlementEvmScheme(chainSigner, { salt: chan.salt, storage });
+    const sup = await facilitator("/supported");
+    const kind = sup.kinds.find((k) => k.scheme === "batch-settlement" && k.network === NETWORK_V2);
+    assert.ok(kind, `a batch-settlement kind in ${JSON.stringify(sup.kinds)}`);
+
+    // 1. The channel opens: the deposit carries the first voucher.
+    const r = await payChannel(scheme);
+    assert.equal(r.log.length, 2, `one challenge, one paid request: ${wire(r.log)}`);
+    assert.equal(r.log[0].status, 402);
+    const challenge = decodeB64JSON(r.log[0].responseHeaders.get("payment-required"));
+    const offer = challenge.accepts.find((a) => a.scheme === "batch-settlement");
+    assert.ok(offer, `a batch-settlement entry in ${JSON.stringify(challenge.accepts)}`);
+    assert.equal(offer.network, NETWORK_V2);
+    assert.equal(offer.amount, CHANNEL_MAX, "the entry's amount is the per-request maximum");
+    assert.equal(offer.asset.toLowerCase(), USDC_BASE_SEPOLIA.toLowerCase());
+    assert.equal(offer.extra.receiverAuthorizer.toLowerCase(), kind.extra.receiverAuthorizer.toLowerCase(), "the facilitator's receiverAuthorizer");
+    assert.equal(offer.extra.withdrawDelay, 900);
+    assert.equal(offer.extra.name, "USDC");
+    assert.equal(offer.extra.version, "2");
+    assert.equal(offer.extra.channelState, undefined, "a plain challenge carries no channel state");
+
+    const pl = r.payment.payload;
+    assert.equal(pl.type, "deposit", `a new channel is opened with a deposit: ${JSON.stringify(pl)}`);
+    assert.deepEqual(r.payment.accepted, offer, "the client chose the batch-settlement entry");
+    const cfg = pl.channelConfig;
+    assert.deepEqual(cfg, {
+      payer: account.address, payerAuthorizer: account.address, receiver: offer.payTo,
+      receiverAuthorizer: offer.extra.receiverAuthorizer, token: offer.asset, withdrawDelay: offer.extra.withdrawDelay, salt: chan.salt,
+    });
+    const id = computeChannelId(cfg, NETWORK_V2);
+    assert.equal(pl.voucher.channelId, id, "the voucher names the channel the config hashes to");
+    assert.equal(pl.voucher.maxClaimableAmount, CHANNEL_MAX, "first voucher: 0 + amount");
+    assert.equal(await voucherSignedBy(id, pl.voucher.maxClaimableAmount, pl.voucher.signature), true);
+    const deposit = BigInt(pl.deposit.amount);
+    assert.ok(deposit >= BigInt(CHANNEL_MAX), `the deposit ${deposit} covers the first voucher`);
+    // The ERC-3009 ReceiveWithAuthorization to the deposit collector, its
+    // nonce bound to the channel (viem's verification, not the gateway's).
+    const a = pl.deposit.authorization.erc3009Authorization;
+    assert.ok(a, `an erc3009Authorization: ${JSON.stringify(pl.deposit)}`);
+    assert.equal(await verifyTypedData({
+      address: account.address,
+      domain: { name: "USDC", version: "2", chainId: 84532, verifyingContract: offer.asset },
+      primaryType: "ReceiveWithAuthorization",
+      types: {
+        ReceiveWithAuthorization: [
+          { name: "from", type: "address" }, { name: "to", type: "address" }, { name: "value", type: "uint256" },
+          { name: "validAfter", type: "uint256" }, { name: "validBefore", type: "uint256" }, { name: "nonce", type: "bytes32" },
+        ],
+      },
+      message: {
+        from: account.address, to: ERC3009_DEPOSIT_COLLECTOR, value: deposit,
+        validAfter: BigInt(a.validAfter), validBefore: BigInt(a.validBefore),
+        nonce: keccak256(encodeAbiParameters([{ type: "bytes32" }, { type: "uint256" }], [id, BigInt(a.salt)])),
+      },
+      signature: a.signature,
+    }), true, "the deposit authorization verifies with viem");
+
+    // The deposit is an onchain transaction; the request itself is charged
+    // on the channel.
+    assert.match(r.settle.transaction, /^0x[0-9a-f]{64}$/, `the deposit's transaction: ${JSON.stringify(r.settle)}`);
+    assert.equal(r.settle.amount, deposit.toString(), "the settle amount is the deposit");
+    assert.equal(r.settle.extra?.chargedAmount, CHANNEL_CHARGE, "charged the worker's amount, not the maximum");
+    let cs = r.settle.extra.channelState;
+    assert.equal(cs.channelId.toLowerCase(), id.toLowerCase());
+    assert.equal(cs.chargedCumulativeAmount, CHANNEL_CHARGE);
+    assert.equal(cs.balance, deposit.toString());
+    assert.equal(cs.totalClaimed, "0");
+    const rec = await storage.get(id);
+    assert.deepEqual([rec?.chargedCumulativeAmount, rec?.balance], [CHANNEL_CHARGE, deposit.toString()],
+      `the library recorded the channel from the PAYMENT-RESPONSE: ${JSON.stringify(rec)}`);
+
+    // 2. Vouchers: each signs chargedCumulativeAmount + amount, is checked
+    // by the gateway alone (no facilitator verify) and moves nothing on
+    // chain.
+    const verifies = await facilitatorCalls("verify");
+    let charged = BigInt(CHANNEL_CHARGE);
+    let last = pl.voucher;
+    for (let i = 0; i < 3; i++) {
+      const v = await payChannel(scheme);
+      assert.equal(v.log.length, 2, `one challenge, one paid request: ${wire(v.log)}`);
+      const p = v.payment.payload;
+      assert.equal(p.type, "voucher", "an open channel is paid with a voucher");
+      assert.deepEqual(p.channelConfig, cfg);
+      assert.equal(p.voucher.channelId, id);
+      assert.equal(p.voucher.maxClaimableAmount, (charged + BigInt(CHANNEL_MAX)).toString(), "maxClaimableAmount = chargedCumulativeAmount + amount");
+      assert.equal(v.settle.transaction, "", "a voucher moves nothing on chain");
+      assert.ok(v.settle.amount === undefined || v.settle.amount === "", `no settle amount: ${JSON.stringify(v.settle)}`);
+      assert.equal(v.settle.extra?.chargedAmount, CHANNEL_CHARGE);
+      charged += BigInt(CHANNEL_CHARGE);
+      cs = v.settle.extra.channelState;
+      assert.equal(cs.channelId.toLowerCase(), id.toLowerCase());
+      assert.equal(cs.chargedCumulativeAmount, charged.toString());
+      assert.equal(cs.balance, deposit.toString());
+      last = p.voucher;
+    }
+    assert.equal((await storage.get(id)).chargedCumulativeAmount, charged.toString(), "the library's record follows the server's");
+    assert.equal(await facilitatorCalls("verify"), verifies, "vouchers are verified without the facilitator");
+    Object.assign(chan, { scheme, storage, offer, cfg, id, charged, balance: deposit, lastVoucher: last });
+  });
+
+  test("batch-settlement: a client that lost its channel record gets a corrective 402 and the library recovers", { timeout: 60_000 }, async () => {
+    assert.ok(chan.id, "the channel test must pass first");
+    // Same key and salt, empty storage: a restarted client. It reads the
+    // channel on chain (balance, totalClaimed 0) and signs totalClaimed +
+    // amount, behind the server's chargedCumulativeAmount.
+    const storage = new InMemoryClientChannelStorage();
+    const scheme = new BatchSettlementEvmScheme(chainSigner, { salt: chan.salt, storage });
+    const reads = chainReads.length;
+    const r = await payChannel(scheme);
+    assert.equal(r.log.length, 3, `challenge, stale voucher, recovered voucher: ${wire(r.log)}`);
+    const [, stale, fixed] = r.log;
+    const sp = decodeB64JSON(stale.headers.get("payment-signature")).payload;
+    assert.equal(sp.type, "voucher", "the balance read on chain covers a voucher");
+    assert.equal(sp.voucher.maxClaimableAmount, CHANNEL_MAX, "cold start: totalClaimed (0) + amount");
+    assert.equal(stale.status, 402, "the stale voucher is refused");
+    const pr = decodeB64JSON(stale.responseHeaders.get("payment-required"));
+    await checkCorrective(pr, chan);
+    assert.equal(JSON.parse(stale.body).error, CUMULATIVE_MISMATCH, "the body's error is the same code");
+    assert.ok(chainReads.slice(reads).includes(chan.id.toLowerCase()), "the library read the channel on chain");
+
+    const fp = decodeB64JSON(fixed.headers.get("payment-signature")).payload;
+    assert.equal(fp.type, "voucher");
+    assert.equal(fp.voucher.maxClaimableAmount, (chan.charged + BigInt(CHANNEL_MAX)).toString(), "the retry signs the server's charged amount + amount");
+    assert.equal(r.settle.transaction, "");
+    assert.equal(r.settle.extra?.chargedAmount, CHANNEL_CHARGE);
+    chan.charged += BigInt(CHANNEL_CHARGE);
+    assert.equal(r.settle.extra.channelState.chargedCumulativeAmount, chan.charged.toString(), "the refused voucher charged nothing");
+    const rec = await storage.get(chan.id);
+    assert.equal(rec.chargedCumulativeAmount, chan.charged.toString(), "the recovered record follows the server's");
+    chan.lastVoucher = fp.voucher;
+  });
+
+  test("batch-settlement: a stale voucher from signVoucher gets a corrective 402; processCorrectivePaymentRequired resyncs and the next payload is served", { timeout: 60_000 }, async () => {
+    assert.ok(chan.id, "the channel test must pass first");
+    // The first client's record is now one charge behind: the other client
+    // paid on the same channel.
+    const { scheme, storage } = chan;
+    const behind = await storage.get(chan.id);
+    assert.equal(behind.chargedCumulativeAmount, (chan.charged - BigInt(CHANNEL_CHARGE)).toString());
+    const http = new x402HTTPClient(new x402Client().register(NETWORK_V2, scheme));
+
+    // What that client would sign: its record's charged amount + amount.
+    const voucher = await signVoucher(chainSigner, chan.id, (BigInt(behind.chargedCumulativeAmount) + BigInt(CHANNEL_MAX)).toString(), NETWORK_V2);
+    const stalePayment = { x402Version: 2, accepted: chan.offer, payload: { type: "voucher", channelConfig: chan.cfg, voucher } };
+    const log = [];
+    const send = channelFetch(log);
+    const res = await send(baseURL + CHANNEL_PATH, { headers: http.encodePaymentSignatureHeader(stalePayment) });
+    const body = await res.text();
+    assert.equal(res.status, 402, `stale voucher: ${res.status} ${body}`);
+    const pr = http.getPaymentRequiredResponse((n) => res.headers.get(n));
+    await checkCorrective(pr, chan);
+
+    // The library's recovery: it checks the server's voucherState against
+    // its own key and the chain, then adopts chargedCumulativeAmount.
+    assert.equal(await scheme.processCorrectivePaymentRequired(pr), true, "the library accepts the corrective state");
+    const rec = await storage.get(chan.id);
+    assert.equal(rec.chargedCumulativeAmount, chan.charged.toString());
+    assert.equal(rec.signedMaxClaimable, chan.lastVoucher.maxClaimableAmount);
+
+    // The next payload, built by the scheme for the route's plain
+    // challenge, is served.
+    const probe = await send(baseURL + CHANNEL_PATH);
+    await probe.text();
+    const challenge = http.getPaymentRequiredResponse((n) => probe.headers.get(n));
+    const next = await new x402Client().register(NETWORK_V2, scheme).createPaymentPayload(challenge);
+    assert.equal(next.payload.type, "voucher");
+    assert.equal(next.payload.voucher.maxClaimableAmount, (chan.charged + BigInt(CHANNEL_MAX)).toString());
+    const paid = await send(baseURL + CHANNEL_PATH, { headers: http.encodePaymentSignatureHeader(next) });
+    const text = await paid.text();
+    assert.equal(paid.status, 200, `recovered voucher: ${paid.status} ${text}`);
+    checkRows(text, paid.headers.get("content-type"));
+    const result = await http.processPaymentResult(next, (n) => paid.headers.get(n), paid.status);
+    assert.equal(result.settleResponse?.success, true);
+    chan.charged += BigInt(CHANNEL_CHARGE);
+    assert.equal(result.settleResponse.extra.channelState.chargedCumulativeAmount, chan.charged.toString());
+    assert.equal((await storage.get(chan.id)).chargedCumulativeAmount, chan.charged.toString(), "the library's hooks took the answer in");
+    chan.lastVoucher = next.payload.voucher;
+  });
+
+  test("batch-settlement: the library's refund() gets part, then all of the remainder back without the worker", { timeout: 60_000 }, async () => {
+    assert.ok(chan.id, "the channel test must pass first");
+    const { scheme, storage } = chan;
+    const url = baseURL + CHANNEL_PATH;
+
+    // A partial refund: the zero-charge voucher (maxClaimableAmount = the
+    // charged amount) and the amount asked.
+    let log = [];
+    const partial = await scheme.refund(url, { amount: "1000", fetch: channelFetch(log) });
+    assert.equal(log.length, 2, `probe, refund: ${wire(log)}`);
+    const rp = decodeB64JSON(log[1].headers.get("payment-signature")).payload;
+    assert.equal(rp.type, "refund");
+    assert.equal(rp.voucher.maxClaimableAmount, chan.charged.toString(), "a zero-charge voucher");
+    assert.equal(rp.amount, "1000");
+    assert.equal(log[1].status, 200);
+    assert.doesNotThrow(() => JSON.parse(log[1].body));
+    assert.equal(JSON.parse(log[1].body).rows, undefined, `the worker is not called: ${log[1].body}`);
+    assert.equal(partial.success, true, JSON.stringify(partial));
+    assert.match(partial.transaction, /^0x[0-9a-f]{64}$/, "a refund is an onchain transaction");
+    assert.equal(partial.amount, "1000");
+    assert.equal(partial.extra?.chargedAmount, undefined, "a refund charges nothing");
+    let cs = partial.extra.channelState;
+    chan.balance -= 1000n;
+    assert.equal(cs.channelId.toLowerCase(), chan.id.toLowerCase());
+    assert.equal(cs.balance, chan.balance.toString());
+    assert.equal(cs.totalClaimed, chan.charged.toString(), "what was charged is claimed with the refund");
+    assert.equal((await storage.get(chan.id)).balance, chan.balance.toString(), "the library took the partial refund in");
+
+    // More than the remainder: refused, nothing moves.
+    const remainder = chan.balance - chan.charged;
+    await assert.rejects(scheme.refund(url, { amount: (remainder + 1n).toString(), fetch: channelFetch([]) }),
+      /invalid_batch_settlement_evm_refund_amount_invalid/);
+
+    // The rest.
+    log = [];
+    const full = await scheme.refund(url, { fetch: channelFetch(log) });
+    const fp = decodeB64JSON(log[log.length - 1].headers.get("payment-signature")).payload;
+    assert.equal(fp.amount, undefined, "no amount: everything left");
+    assert.equal(full.success, true, JSON.stringify(full));
+    assert.match(full.transaction, /^0x[0-9a-f]{64}$/);
+    assert.equal(full.amount, remainder.toString(), "the whole unclaimed remainder");
+    cs = full.extra.channelState;
+    chan.balance = chan.charged;
+    assert.equal(cs.balance, chan.balance.toString(), "what stays in escrow is what was charged");
+    assert.equal(cs.totalClaimed, chan.charged.toString());
+    assert.equal(await storage.get(chan.id), undefined, "the library forgets a channel refunded in full");
+
+    // The channel after: nothing left to refund, on the gateway's side...
+    const http = new x402HTTPClient(new x402Client().register(NETWORK_V2, scheme));
+    const voucher = await signVoucher(chainSigner, chan.id, chan.charged.toString(), NETWORK_V2);
+    const again = { x402Version: 2, accepted: chan.offer, payload: { type: "refund", channelConfig: chan.cfg, voucher } };
+    const res = await fetch(url, { headers: http.encodePaymentSignatureHeader(again) });
+    await res.text();
+    assert.equal(res.status, 402);
+    assert.equal(http.getPaymentRequiredResponse((n) => res.headers.get(n)).error, "invalid_batch_settlement_evm_refund_no_balance");
+    // ...and on the client's, from the chain.
+    await assert.rejects(scheme.refund(url, { fetch: channelFetch([]) }), /no remaining balance/);
+  });
+
+  test("batch-settlement: after the refund the channel is funded again and keeps its charged amount", { timeout: 60_000 }, async () => {
+    assert.ok(chan.id, "the channel test must pass first");
+    const storage = new InMemoryClientChannelStorage();
+    const scheme = new BatchSettlementEvmScheme(chainSigner, { salt: chan.salt, storage });
+    const r = await payChannel(scheme);
+    assert.equal(r.log.length, 2, `one challenge, one paid request: ${wire(r.log)}`);
+    const pl = r.payment.payload;
+    assert.equal(pl.type, "deposit", "the chain shows no room for a voucher: a top-up");
+    assert.equal(pl.voucher.channelId, chan.id, "the same channel");
+    assert.equal(pl.voucher.maxClaimableAmount, (chan.charged + BigInt(CHANNEL_MAX)).toString(), "continuing from the claimed total");
+    assert.match(r.settle.transaction, /^0x[0-9a-f]{64}$/);
+    assert.equal(r.settle.extra?.chargedAmount, CHANNEL_CHARGE);
+    const cs = r.settle.extra.channelState;
+    assert.equal(cs.chargedCumulativeAmount, (chan.charged + BigInt(CHANNEL_CHARGE)).toString());
+    assert.equal(cs.balance, (chan.balance + BigInt(pl.deposit.amount)).toString());
   });
 });
