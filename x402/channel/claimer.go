@@ -2,6 +2,7 @@ package channel
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -112,6 +113,7 @@ type claimRow struct {
 	st      State
 	version uint64
 	token   string
+	heldAt  int64
 }
 
 // RunOnce claims every queued channel that is due (its unclaimed amount
@@ -130,6 +132,9 @@ func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
 		return rep, err
 	}
 	defer func() { _ = s.st.release(context.WithoutCancel(ctx), "claimer", lt) }()
+	if err := s.recordPendingSweeps(ctx); err != nil {
+		return rep, err
+	}
 
 	head, err := s.st.counter(ctx, s.st.qHeadKey())
 	if err != nil {
@@ -171,6 +176,7 @@ func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
 		if err != nil {
 			return rep, err
 		}
+		heldAt := s.now().UnixMilli()
 		st, version, err := s.st.load(ctx, id)
 		if err != nil {
 			_ = s.st.release(ctx, id, token)
@@ -179,6 +185,15 @@ func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
 			}
 			return rep, err
 		}
+		// Record the channel's last charge and claim again before
+		// anything replaces them: a crash or a journal failure may have
+		// left them out. A journal that refuses defers the channel.
+		if err := s.rerecord(ctx, &st); err != nil {
+			_ = s.st.release(ctx, id, token)
+			deferred = append(deferred, id)
+			continue
+		}
+		st.Unjournaled = false
 		if st.Unclaimed() == 0 {
 			// Claimed elsewhere (a refund claims what was charged): its
 			// receiver may still have claimed funds to sweep.
@@ -202,7 +217,7 @@ func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
 			deferred = append(deferred, id)
 			continue
 		}
-		rows = append(rows, claimRow{id: id, st: st, version: version, token: token})
+		rows = append(rows, claimRow{id: id, st: st, version: version, token: token, heldAt: heldAt})
 	}
 	// Deferred channels go back in the queue before the head moves past
 	// them.
@@ -286,30 +301,68 @@ func (c *Claimer) claim(ctx context.Context, batch []claimRow, rep *ClaimReport)
 	if !sr.Success {
 		return fmt.Errorf("channel: claim refused by the facilitator: %s", sr.ErrorReason)
 	}
-	now := s.now()
+	now := s.now().UnixMilli()
 	for _, r := range batch {
-		st := r.st
-		prev := st.ClaimedUpTo
-		st.ClaimedUpTo = st.Charged
-		st.TotalClaimed = max(st.TotalClaimed, st.Charged)
-		st.Queued, st.UnclaimedSince = false, 0
-		switch err := s.st.put(ctx, st, r.version); {
-		case errors.Is(err, ErrFenced):
-			// A request committed after this claim's lease lapsed: queue
-			// the channel again; the next claim repeats this one's total
-			// (a no-op) and adds the new charge.
-			if err := s.st.enqueue(ctx, r.id); err != nil {
-				return err
-			}
-		case err != nil:
+		if err := c.store(ctx, r, sr.Transaction, now, rep); err != nil {
 			return err
 		}
-		rep.Claimed[r.id] = st.ClaimedUpTo
-		s.record(ctx, Entry{
-			Key: "claim:" + r.id + ":" + strconv.FormatUint(st.ClaimedUpTo, 10), Status: StatusClaimed, ChannelID: r.id,
-			Network: st.Network, Payer: st.Config.Payer, Receiver: st.Config.Receiver, Token: st.Config.Token,
-			Amount: st.ClaimedUpTo - prev, Cumulative: st.ClaimedUpTo, Transaction: sr.Transaction, Time: now, Tenant: st.Tenant,
-		})
+	}
+	return nil
+}
+
+// store writes a claimed channel's new state: claimedUpTo raised to the
+// charged total the claim asked for, the claim kept as LastClaim, and
+// journals the claim. A request that committed after this claim's lease
+// lapsed fences the write: the claim is then merged into the latest
+// state (claimed totals only rise) and the channel queued again for its
+// new charge. The claim is journaled only once the state holds it, so a
+// claim the state missed is covered by the next one's amount, never
+// counted twice.
+func (c *Claimer) store(ctx context.Context, r claimRow, tx string, now int64, rep *ClaimReport) error {
+	s := c.svc
+	claimed := r.st.Charged
+	st, version := r.st, r.version
+	for attempt := 0; ; attempt++ {
+		if claimed > st.ClaimedUpTo {
+			st.LastClaim = &Movement{
+				Key: ClaimKey(r.id, claimed), Amount: claimed - st.ClaimedUpTo, Cumulative: claimed, Transaction: tx, Time: now,
+			}
+			st.ClaimedUpTo = claimed
+		}
+		st.TotalClaimed = max(st.TotalClaimed, claimed)
+		requeue := st.Charged > st.ClaimedUpTo
+		if !requeue {
+			st.Queued, st.UnclaimedSince = false, 0
+		}
+		st.HeldAt = r.heldAt
+		err := s.st.put(ctx, st, version)
+		if err == nil {
+			if requeue {
+				if err := s.st.enqueue(ctx, r.id); err != nil {
+					return err
+				}
+			}
+			break
+		}
+		if !errors.Is(err, ErrFenced) || attempt == 7 {
+			// The queue item stays (the run stops before the head
+			// moves): the next run claims this total again (a no-op on
+			// chain) and journals it then.
+			return err
+		}
+		if st, version, err = s.st.load(ctx, r.id); err != nil {
+			return err
+		}
+		// The fencing writer's movements are journaled by it (or owed in
+		// its state, which this write keeps).
+	}
+	rep.Claimed[r.id] = st.ClaimedUpTo
+	if st.LastClaim == nil || st.LastClaim.Cumulative != claimed {
+		return nil
+	}
+	if err := s.recordErr(ctx, st.entry(StatusClaimed, st.LastClaim)); err != nil {
+		// Owed: queue the channel, so the next run records it again.
+		return s.st.enqueue(ctx, r.id)
 	}
 	return nil
 }
@@ -333,10 +386,114 @@ func (c *Claimer) settle(ctx context.Context, st State, rep *ClaimReport) error 
 		return nil
 	}
 	rep.Settled += n
-	s.record(ctx, Entry{
+	e := Entry{
 		Key: "settle:" + strings.ToLower(st.Config.Receiver) + ":" + strings.ToLower(st.Config.Token) + ":" + sr.Transaction, Status: StatusSettled,
-		Network: st.Network, Receiver: st.Config.Receiver, Token: st.Config.Token, Amount: n, Transaction: sr.Transaction, Time: s.now(),
+		Network: st.Network, Receiver: st.Config.Receiver, Token: st.Config.Token, Amount: n, Transaction: sr.Transaction, Time: s.now().UTC().Truncate(time.Millisecond),
 		Tenant: st.Tenant,
-	})
+	}
+	if err := s.recordErr(ctx, e); err != nil {
+		// Owed: kept in the store and recorded again by the next run.
+		return s.owePending(ctx, e)
+	}
 	return nil
+}
+
+// The sweeps whose journal entry failed, recorded again by the next run
+// (under the claimer's lease, the only writer of this list).
+func (s store) sweepsKey() string { return s.prefix + "sweeps:owed" }
+
+func (s *Service) owePending(ctx context.Context, e Entry) error {
+	owed, err := s.pendingSweeps(ctx)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(append(owed, e))
+	if err != nil {
+		return err
+	}
+	return s.st.kv.Set(ctx, s.st.sweepsKey(), raw, 0)
+}
+
+func (s *Service) pendingSweeps(ctx context.Context) ([]Entry, error) {
+	raw, err := s.st.kv.Get(ctx, s.st.sweepsKey())
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var owed []Entry
+	if err := json.Unmarshal(raw, &owed); err != nil {
+		return nil, fmt.Errorf("%w: owed sweeps: %v", ErrCorrupt, err)
+	}
+	return owed, nil
+}
+
+// recordPendingSweeps records the owed sweeps; the caller holds the
+// claimer's lease.
+func (s *Service) recordPendingSweeps(ctx context.Context) error {
+	owed, err := s.pendingSweeps(ctx)
+	if err != nil || len(owed) == 0 {
+		return err
+	}
+	for _, e := range owed {
+		if err := s.recordErr(ctx, e); err != nil {
+			return fmt.Errorf("channel: journal: %w", err)
+		}
+	}
+	return s.st.kv.Delete(ctx, s.st.sweepsKey())
+}
+
+// Reconcile records again, with the same Keys, the journal entries a
+// crash or a journal failure may have left out: the last charge and the
+// last claim of every channel in the claim queue (which holds every
+// channel charged since its last claim, and every channel whose claim is
+// owed) and the owed settle sweeps (unless a claimer run holds its lease:
+// that run records them). The journal takes a repeated Key as the same
+// entry. It returns how many channels it looked at. Run it at start-up
+// and whenever the journal recovers from an outage; the claimer does the
+// same for each channel before claiming it.
+func (s *Service) Reconcile(ctx context.Context) (int, error) {
+	head, err := s.st.counter(ctx, s.st.qHeadKey())
+	if err != nil {
+		return 0, err
+	}
+	tail, err := s.st.counter(ctx, s.st.qTailKey())
+	if err != nil {
+		return 0, err
+	}
+	seen := map[string]bool{}
+	for n := head + 1; n <= tail; n++ {
+		raw, err := s.st.kv.Get(ctx, s.st.qItemKey(n))
+		if errors.Is(err, kv.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return len(seen), err
+		}
+		id := string(raw)
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		st, _, err := s.st.load(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return len(seen), err
+		}
+		if err := s.rerecord(ctx, &st); err != nil {
+			return len(seen), fmt.Errorf("channel: journal: %w", err)
+		}
+	}
+	lt, err := s.st.lease(ctx, "claimer", s.leaseTTL)
+	if errors.Is(err, ErrBusy) {
+		return len(seen), nil
+	}
+	if err != nil {
+		return len(seen), err
+	}
+	defer func() { _ = s.st.release(context.WithoutCancel(ctx), "claimer", lt) }()
+	return len(seen), s.recordPendingSweeps(ctx)
 }

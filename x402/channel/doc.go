@@ -22,4 +22,43 @@
 // usable.
 //
 // A Claimer turns the stored vouchers into facilitator claims and settles.
+//
+// # The journal, and what a crash can lose
+//
+// Every charge, claim and settle sweep is a Journal entry with a
+// deterministic Key ("charge:<channel>:<cumulative>",
+// "claim:<channel>:<claimed total>", "settle:<receiver>:<token>:<tx>"),
+// and the Journal takes a repeated Key as the same entry, so recording an
+// entry again is always safe. The state write that stores a charge or a
+// claim also stores it as the channel's LastCharge or LastClaim; the
+// journal Record comes after. A crash (or a journal failure) between the
+// two is made good from the state:
+//
+//   - a journal failure marks the state Unjournaled (or, when even that
+//     write fails, keeps the channel's lease until it lapses);
+//   - the next request on the channel (Begin, Refund) records the last
+//     movements again when the state is Unjournaled or its writer took the
+//     lease at least half a LeaseTTL ago (it may have died holding it),
+//     and refuses the request, charging nothing, while the journal
+//     refuses; a channel in steady use never records anything twice;
+//   - the Claimer records each channel's last movements again before it
+//     claims it, and a claim whose entry failed is queued and recorded by
+//     the next run; a settle sweep whose entry failed is kept in the store
+//     and recorded by the next run;
+//   - Service.Reconcile does the same for every channel in the claim
+//     queue (every channel charged since its last claim) and every owed
+//     sweep: run it at start-up and after a journal outage.
+//
+// So no charge and no claim is ever missing from the journal once the
+// channel is used or claimed again, or Reconcile ran, and none is there
+// twice; per channel, the charge entries sum to chargedCumulativeAmount
+// and the claim entries to the claimed total. What a crash can lose: the
+// journal entry of a settle sweep when the process dies between the
+// facilitator's answer and the journal (the escrow's balances, and the
+// claims it swept, still show the money), and the audit entries of
+// deposits and refunds in the same window (the deposit's balance and the
+// refund are in the channel state and on chain). A request served but
+// not yet committed when the process dies is not charged: its voucher
+// stays usable. Claims ask for the absolute charged total, so a run
+// repeated after a crash claims nothing twice.
 package channel

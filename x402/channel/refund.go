@@ -3,6 +3,7 @@ package channel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/402claw/dispatcher/x402"
@@ -42,6 +43,14 @@ func (s *Service) Refund(ctx context.Context, p *x402.Payment, req x402.Requirem
 	if err != nil {
 		return nil, err
 	}
+	if s.journalDue(&st) {
+		// As in Begin: the last movements may be owed to the journal.
+		if err := s.rerecord(ctx, &st); err != nil {
+			return nil, fmt.Errorf("channel: journal: %w", err)
+		}
+		st.Unjournaled = false
+	}
+	st.HeldAt = s.now().UnixMilli()
 	if c.Max != st.Charged {
 		return nil, s.mismatch(&st, ReasonCumulativeAmountMismatch, st.Charged, c.Max)
 	}
@@ -90,15 +99,21 @@ func (s *Service) Refund(ctx context.Context, p *x402.Payment, req x402.Requirem
 	st.UnclaimedSince = 0
 	st.SignedMax, st.Signature = c.Max, pl.Voucher.Signature
 	st.SyncedAt = s.now().UnixMilli()
+	if st.ClaimedUpTo > prevClaimed {
+		// Kept with the state, so a journal failure or a crash before the
+		// record below is made good by the next holder or the claimer.
+		st.LastClaim = &Movement{
+			Key: ClaimKey(id, st.ClaimedUpTo), Amount: st.ClaimedUpTo - prevClaimed, Cumulative: st.ClaimedUpTo,
+			Transaction: sr.Transaction, Time: st.SyncedAt,
+		}
+	}
 	if err := s.st.put(ctx, st, version); err != nil {
 		return nil, err
 	}
 	now := s.now()
 	base := Entry{Tenant: st.Tenant, ChannelID: id, Network: st.Network, Payer: st.Config.Payer, Receiver: st.Config.Receiver, Token: st.Config.Token, Transaction: sr.Transaction, Time: now}
 	if st.ClaimedUpTo > prevClaimed {
-		e := base
-		e.Key, e.Status, e.Amount, e.Cumulative = "claim:"+id+":"+strconv.FormatUint(st.ClaimedUpTo, 10), StatusClaimed, st.ClaimedUpTo-prevClaimed, st.ClaimedUpTo
-		s.record(ctx, e)
+		s.record(ctx, st.entry(StatusClaimed, st.LastClaim))
 	}
 	refunded := amount
 	if sr.Amount != "" {

@@ -220,6 +220,7 @@ type Hold struct {
 	payer   string
 	network string
 	deposit *x402.SettleResponse
+	heldAt  int64 // when the lease was taken (Unix ms)
 	done    bool
 }
 
@@ -253,7 +254,7 @@ func (s *Service) BeginMeta(ctx context.Context, p *x402.Payment, req x402.Requi
 	if err != nil {
 		return nil, err
 	}
-	h := &Hold{svc: s, meta: meta, token: token, voucher: pl.Voucher, max: c.Max, amount: c.Amount, payer: pl.ChannelConfig.Payer, network: x402.NormalizeNetwork(req.Network)}
+	h := &Hold{svc: s, meta: meta, token: token, voucher: pl.Voucher, max: c.Max, amount: c.Amount, payer: pl.ChannelConfig.Payer, network: x402.NormalizeNetwork(req.Network), heldAt: s.now().UnixMilli()}
 	fail := func(err error) (*Hold, error) {
 		_ = s.st.release(context.WithoutCancel(ctx), id, token)
 		return nil, err
@@ -267,10 +268,22 @@ func (s *Service) BeginMeta(ctx context.Context, p *x402.Payment, req x402.Requi
 		st = State{ChannelID: id, Network: h.network, Config: pl.ChannelConfig, Tenant: meta.Tenant}
 	case err != nil:
 		return fail(err)
+	default:
+		if s.journalDue(&st) {
+			// The last writer may have crashed before journaling (its
+			// lease lapsed), or its journal failed: record its movements
+			// again before anything can replace them. Nothing is charged
+			// while the journal refuses.
+			if err := s.rerecord(ctx, &st); err != nil {
+				return fail(fmt.Errorf("channel: journal: %w", err))
+			}
+			st.Unjournaled = false
+		}
 	}
 	if err := s.checkVoucher(&st, c); err != nil {
 		return fail(err)
 	}
+	st.HeldAt = h.heldAt
 	if pl.Type == TypeDeposit {
 		if st, version, h.deposit, err = s.deposit(ctx, p, req, st, version, c, meta); err != nil {
 			return fail(err)
@@ -384,34 +397,60 @@ func (h *Hold) Commit(ctx context.Context, charge string) (*x402.SettleResponse,
 	}
 	s := h.svc
 	h.done = true
-	defer func() { _ = s.st.release(context.WithoutCancel(ctx), h.state.ChannelID, h.token) }()
+	// The lease is released explicitly, not deferred: a process that dies
+	// between the state write and the journal leaves it held, and the next
+	// holder, taking over once it lapsed, records the charge again.
+	release := func() { _ = s.st.release(context.WithoutCancel(ctx), h.state.ChannelID, h.token) }
 	st := h.state
+	now := s.now().UnixMilli()
 	if n > 0 && st.Unclaimed() == 0 {
-		st.UnclaimedSince = s.now().UnixMilli()
+		st.UnclaimedSince = now
 	}
 	st.Charged += n
 	st.SignedMax, st.Signature = h.max, h.voucher.Signature
-	st.LastRequest = s.now().UnixMilli()
+	st.LastRequest = now
+	st.HeldAt, st.Unjournaled = h.heldAt, false
+	if n > 0 {
+		st.LastCharge = &Movement{
+			Key: ChargeKey(st.ChannelID, st.Charged), Amount: n, Cumulative: st.Charged, Time: now,
+			RequestID: h.meta.RequestID, Resource: h.meta.Resource,
+		}
+	}
 	if n > 0 && !st.Queued {
 		// Queue the channel for the claimer before the charge is stored,
 		// so a crash in between leaves at worst a spurious queue entry.
 		if err := s.st.enqueue(ctx, st.ChannelID); err != nil {
+			release()
 			return nil, err
 		}
 		st.Queued = true
 	}
 	if err := s.st.put(ctx, st, h.version); err != nil {
+		release()
 		return nil, err
 	}
 	h.state, h.version = st, h.version+1
 	if n > 0 {
-		s.record(ctx, Entry{
-			Key: "charge:" + st.ChannelID + ":" + strconv.FormatUint(st.Charged, 10), Status: StatusCharged, ChannelID: st.ChannelID,
-			Network: st.Network, Payer: st.Config.Payer, Receiver: st.Config.Receiver, Token: st.Config.Token,
-			Amount: n, Cumulative: st.Charged, Time: s.now(),
-			Tenant: st.Tenant, RequestID: h.meta.RequestID, Resource: h.meta.Resource,
-		})
+		if err := s.recordErr(ctx, st.entry(StatusCharged, st.LastCharge)); err != nil {
+			// The charge is stored; its entry is owed. Say so in the
+			// state, so the next request records it again; when even that
+			// write fails, keep the lease: the next holder takes over once
+			// it lapses and records it then.
+			owed := st
+			owed.Unjournaled = true
+			if perr := s.st.put(context.WithoutCancel(ctx), owed, h.version); perr != nil {
+				s.log.Error("channel: the charge's journal entry is owed; the lease is kept until it lapses", "channel", st.ChannelID, "err", perr)
+				return h.response(st, n), nil
+			}
+			h.state, h.version = owed, h.version+1
+		}
 	}
+	release()
+	return h.response(st, n), nil
+}
+
+// response is the PAYMENT-RESPONSE of a committed charge n.
+func (h *Hold) response(st State, n uint64) *x402.SettleResponse {
 	resp := &x402.SettleResponse{
 		Success: true, Network: h.network, Payer: h.payer,
 		Extra: map[string]any{ExtraChargedAmount: strconv.FormatUint(n, 10), ExtraChannelState: st.Snapshot()},
@@ -419,7 +458,7 @@ func (h *Hold) Commit(ctx context.Context, charge string) (*x402.SettleResponse,
 	if h.deposit != nil {
 		resp.Transaction, resp.Amount = h.deposit.Transaction, h.deposit.Amount
 	}
-	return resp, nil
+	return resp
 }
 
 // Abort releases the channel without charging: the state is unchanged and
@@ -475,12 +514,48 @@ func reasonOr(err error, fallback string) string {
 }
 
 func (s *Service) record(ctx context.Context, e Entry) {
+	_ = s.recordErr(ctx, e)
+}
+
+// recordErr records e in the journal and logs a failure.
+func (s *Service) recordErr(ctx context.Context, e Entry) error {
 	if s.journal == nil {
-		return
+		return nil
 	}
 	if err := s.journal.Record(context.WithoutCancel(ctx), e); err != nil {
 		s.log.Error("channel: journal", "key", e.Key, "status", e.Status, "err", err)
+		return err
 	}
+	return nil
+}
+
+// journalDue reports whether st's last movements may be missing from the
+// journal: its writer said so (Unjournaled), or took the lease at least
+// half a LeaseTTL ago, so that this holder may have taken over from a
+// writer that died before journaling. (Half, not all: the writer's clock
+// may run ahead of this replica's by up to that much.) A channel in
+// steady use is never due; the first request after a pause records its
+// last movements once more, which the journal takes as the same entries.
+func (s *Service) journalDue(st *State) bool {
+	if st.LastCharge == nil && st.LastClaim == nil {
+		return false
+	}
+	return st.Unjournaled || s.now().UnixMilli()-st.HeldAt >= s.leaseTTL.Milliseconds()/2
+}
+
+// rerecord records st's last charge and last claim again (same Keys).
+func (s *Service) rerecord(ctx context.Context, st *State) error {
+	if st.LastCharge != nil {
+		if err := s.recordErr(ctx, st.entry(StatusCharged, st.LastCharge)); err != nil {
+			return err
+		}
+	}
+	if st.LastClaim != nil {
+		if err := s.recordErr(ctx, st.entry(StatusClaimed, st.LastClaim)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Prefix returns the key prefix of the service's records.

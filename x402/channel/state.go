@@ -60,6 +60,62 @@ type State struct {
 	Tenant string `json:"tenant,omitempty"`
 	// Queued says the channel is in the claim queue.
 	Queued bool `json:"queued,omitempty"`
+	// LastCharge is the last committed charge and LastClaim the last
+	// claim, kept in the same write as the amounts they move so that
+	// their journal entries can be recorded again (same Key) when the
+	// first Record may not have happened: a crash between the state write
+	// and the journal, or a journal failure.
+	LastCharge *Movement `json:"lastCharge,omitempty"`
+	LastClaim  *Movement `json:"lastClaim,omitempty"`
+	// HeldAt is when the request or claimer that wrote this version took
+	// the channel's lease (Unix ms). A later holder that finds it at least
+	// half a lease old may have taken over from a crashed writer, and
+	// records the last movements again.
+	HeldAt int64 `json:"heldAt,omitempty"`
+	// Unjournaled says a journal Record of this version's movements
+	// failed: the next holder records them again.
+	Unjournaled bool `json:"unjournaled,omitempty"`
+}
+
+// Movement is a charge or claim as the channel state remembers it, enough
+// to rebuild its journal Entry.
+type Movement struct {
+	// Key is the Entry's Key, deterministic: "charge:<channel>:<cumulative>"
+	// or "claim:<channel>:<claimed total>".
+	Key string `json:"key"`
+	// Amount and Cumulative are the Entry's.
+	Amount     uint64 `json:"amount,string"`
+	Cumulative uint64 `json:"cumulative,string"`
+	// Transaction is the claim's transaction ("" for a charge).
+	Transaction string `json:"transaction,omitempty"`
+	// Time is when it happened (Unix ms).
+	Time int64 `json:"time"`
+	// RequestID and Resource are the charged request's.
+	RequestID string `json:"requestId,omitempty"`
+	Resource  string `json:"resource,omitempty"`
+}
+
+// ChargeKey is the journal Key of the charge that brought a channel's
+// chargedCumulativeAmount to cumulative.
+func ChargeKey(channelID string, cumulative uint64) string {
+	return "charge:" + channelID + ":" + strconv.FormatUint(cumulative, 10)
+}
+
+// ClaimKey is the journal Key of the claim that brought a channel's
+// claimed total to cumulative.
+func ClaimKey(channelID string, cumulative uint64) string {
+	return "claim:" + channelID + ":" + strconv.FormatUint(cumulative, 10)
+}
+
+// entry rebuilds the journal Entry of m, a movement of status on the
+// channel of s.
+func (s *State) entry(status string, m *Movement) Entry {
+	return Entry{
+		Key: m.Key, Status: status, ChannelID: s.ChannelID,
+		Network: s.Network, Payer: s.Config.Payer, Receiver: s.Config.Receiver, Token: s.Config.Token,
+		Amount: m.Amount, Cumulative: m.Cumulative, Transaction: m.Transaction, Time: time.UnixMilli(m.Time).UTC(),
+		Tenant: s.Tenant, RequestID: m.RequestID, Resource: m.Resource,
+	}
 }
 
 // Unclaimed returns the charged amount not yet claimed.
