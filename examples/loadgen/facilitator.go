@@ -7,11 +7,14 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/402claw/dispatcher/x402"
+	"github.com/402claw/dispatcher/x402/channel"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
 )
 
@@ -56,6 +59,23 @@ type faultyFacilitator struct {
 	mu       sync.Mutex
 	settles  []settleRecord
 	counts   map[string]int64
+	// chanSettles are the successful batch-settlement settle calls
+	// (deposits, claims, sweeps, refunds), kept apart from settles.
+	chanSettles []chanSettleRecord
+	// calm turns every fault off (for the reconciliation after the run).
+	calm atomic.Bool
+}
+
+// chanSettleRecord is one successful batch-settlement /settle call: money
+// that moved in the emulated escrow.
+type chanSettleRecord struct {
+	Time     time.Time
+	Type     string // deposit, claim, settle, refund
+	TxHash   string
+	Amount   string // the response's amount (deposit, sweep, refund)
+	Channel  string // deposit and refund
+	Claims   map[string]uint64
+	Answered bool
 }
 
 func newFaultyFacilitator(f facilitatorFaults, stop <-chan struct{}) (*faultyFacilitator, error) {
@@ -117,6 +137,8 @@ func (f *faultyFacilitator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if r.URL.Path == "/verify" {
 			f.verify(w, r, req)
+		} else if req.Requirement.Scheme == channel.Name {
+			f.settleChannel(w, r, req)
 		} else {
 			f.settle(w, r, req)
 		}
@@ -136,14 +158,23 @@ func (f *faultyFacilitator) hang(ctx context.Context, d time.Duration) {
 	}
 }
 
+// roll returns the fault dice: uniform in [0,1), or 1 (no fault) once
+// calm.
+func (f *faultyFacilitator) roll() float64 {
+	if f.calm.Load() {
+		return 1
+	}
+	return rand.Float64()
+}
+
 func (f *faultyFacilitator) slowMaybe(ctx context.Context) {
-	if f.faults.SlowDelay > 0 && rand.Float64() < f.faults.Slow {
+	if f.faults.SlowDelay > 0 && f.roll() < f.faults.Slow {
 		f.hang(ctx, time.Duration(rand.Int64N(int64(f.faults.SlowDelay))+1))
 	}
 }
 
 func (f *faultyFacilitator) verify(w http.ResponseWriter, r *http.Request, req x402.FacilitatorRequest) {
-	x := rand.Float64()
+	x := f.roll()
 	switch {
 	case x < f.faults.Verify5xx:
 		f.count("verify 503 injected")
@@ -171,7 +202,7 @@ func (f *faultyFacilitator) verify(w http.ResponseWriter, r *http.Request, req x
 }
 
 func (f *faultyFacilitator) settle(w http.ResponseWriter, r *http.Request, req x402.FacilitatorRequest) {
-	x := rand.Float64()
+	x := f.roll()
 	ff := f.faults
 	hangAfter := false
 	switch {
@@ -221,6 +252,91 @@ func (f *faultyFacilitator) settle(w http.ResponseWriter, r *http.Request, req x
 		return
 	}
 	f.count("settled")
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// ChannelSettles returns the successful batch-settlement settle calls.
+func (f *faultyFacilitator) ChannelSettles() []chanSettleRecord {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]chanSettleRecord(nil), f.chanSettles...)
+}
+
+// settleChannel serves a batch-settlement /settle (a deposit, claim,
+// settle sweep or refund) with the same faults as any settle, and records
+// what moved.
+func (f *faultyFacilitator) settleChannel(w http.ResponseWriter, r *http.Request, req x402.FacilitatorRequest) {
+	var probe struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(req.Payment.Payload, &probe)
+	kind := "channel " + probe.Type
+	x := f.roll()
+	ff := f.faults
+	hangAfter := false
+	switch {
+	case x < ff.Settle5xx:
+		f.count(kind + " 503 injected (not executed)")
+		http.Error(w, "injected facilitator outage", http.StatusServiceUnavailable)
+		return
+	case x < ff.Settle5xx+ff.SettleFail:
+		f.count(kind + " success:false injected (not executed)")
+		writeJSON(w, http.StatusOK, x402.SettleResponse{Success: false, ErrorReason: "unexpected_settle_error", Network: req.Requirement.Network})
+		return
+	case x < ff.Settle5xx+ff.SettleFail+ff.Timeout:
+		f.count(kind + " timeout injected (not executed)")
+		f.hang(r.Context(), ff.TimeoutDelay)
+		http.Error(w, "injected facilitator timeout", http.StatusGatewayTimeout)
+		return
+	case x < ff.Settle5xx+ff.SettleFail+ff.Timeout+ff.SettledTimeout:
+		hangAfter = true
+	}
+	f.slowMaybe(r.Context())
+	resp, err := f.lf.Settle(context.WithoutCancel(r.Context()), req)
+	if err != nil {
+		f.count(kind + " error")
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	if !resp.Success {
+		f.count(kind + " refused: " + resp.ErrorReason)
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	rec := chanSettleRecord{Time: time.Now(), Type: probe.Type, TxHash: resp.Transaction, Amount: resp.Amount, Answered: !hangAfter}
+	switch probe.Type {
+	case channel.TypeDeposit, channel.TypeRefund:
+		var pl struct {
+			Voucher struct {
+				ChannelID string `json:"channelId"`
+			} `json:"voucher"`
+		}
+		_ = json.Unmarshal(req.Payment.Payload, &pl)
+		rec.Channel = strings.ToLower(pl.Voucher.ChannelID)
+	}
+	if probe.Type == channel.TypeClaim || probe.Type == channel.TypeRefund {
+		var pl struct {
+			Claims []channel.Claim `json:"claims"`
+		}
+		_ = json.Unmarshal(req.Payment.Payload, &pl)
+		chainID, _ := x402.EVMChainID(req.Requirement.Network)
+		rec.Claims = map[string]uint64{}
+		for _, c := range pl.Claims {
+			if id, err := c.Voucher.Channel.ID(chainID); err == nil {
+				rec.Claims[id], _ = strconv.ParseUint(c.TotalClaimed, 10, 64)
+			}
+		}
+	}
+	f.mu.Lock()
+	f.chanSettles = append(f.chanSettles, rec)
+	f.mu.Unlock()
+	if hangAfter {
+		f.count(kind + " executed, then timeout injected")
+		f.hang(r.Context(), ff.TimeoutDelay)
+		http.Error(w, "injected facilitator timeout after settling", http.StatusGatewayTimeout)
+		return
+	}
+	f.count(kind + " executed")
 	writeJSON(w, http.StatusOK, resp)
 }
 

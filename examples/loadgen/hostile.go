@@ -40,8 +40,9 @@ import (
 
 // Mixes of -mix.
 const (
-	mixDefault = "default"
-	mixHostile = "hostile"
+	mixDefault  = "default"
+	mixHostile  = "hostile"
+	mixChannels = "channels" // channels.go
 )
 
 // Worker names of the hostile tenants, served by hostileWorkers.

@@ -49,6 +49,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
 )
 
@@ -69,15 +70,19 @@ type config struct {
 	pgFresh     bool // run on a fresh PostgreSQL database
 	quiet       bool // no progress lines
 	seed        uint64
-	mix         string // -mix: mixDefault or mixHostile (hostile.go)
-	worker      workerFaults
-	fac         facilitatorFaults
+	mix         string // -mix: mixDefault, mixHostile (hostile.go) or mixChannels (channels.go)
+	// chanPayers is the number of payment-channel payers (channels.go);
+	// claimInterval the gateway's -claim-interval while they pay.
+	chanPayers    int
+	claimInterval time.Duration
+	worker        workerFaults
+	fac           facilitatorFaults
 }
 
 func defaultConfig() config {
 	return config{
 		duration: 30 * time.Second, concurrency: 32,
-		freeTenants: 10, paidTenants: 10, callers: 200, payers: 8, mix: mixDefault,
+		freeTenants: 10, paidTenants: 10, callers: 200, payers: 8, mix: mixDefault, claimInterval: 2 * time.Second,
 		worker: workerFaults{Slow: 0.05, SlowDelay: 400 * time.Millisecond, Fail: 0.02, Reset: 0.01},
 		fac: facilitatorFaults{Slow: 0.05, SlowDelay: 300 * time.Millisecond, Verify5xx: 0.01, Settle5xx: 0.01,
 			SettleFail: 0.02, Timeout: 0.003, SettledTimeout: 0.003, TimeoutDelay: 11 * time.Second},
@@ -116,7 +121,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&c.fac.Timeout, "fac-timeout", c.fac.Timeout, "fraction of verify and settle calls that hang for -fac-timeout-delay without settling")
 	fs.Float64Var(&c.fac.SettledTimeout, "fac-settled-timeout", c.fac.SettledTimeout, "fraction of settle calls that settle, then hang for -fac-timeout-delay (the gateway records them pending)")
 	fs.DurationVar(&c.fac.TimeoutDelay, "fac-timeout-delay", c.fac.TimeoutDelay, "how long a hanging facilitator call hangs (the gateway's own timeout is 10s)")
-	fs.StringVar(&c.mix, "mix", c.mix, "workload mix: default, or hostile (adds rotating caller ids, trickled bodies, workers answering 402 or forging gateway headers, authorizations valid until 9999; see hostile.go)")
+	fs.StringVar(&c.mix, "mix", c.mix, "workload mix: default; hostile (adds rotating caller ids, trickled bodies, workers answering 402 or forging gateway headers, authorizations valid until 9999; see hostile.go); or channels (adds payment-channel payers: deposits, concurrent vouchers, corrective 402s, refunds; see channels.go)")
+	fs.IntVar(&c.chanPayers, "channel-payers", 0, "payment-channel payers, each paying over its own channels (0: none, or 12 with -mix channels)")
+	fs.DurationVar(&c.claimInterval, "claim-interval", c.claimInterval, "the gateway's -claim-interval when channel payers run: how long a charge may stay unclaimed")
 	noFaults := fs.Bool("no-faults", false, "inject no faults at all")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -137,8 +144,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("no tenants")
 	case c.payers <= 0:
 		return c, errors.New("-payers must be positive")
-	case c.mix != mixDefault && c.mix != mixHostile:
-		return c, fmt.Errorf("-mix %q: want %s or %s", c.mix, mixDefault, mixHostile)
+	case c.mix != mixDefault && c.mix != mixHostile && c.mix != mixChannels:
+		return c, fmt.Errorf("-mix %q: want %s, %s or %s", c.mix, mixDefault, mixHostile, mixChannels)
+	case c.chanPayers < 0:
+		return c, errors.New("-channel-payers must not be negative")
+	}
+	if c.mix == mixChannels && c.chanPayers == 0 {
+		c.chanPayers = chanPayersDefault
 	}
 	if c.killEvery > 0 && (c.store == "memory" || c.kv == "memory" || (c.kv == "" && c.store == "memory")) {
 		return c, errors.New("-kill-every needs a persistent -store and -kv: a memory store forgets its counters and ledger when the gateway dies")
@@ -278,6 +290,11 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 		defer h.close()
 		hostile, tenants = h, append(tenants, h.tenants...)
 	}
+	var chanTenants []*tenantSpec
+	if cfg.chanPayers > 0 {
+		chanTenants = genChannelTenants(prefix, chanTenantsCount)
+		tenants = append(tenants, chanTenants...)
+	}
 	limits := map[string]tenantLimits{}
 	for _, t := range tenants {
 		limits[t.Slug] = limitsOf(t)
@@ -351,6 +368,9 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 	defer logFile.Close()
 	args := []string{"-addr", addr, "-tenants", tenantsFile, "-workers", workersFile, "-store", store, "-kv", kvURL,
 		"-facilitator-url", facBase, "-pay-to", payTo.Address(), "-admin-token", "loadgen-" + prefix}
+	if cfg.chanPayers > 0 {
+		args = append(args, "-claim-interval", cfg.claimInterval.String())
+	}
 	gw := &gateway{bin: bin, args: args, base: "http://" + addr, log: logFile}
 	fmt.Fprintf(out, "loadgen: %d tenants (prefix %s), %d callers, %d payers, concurrency %d, duration %s\n",
 		len(tenants), prefix, cfg.callers, cfg.payers, cfg.concurrency, cfg.duration)
@@ -376,6 +396,13 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 	for i := 0; i < cfg.concurrency; i++ {
 		rng := mrand.New(mrand.NewPCG(seed, uint64(i)))
 		clients.Go(func() { wl.run(loadCtx, rng) })
+	}
+	var chans *channelTraffic
+	if cfg.chanPayers > 0 {
+		if chans, err = newChannelTraffic(gw.base, chanTenants, cfg.chanPayers, rec); err != nil {
+			return false, err
+		}
+		clients.Go(func() { chans.run(loadCtx, seed) })
 	}
 
 	var kills []killWindow
@@ -438,6 +465,16 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 	elapsed := loadEnd.Sub(started)
 	drained := time.Since(loadEnd)
 
+	// Channel charges are claimed by the gateway's claimer: with the
+	// facilitator's faults off, give it time for passes that claim (and,
+	// after a SIGKILL, journal) everything charged.
+	if chans != nil {
+		fac.calm.Store(true)
+		wait := 3*cfg.claimInterval + time.Second
+		fmt.Fprintf(out, "\nchannels: faults off, waiting %s for the gateway's claimer\n", wait)
+		time.Sleep(wait)
+	}
+
 	// Stop the gateway gracefully, so the store is quiescent, then make
 	// sure the facilitator has finished every call it was given.
 	crashed := gw.exited()
@@ -463,9 +500,23 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 		in.Chains = append(in.Chains, verifyChain(checkCtx, bin, store))
 	}
 	entries, chain, err := readLedger(checkCtx, store)
+	var chanEntries []ledger.Entry
 	switch {
 	case err == nil:
-		in.Ledger, in.LedgerRead = entries, true
+		// Channel entries are checked by checkChannels; the per-request
+		// checks see the settlements.
+		var settlements []ledger.Entry
+		for _, e := range entries {
+			switch {
+			case !isChannelEntry(e):
+				settlements = append(settlements, e)
+			default:
+				if _, ours := limits[e.Tenant]; ours {
+					chanEntries = append(chanEntries, e)
+				}
+			}
+		}
+		in.Ledger, in.LedgerRead = settlements, true
 		in.Chains = append(in.Chains, chain)
 		in.AuditRecords = chain.Records
 		fmt.Fprintf(out, "\nledger: %d entries (%s)\n", len(entries), statusCounts(entries))
@@ -475,6 +526,9 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 		return false, fmt.Errorf("reading the ledger: %w", err)
 	}
 	results := checkInvariants(in)
+	if chans != nil {
+		results = append(results, checkChannels(channelInput(checkCtx, chans, fac, kvURL, chanEntries, in.LedgerRead, out))...)
+	}
 	if hostile != nil {
 		results = append(results, hostile.checks(in)...)
 	}

@@ -21,9 +21,22 @@ type tenantSpec struct {
 	SpendLimit  *spendLimitSpec `json:"spendLimit,omitempty"`
 	RateLimit   *rateLimitSpec  `json:"rateLimit,omitempty"`
 	Limits      map[string]int  `json:"limits,omitempty"`
+	Routes      []routeSpec     `json:"routes,omitempty"`
 
 	// profile names the tenant's test role, for the report.
 	profile string
+	// channel marks a tenant of the channel traffic (channels.go), which
+	// the mixed workload leaves alone.
+	channel bool
+}
+
+// routeSpec is one priced route of a tenant (DESIGN section 13).
+type routeSpec struct {
+	Method      string   `json:"method,omitempty"`
+	Path        string   `json:"path"`
+	PriceUSD    string   `json:"priceUsd"`
+	MaxPriceUSD string   `json:"maxPriceUsd,omitempty"`
+	Schemes     []string `json:"schemes,omitempty"`
 }
 
 type usageLimitSpec struct {
@@ -123,6 +136,24 @@ func genTenants(prefix string, nFree, nPaid int) []*tenantSpec {
 			t.WorkerName = workerHealthy
 		}
 		out = append(out, t)
+	}
+	return out
+}
+
+// genChannelTenants builds n tenants whose route GET /ch/* is priced over
+// a batch-settlement payment channel (at most channelMaxUSD per request,
+// the worker reporting the charge) and served by the flaky worker, so
+// that failed and reset worker answers leave vouchers unused. They have
+// no quota or spend cap: the channel invariants are about the money.
+func genChannelTenants(prefix string, n int) []*tenantSpec {
+	var out []*tenantSpec
+	for i := 0; i < n; i++ {
+		out = append(out, &tenantSpec{
+			Slug: fmt.Sprintf("%s-chan-%d", prefix, i), WorkerName: workerFlaky, Plan: "pro",
+			X402Enabled: true, PriceUSD: "0.01", Directory: "finance", OwnerUserID: fmt.Sprintf("owner-%d", i%3),
+			Routes:  []routeSpec{{Method: "GET", Path: channelRoute, PriceUSD: "0", MaxPriceUSD: channelMaxUSD, Schemes: []string{"batch-settlement"}}},
+			profile: "channel route, up to $" + channelMaxUSD + " a request", channel: true,
+		})
 	}
 	return out
 }

@@ -64,6 +64,10 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if charge := r.URL.Query().Get(chanQueryCharge); charge != "" {
+		// Channel traffic: report the charge the harness asked for.
+		w.Header().Set("Settlement-Overrides", `{"amount":"`+charge+`"}`)
+	}
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"ok": true, "n": n, "tenant": r.Header.Get("X-Tenant-Id"),
 		"path": r.URL.Path, "query": r.URL.RawQuery,

@@ -89,6 +89,7 @@ func newWorkload(base, prefix string, tenants []*tenantSpec, signers []*localfac
 	}
 	for _, t := range tenants {
 		switch {
+		case t.channel:
 		case t.paid():
 			w.paid = append(w.paid, t)
 		case t.tightRate():

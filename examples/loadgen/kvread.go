@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/402claw/dispatcher/adapters/postgres"
+	"github.com/402claw/dispatcher/adapters/redis"
+	"github.com/402claw/dispatcher/adapters/sqlite"
+	"github.com/402claw/dispatcher/kv"
+	"github.com/402claw/dispatcher/x402/channel"
+)
+
+// openKV opens the gateway's -kv store through its adapter, for reading
+// the channel state after the run: sqlite:PATH, redis://... or
+// postgres://... (a memory store dies with the gateway).
+func openKV(ctx context.Context, url string) (kv.Store, func(), error) {
+	var st any
+	var closeFn func()
+	switch {
+	case strings.HasPrefix(url, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(url, "sqlite:"), "//")
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := sqlite.New(db)
+		if err != nil {
+			db.Close()
+			return nil, nil, fmt.Errorf("opening %s: %w", path, err)
+		}
+		st, closeFn = s, func() { db.Close() }
+	case isPostgres(url):
+		pool, err := pgxpool.New(ctx, url)
+		if err != nil {
+			return nil, nil, fmt.Errorf("postgres: %w", err)
+		}
+		s, err := postgres.New(ctx, pool, postgres.Config{})
+		if err != nil {
+			pool.Close()
+			return nil, nil, fmt.Errorf("postgres: %w", err)
+		}
+		st, closeFn = s, pool.Close
+	case strings.HasPrefix(url, "redis://"), strings.HasPrefix(url, "rediss://"):
+		opt, err := goredis.ParseURL(url)
+		if err != nil {
+			return nil, nil, fmt.Errorf("redis: %w", err)
+		}
+		c := goredis.NewClient(opt)
+		st, closeFn = redis.New(c, redis.Config{}), func() { c.Close() }
+	default:
+		return nil, nil, fmt.Errorf("%w: kv %q", errNoLedger, url)
+	}
+	ks, ok := st.(kv.Store)
+	if !ok {
+		closeFn()
+		return nil, nil, fmt.Errorf("%w: %s holds no kv.Store", errNoLedger, url)
+	}
+	return ks, closeFn, nil
+}
+
+// readChannelStates loads the gateway's state of each channel in ids
+// (channels without state are left out), through channel.Service.Load on
+// the gateway's default key prefix. authorizer is the facilitator's
+// receiverAuthorizer (the scheme needs one; reading does not use it).
+func readChannelStates(ctx context.Context, kvURL, authorizer string, ids []string) (map[string]channel.State, error) {
+	st, closeFn, err := openKV(ctx, kvURL)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFn()
+	sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: authorizer})
+	if err != nil {
+		return nil, err
+	}
+	svc, err := channel.New(st, channel.Config{Scheme: sc})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]channel.State, len(ids))
+	for _, id := range ids {
+		s, err := svc.Load(ctx, id)
+		switch {
+		case errors.Is(err, channel.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("channel %s: %w", id, err)
+		default:
+			out[strings.ToLower(id)] = s
+		}
+	}
+	return out, nil
+}
