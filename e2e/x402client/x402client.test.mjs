@@ -855,6 +855,7 @@ describe("real x402 npm clients against examples/httpserver", { concurrency: fal
     const rec = await storage.get(chan.id);
     assert.equal(rec.chargedCumulativeAmount, chan.charged.toString(), "the recovered record follows the server's");
     chan.lastVoucher = fp.voucher;
+    chan.restarted = { scheme, storage };
   });
 
   test("batch-settlement: a stale voucher from signVoucher gets a corrective 402; processCorrectivePaymentRequired resyncs and the next payload is served", { timeout: 60_000 }, async () => {
@@ -904,23 +905,39 @@ describe("real x402 npm clients against examples/httpserver", { concurrency: fal
     chan.lastVoucher = next.payload.voucher;
   });
 
-  test("batch-settlement: the library's refund() gets part, then all of the remainder back without the worker", { timeout: 60_000 }, async () => {
+  test("batch-settlement: the library's refund() gets part (after a corrective 402), then all of the remainder back without the worker", { timeout: 60_000 }, async () => {
     assert.ok(chan.id, "the channel test must pass first");
     const { scheme, storage } = chan;
     const url = baseURL + CHANNEL_PATH;
 
-    // A partial refund: the zero-charge voucher (maxClaimableAmount = the
-    // charged amount) and the amount asked.
+    // A partial refund, asked by the restarted client, whose record is a
+    // charge behind (the first client paid since): its zero-charge voucher
+    // (maxClaimableAmount = the charged amount it knows) gets a corrective
+    // 402, the library resyncs and asks again.
+    const restarted = chan.restarted;
+    assert.ok(restarted, "the lost-record test must pass first");
+    const behind = (await restarted.storage.get(chan.id)).chargedCumulativeAmount;
+    assert.equal(behind, (chan.charged - BigInt(CHANNEL_CHARGE)).toString());
     let log = [];
-    const partial = await scheme.refund(url, { amount: "1000", fetch: channelFetch(log) });
-    assert.equal(log.length, 2, `probe, refund: ${wire(log)}`);
-    const rp = decodeB64JSON(log[1].headers.get("payment-signature")).payload;
+    const partial = await restarted.scheme.refund(url, { amount: "1000", fetch: channelFetch(log) });
+    assert.equal(log.length, 3, `probe, stale refund, refund: ${wire(log)}`);
+    const [probe, staleRefund, refund] = log;
+    assert.equal(probe.status, 402);
+    assert.equal(probe.headers.get("payment-signature"), null, "the probe is unpaid");
+    const sp = decodeB64JSON(staleRefund.headers.get("payment-signature")).payload;
+    assert.equal(sp.type, "refund");
+    assert.equal(sp.voucher.maxClaimableAmount, behind);
+    assert.equal(staleRefund.status, 402);
+    await checkCorrective(decodeB64JSON(staleRefund.responseHeaders.get("payment-required")), chan);
+    const rp = decodeB64JSON(refund.headers.get("payment-signature")).payload;
     assert.equal(rp.type, "refund");
-    assert.equal(rp.voucher.maxClaimableAmount, chan.charged.toString(), "a zero-charge voucher");
+    assert.deepEqual(rp.channelConfig, chan.cfg);
+    assert.equal(rp.voucher.maxClaimableAmount, chan.charged.toString(), "a zero-charge voucher: the server's charged amount");
+    assert.equal(await voucherSignedBy(chan.id, rp.voucher.maxClaimableAmount, rp.voucher.signature), true);
     assert.equal(rp.amount, "1000");
-    assert.equal(log[1].status, 200);
-    assert.doesNotThrow(() => JSON.parse(log[1].body));
-    assert.equal(JSON.parse(log[1].body).rows, undefined, `the worker is not called: ${log[1].body}`);
+    assert.equal(refund.status, 200);
+    assert.doesNotThrow(() => JSON.parse(refund.body));
+    assert.equal(JSON.parse(refund.body).rows, undefined, `the worker is not called: ${refund.body}`);
     assert.equal(partial.success, true, JSON.stringify(partial));
     assert.match(partial.transaction, /^0x[0-9a-f]{64}$/, "a refund is an onchain transaction");
     assert.equal(partial.amount, "1000");
@@ -930,14 +947,15 @@ describe("real x402 npm clients against examples/httpserver", { concurrency: fal
     assert.equal(cs.channelId.toLowerCase(), chan.id.toLowerCase());
     assert.equal(cs.balance, chan.balance.toString());
     assert.equal(cs.totalClaimed, chan.charged.toString(), "what was charged is claimed with the refund");
-    assert.equal((await storage.get(chan.id)).balance, chan.balance.toString(), "the library took the partial refund in");
+    assert.equal((await restarted.storage.get(chan.id)).balance, chan.balance.toString(), "the library took the partial refund in");
 
     // More than the remainder: refused, nothing moves.
     const remainder = chan.balance - chan.charged;
     await assert.rejects(scheme.refund(url, { amount: (remainder + 1n).toString(), fetch: channelFetch([]) }),
       /invalid_batch_settlement_evm_refund_amount_invalid/);
 
-    // The rest.
+    // The rest, asked by the first client (its charged amount is the
+    // server's; the balance it knows predates the partial refund).
     log = [];
     const full = await scheme.refund(url, { fetch: channelFetch(log) });
     const fp = decodeB64JSON(log[log.length - 1].headers.get("payment-signature")).payload;
