@@ -87,6 +87,7 @@ type server struct {
 	tracing    *ops.Tracing
 	admin      *ops.AdminHandler
 	claimer    *channel.Claimer // nil without payment channels
+	channels   *channel.Service // nil without payment channels
 	claimEvery time.Duration    // how often the claimer runs
 }
 
@@ -96,7 +97,16 @@ type server struct {
 const recoverAge = 2 * time.Minute
 
 // recoverLoop looks for settlements crashed replicas left unrecorded.
+// At start it books the channel movements a crash may have left out of
+// the ledger (channel.Service.Reconcile).
 func (s *server) recoverLoop(ctx context.Context) {
+	if s.channels != nil {
+		if n, err := s.channels.Reconcile(ctx); err != nil {
+			s.log.Warn("reconciling channel journal entries", "err", err)
+		} else if n > 0 {
+			s.log.Info("reconciled channel journal entries", "channels", n)
+		}
+	}
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	ct := time.NewTicker(s.claimEvery)
@@ -248,6 +258,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	// charges on chain in batches (run()).
 	var channels payment.Channels
 	var claimer *channel.Claimer
+	var chsvc *channel.Service
 	if auth, ok := receiverAuthorizer(supported, cfg.network); ok {
 		sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: auth})
 		if err != nil {
@@ -269,6 +280,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		}
 		schemes = append(schemes, svc.Scheme())
 		channels = channel.StageChannels(svc)
+		chsvc = svc
 	}
 
 	limiter, err := quota.New(b.kv, quota.Config{DraftHeaders: cfg.draftHeaders})
@@ -424,7 +436,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 		mux.Handle("/__facilitator/", requireToken(token, http.StripPrefix("/__facilitator", facHandler)))
 	}
 	ok = true
-	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log, tracing: tr, admin: admin, claimer: claimer,
+	return &server{handler: mux, registry: registry, backends: b, sink: sink, adminToken: token, local: facHandler != nil, pay: pay, log: log, tracing: tr, admin: admin, claimer: claimer, channels: chsvc,
 		claimEvery: min(30*time.Second, max(cfg.claimInterval/2, 100*time.Millisecond))}, nil
 }
 
