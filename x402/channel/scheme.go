@@ -57,7 +57,16 @@ type SchemeConfig struct {
 	// WithdrawDelay is the channel withdraw delay offered, in seconds;
 	// zero means DefaultWithdrawDelay.
 	WithdrawDelay uint64
+	// KeyTables is how many payer authorizer keys, the ones that signed
+	// the most vouchers lately, get a precomputed eip712.KeyTable (about
+	// eip712.KeyTableBytes of memory each), which checks their vouchers
+	// in about a third of a signature recovery's time; zero means
+	// DefaultKeyTables, negative none.
+	KeyTables int
 }
+
+// DefaultKeyTables is SchemeConfig.KeyTables's default.
+const DefaultKeyTables = 16
 
 // Scheme is batch-settlement (x402.Scheme and x402.LocalVerifier). It is
 // immutable and safe for concurrent use.
@@ -86,7 +95,12 @@ func NewScheme(cfg SchemeConfig) (*Scheme, error) {
 	if delay < MinWithdrawDelay || delay > MaxWithdrawDelay {
 		return nil, fmt.Errorf("%w: batch-settlement: WithdrawDelay %d is outside %d..%d seconds", x402.ErrInvalidRequirement, delay, MinWithdrawDelay, MaxWithdrawDelay)
 	}
-	return &Scheme{receiverAuthorizer: addr, withdrawDelay: delay, cache: eip712.NewRecoverCache(4096)}, nil
+	tables := cfg.KeyTables
+	if tables == 0 {
+		tables = DefaultKeyTables
+	}
+	cache := eip712.NewCache(eip712.CacheConfig{Size: 4096, KeyTables: max(tables, 0)})
+	return &Scheme{receiverAuthorizer: addr, withdrawDelay: delay, cache: cache}, nil
 }
 
 // ReceiverAuthorizer returns the receiver authorizer a facilitator
@@ -223,8 +237,8 @@ func (s *Scheme) CheckPayment(p *x402.Payment, req x402.Requirement, now time.Ti
 		if err != nil {
 			return nil, invalid("voucher: %v", err)
 		}
-		signer, err := s.cache.Recover(d, pl.Voucher.Signature)
-		if err != nil || !strings.EqualFold(signer, cfg.PayerAuthorizer) {
+		ok, err := s.cache.IsSigner(d, pl.Voucher.Signature, cfg.PayerAuthorizer)
+		if err != nil || !ok {
 			return nil, &Error{Reason: ReasonVoucherSignature, Err: x402.ErrInvalidPayment, Detail: "the voucher is not signed by payerAuthorizer"}
 		}
 	}
@@ -249,8 +263,8 @@ func (s *Scheme) CheckPayment(p *x402.Payment, req x402.Requirement, now time.Ti
 		if err != nil {
 			return nil, invalid("deposit: %v", err)
 		}
-		signer, err := s.cache.Recover(d, a.Signature)
-		if err != nil || !strings.EqualFold(signer, cfg.Payer) {
+		ok, err := s.cache.IsSigner(d, a.Signature, cfg.Payer)
+		if err != nil || !ok {
 			return nil, &Error{Reason: ReasonReceiveSignature, Err: x402.ErrInvalidPayment, Detail: "the deposit authorization is not signed by the payer"}
 		}
 		c.DepositAmount = parseU64(pl.Deposit.Amount)

@@ -1,8 +1,11 @@
 package eip712
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 )
 
 // DefaultCacheSize is the number of recovered signers a RecoverCache made
@@ -22,13 +25,51 @@ const DefaultCacheSize = 4096
 // and there is no per-entry bookkeeping. Only successful recoveries are
 // cached. It is safe for concurrent use; the zero value is not usable
 // (call NewRecoverCache).
+//
+// With key tables (CacheConfig.KeyTables), IsSigner also keeps a KeyTable
+// for each of the keys that sign most often, so that checking a new
+// signature by one of them costs about a third of a recovery.
 type RecoverCache struct {
 	mu       sync.Mutex
 	cur, old map[cacheKey]string
 	half     int
 	hits     atomic.Uint64
 	misses   atomic.Uint64
+
+	// Key tables, by lower-case address; seen counts the recoveries of
+	// keys without one; building is set while a table is being built.
+	maxTables int
+	after     int
+	tables    map[string]*tableEntry
+	seen      map[string]int
+	building  bool
+	tick      uint64
+	fast      atomic.Uint64
 }
+
+type tableEntry struct {
+	t    *KeyTable
+	used uint64 // the cache's tick when last used
+}
+
+// CacheConfig configures NewCache.
+type CacheConfig struct {
+	// Size is the number of recovered signers kept; zero or less means
+	// DefaultCacheSize.
+	Size int
+	// KeyTables is the number of signing keys given a KeyTable (about
+	// KeyTableBytes of memory each, the least recently used dropped
+	// first); zero means none.
+	KeyTables int
+	// KeyTableAfter is how many recoveries (through IsSigner) of one key
+	// earn it a table, built in the background; zero means
+	// DefaultKeyTableAfter.
+	KeyTableAfter int
+}
+
+// DefaultKeyTableAfter is CacheConfig.KeyTableAfter's default: a table
+// costs about as much to build as a hundred recoveries.
+const DefaultKeyTableAfter = 32
 
 type cacheKey struct {
 	digest [32]byte
@@ -38,12 +79,139 @@ type cacheKey struct {
 // NewRecoverCache returns a cache holding at most size signers; size zero
 // or less means DefaultCacheSize, and the smallest cache holds two.
 func NewRecoverCache(size int) *RecoverCache {
+	return NewCache(CacheConfig{Size: size})
+}
+
+// NewCache returns a cache configured by cfg.
+func NewCache(cfg CacheConfig) *RecoverCache {
+	size := cfg.Size
 	if size <= 0 {
 		size = DefaultCacheSize
 	}
 	half := max(size/2, 1)
-	return &RecoverCache{cur: make(map[cacheKey]string, half), half: half}
+	c := &RecoverCache{cur: make(map[cacheKey]string, half), half: half, maxTables: max(cfg.KeyTables, 0), after: cfg.KeyTableAfter}
+	if c.after <= 0 {
+		c.after = DefaultKeyTableAfter
+	}
+	if c.maxTables > 0 {
+		c.tables, c.seen = map[string]*tableEntry{}, map[string]int{}
+	}
+	return c
 }
+
+// IsSigner reports whether signature over digest was made by address
+// (compared case-insensitively): RecoverSigner(digest, signature) ==
+// address, answered from the cache, from address's KeyTable when it has
+// one, or by a recovery. A malformed signature is an error, as for
+// RecoverSigner, unless a KeyTable answered (then it is only refused).
+func (c *RecoverCache) IsSigner(digest [32]byte, signature, address string) (bool, error) {
+	if c == nil {
+		got, err := RecoverSigner(digest, signature)
+		return err == nil && strings.EqualFold(got, address), err
+	}
+	sig, err := HexBytes(signature, 65)
+	if err != nil {
+		return false, err
+	}
+	k := cacheKey{digest: digest}
+	copy(k.sig[:], sig)
+	lower := ""
+	var tab *KeyTable
+	c.mu.Lock()
+	addr, ok := c.cur[k]
+	if !ok {
+		if addr, ok = c.old[k]; ok {
+			c.putLocked(k, addr)
+		}
+	}
+	if !ok && c.tables != nil {
+		lower = strings.ToLower(address)
+		if e := c.tables[lower]; e != nil {
+			c.tick++
+			e.used, tab = c.tick, e.t
+		}
+	}
+	c.mu.Unlock()
+	if ok {
+		c.hits.Add(1)
+		return strings.EqualFold(addr, address), nil
+	}
+	if tab != nil {
+		c.fast.Add(1)
+		if !tab.Verify(digest, sig) {
+			return false, nil
+		}
+		c.mu.Lock()
+		c.putLocked(k, tab.Address())
+		c.mu.Unlock()
+		return true, nil
+	}
+	c.misses.Add(1)
+	pub, err := recoverKey(digest, sig)
+	if err != nil {
+		return false, err
+	}
+	addr = PublicKeyAddress(pub)
+	match := strings.EqualFold(addr, address)
+	c.mu.Lock()
+	c.putLocked(k, addr)
+	build := match && c.tables != nil && c.countLocked(lower)
+	c.mu.Unlock()
+	if build {
+		go c.build(lower, pub)
+	}
+	return match, nil
+}
+
+// countLocked counts a recovery of the key of address and reports whether
+// its table is now due (and marks it being built).
+func (c *RecoverCache) countLocked(address string) bool {
+	if len(c.seen) >= 4*c.half {
+		clear(c.seen) // forget rare keys now and then
+	}
+	c.seen[address]++
+	if c.seen[address] < c.after || c.building || c.tables[address] != nil {
+		return false
+	}
+	c.building = true
+	return true
+}
+
+// build makes the table of pub and keeps it under address, dropping the
+// least recently used table when full.
+func (c *RecoverCache) build(address string, pub *secp256k1.PublicKey) {
+	t := NewKeyTable(pub)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.building = false
+	delete(c.seen, address)
+	if len(c.tables) >= c.maxTables {
+		var lru string
+		var oldest uint64
+		for a, e := range c.tables {
+			if lru == "" || e.used < oldest {
+				lru, oldest = a, e.used
+			}
+		}
+		delete(c.tables, lru)
+	}
+	c.tick++
+	c.tables[address] = &tableEntry{t: t, used: c.tick}
+}
+
+// KeyTables returns the addresses (lower case) that have a KeyTable.
+func (c *RecoverCache) KeyTables() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.tables))
+	for a := range c.tables {
+		out = append(out, a)
+	}
+	return out
+}
+
+// Verified returns how many IsSigner calls a KeyTable answered.
+func (c *RecoverCache) Verified() uint64 { return c.fast.Load() }
 
 // Recover is RecoverSigner through the cache. A nil cache recovers without
 // caching.

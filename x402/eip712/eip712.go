@@ -151,25 +151,33 @@ func RecoverSigner(digest [32]byte, signature string) (string, error) {
 }
 
 func recoverBytes(digest [32]byte, sig []byte) (string, error) {
+	pub, err := recoverKey(digest, sig)
+	if err != nil {
+		return "", err
+	}
+	return PublicKeyAddress(pub), nil
+}
+
+func recoverKey(digest [32]byte, sig []byte) (*secp256k1.PublicKey, error) {
 	v := sig[64]
 	if v < 27 {
 		v += 27
 	}
 	if v != 27 && v != 28 {
-		return "", fmt.Errorf("%w: signature v = %d is not 27 or 28", ErrMalformed, sig[64])
+		return nil, fmt.Errorf("%w: signature v = %d is not 27 or 28", ErrMalformed, sig[64])
 	}
 	var s secp256k1.ModNScalar
 	if overflow := s.SetByteSlice(sig[32:64]); overflow || s.IsOverHalfOrder() {
-		return "", fmt.Errorf("%w: signature s is not in the lower half of the curve order", ErrMalformed)
+		return nil, fmt.Errorf("%w: signature s is not in the lower half of the curve order", ErrMalformed)
 	}
 	var compact [65]byte
 	compact[0] = v // 27 + recovery id: an uncompressed key, as Ethereum uses
 	copy(compact[1:], sig[:64])
 	pub, _, err := ecdsa.RecoverCompact(compact[:], digest[:])
 	if err != nil {
-		return "", fmt.Errorf("%w: signature: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: signature: %v", ErrMalformed, err)
 	}
-	return PublicKeyAddress(pub), nil
+	return pub, nil
 }
 
 // Sign signs digest with key and returns the 65-byte Ethereum signature
