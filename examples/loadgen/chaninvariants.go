@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/x402"
@@ -51,7 +52,31 @@ type chanInput struct {
 	Signed    map[string]map[uint64]bool
 	Channels  map[string]chanInfo
 	Anomalies []chanAnomaly
+	// Kills are the SIGKILL windows; StrictCrash makes a claim whose
+	// answer a SIGKILL or a facilitator timeout cut off, and that is not
+	// recorded yet, a breach rather than a warning.
+	Kills       []killWindow
+	StrictCrash bool
 }
+
+// lostAnswer reports whether the escrow executed f but the gateway may
+// never have heard of it: the answer was withheld (a timeout fault), or a
+// SIGKILL came within cutOffWindow after it.
+func (in chanInput) lostAnswer(f chanSettleRecord) bool {
+	if !f.Answered {
+		return true
+	}
+	for _, k := range in.Kills {
+		if !f.Time.After(k.Killed) && k.Killed.Sub(f.Time) <= cutOffWindow {
+			return true
+		}
+	}
+	return false
+}
+
+// cutOffWindow is how long after the escrow executed a claim or refund a
+// SIGKILL may still have kept the gateway from recording it.
+const cutOffWindow = 5 * time.Second
 
 func atoiU(s string) (uint64, bool) {
 	n, err := strconv.ParseUint(s, 10, 64)
@@ -296,8 +321,30 @@ func checkChannels(in chanInput) []checkResult {
 			sum := chain(&c, "claim", id, es)
 			n += len(es)
 			total += sum
-			if esc := in.Escrow[id]; sum != esc.TotalClaimed {
-				c.breach("channel %s: Σ claim entries = %d (%d entries), the escrow's totalClaimed = %d", short(id), sum, len(es), esc.TotalClaimed)
+			esc := in.Escrow[id]
+			switch {
+			case sum > esc.TotalClaimed:
+				c.breach("channel %s: Σ claim entries = %d (%d entries) > the escrow's totalClaimed = %d: claimed twice", short(id), sum, len(es), esc.TotalClaimed)
+			case sum < esc.TotalClaimed:
+				// The escrow claimed more than the ledger says: fine only
+				// while the answer of that claim (or refund) was lost, as
+				// the claimer records it when it next claims the channel.
+				recorded := map[string]bool{}
+				for _, e := range es {
+					recorded[strings.ToLower(e.TxHash)] = true
+				}
+				var lost *chanSettleRecord
+				for i, f := range in.Facil {
+					if _, ok := f.Claims[id]; ok && !recorded[strings.ToLower(f.TxHash)] && in.lostAnswer(f) {
+						lost = &in.Facil[i]
+					}
+				}
+				if lost == nil || in.StrictCrash {
+					c.breach("channel %s: Σ claim entries = %d (%d entries), the escrow's totalClaimed = %d: a claim not recorded", short(id), sum, len(es), esc.TotalClaimed)
+				} else {
+					c.warn("channel %s: Σ claim entries = %d, the escrow's totalClaimed = %d: the %s %s at %s had its answer cut off (not recorded yet)",
+						short(id), sum, esc.TotalClaimed, lost.Type, lost.TxHash, lost.Time.Format("15:04:05.000"))
+				}
 			}
 			for _, e := range es {
 				cum, _ := atoiU(e.Cumulative)
@@ -394,8 +441,8 @@ func checkChannels(in chanInput) []checkResult {
 // channelInput gathers what checkChannels needs once the gateway has
 // stopped: the payers' log, the escrow's state of every channel, and the
 // gateway's channel state from its KV store.
-func channelInput(ctx context.Context, t *channelTraffic, fac *faultyFacilitator, kvURL string, entries []ledger.Entry, ledgerRead bool, out io.Writer) chanInput {
-	in := chanInput{Entries: entries, LedgerRead: ledgerRead, Facil: fac.ChannelSettles()}
+func channelInput(ctx context.Context, t *channelTraffic, fac *faultyFacilitator, kvURL string, entries []ledger.Entry, ledgerRead bool, kills []killWindow, strict bool, out io.Writer) chanInput {
+	in := chanInput{Entries: entries, LedgerRead: ledgerRead, Facil: fac.ChannelSettles(), Kills: kills, StrictCrash: strict}
 	in.Records, in.Signed, in.Channels, in.Anomalies = t.log.snapshot()
 	ids := in.channelIDs()
 	for _, f := range in.Facil {

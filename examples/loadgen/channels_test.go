@@ -175,7 +175,7 @@ func TestChannelChecksCatch(t *testing.T) {
 			"signed voucher", "> the 2000 deposited"},
 		{"a claim recorded twice", func(t *testing.T, s *chanScenario) {
 			s.in.Entries = append(s.in.Entries, ledger.Entry{IdempotencyKey: "claim-again", Tenant: "chan", AmountAtomic: "1400", Cumulative: "1400", Channel: s.id, TxHash: "0xc1", Status: statusClaimed})
-		}, "nothing claimed twice", "Σ claim entries = 2800"},
+		}, "nothing claimed twice", "claimed twice"},
 		{"a claim the escrow never made", func(t *testing.T, s *chanScenario) {
 			s.in.Facil[1].TxHash = "0xother"
 		}, "nothing claimed twice", "matches no escrow claim"},
@@ -208,6 +208,30 @@ func TestChannelChargeLostToACutOffRequestIsAWarning(t *testing.T) {
 	cs := checkChannels(s.in)
 	require.Empty(t, failed(cs))
 	require.Contains(t, strings.Join(cs[4].Warnings, "\n"), "lost to a cut-off request")
+}
+
+func TestChannelClaimCutOffIsAWarningUnlessStrict(t *testing.T) {
+	t.Parallel()
+	s := newChanScenario(t)
+	// The escrow claimed up to 2400 in a claim whose answer was withheld;
+	// the gateway has not recorded it yet.
+	at := time.Now()
+	s.in.Facil = append(s.in.Facil, chanSettleRecord{Time: at, Type: channel.TypeClaim, TxHash: "0xc2", Claims: map[string]uint64{s.id: 2400}})
+	s.escrow(func(e *localfacilitator.EscrowChannel) { e.TotalClaimed = 2400 })
+	cs := checkChannels(s.in)
+	require.Empty(t, failed(cs))
+	require.Contains(t, strings.Join(cs[3].Warnings, "\n"), "had its answer cut off")
+	s.in.StrictCrash = true
+	requireFailure(t, checkChannels(s.in), "nothing claimed twice", "a claim not recorded")
+
+	// Answered, but a SIGKILL came right after: the same.
+	s.in.StrictCrash = false
+	s.in.Facil[len(s.in.Facil)-1].Answered = true
+	require.NotEmpty(t, failed(checkChannels(s.in)), "an answered claim with no SIGKILL after it must be recorded")
+	s.in.Kills = []killWindow{{Killed: at.Add(time.Second), Healthy: at.Add(2 * time.Second)}}
+	require.Empty(t, failed(checkChannels(s.in)))
+	s.in.Kills = []killWindow{{Killed: at.Add(time.Minute), Healthy: at.Add(time.Minute + time.Second)}}
+	require.NotEmpty(t, failed(checkChannels(s.in)), "a SIGKILL a minute later does not excuse it")
 }
 
 func TestChannelChecksSkipWithoutState(t *testing.T) {

@@ -49,3 +49,41 @@ func TestEndToEnd(t *testing.T) {
 	}
 	require.NotContains(t, s, "[FAIL]")
 }
+
+// TestChannelsEndToEnd runs the channel mix for a few seconds against the
+// real server, with faults and two SIGKILL restarts, on SQLite, and
+// requires every channel invariant to pass. Skipped with -short.
+func TestChannelsEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run of the gateway; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := os.Getenv("LOADGEN_SERVER")
+	if bin == "" {
+		var err error
+		bin, err = buildServer(ctx, t.TempDir(), io.Discard)
+		require.NoError(t, err)
+	}
+	cfg := defaultConfig()
+	cfg.server = bin
+	cfg.workDir = t.TempDir()
+	cfg.duration = 6 * time.Second
+	cfg.concurrency = 2
+	cfg.killEvery = 2500 * time.Millisecond
+	cfg.freeTenants, cfg.paidTenants = 1, 1
+	cfg.mix, cfg.chanPayers = mixChannels, 6
+	cfg.claimInterval = time.Second
+	cfg.quiet = true
+
+	var out bytes.Buffer
+	ok, err := run(ctx, cfg, &out)
+	t.Log(out.String())
+	require.NoError(t, err)
+	require.True(t, ok, "money invariants breached")
+	s := out.String()
+	for _, want := range []string{"SIGKILLed the gateway", outChanCharged, "[PASS] channels: Σ charge entries", "[PASS] channels: Σ claim entries"} {
+		require.Contains(t, s, want)
+	}
+	require.NotContains(t, s, "[FAIL]")
+}

@@ -23,10 +23,30 @@
 // hostile clients and workers and checks what the gateway refuses
 // (hostile.go).
 //
+// With -mix channels (or -channel-payers N) it adds payers that pay over
+// batch-settlement payment channels (channels.go): deposits, a voucher per
+// request, the same voucher sent several times at once, stale vouchers and
+// their corrective 402s, worker-reported charges (some above the maximum),
+// top-ups and refunds, all through the SIGKILL restarts. The gateway runs
+// with -claim-interval (2s by default); after the load the facilitator's
+// faults are turned off and the harness waits three claim intervals for
+// the gateway's claimer (and its reconciliation), then checks per channel
+// (chaninvariants.go), from the ledger, the gateway's KV channel state and
+// the facilitator's emulated escrow: the charge entries chain up to
+// chargedCumulativeAmount; charged >= claimed; no charge beyond the voucher
+// the payer signed, the stored voucher, the deposits or the escrow
+// balance; the claim entries add up to the escrow's totalClaimed (nothing
+// claimed twice, no claim unrecorded) and the sweeps to what it settled;
+// every charged answer a payer got is a charge entry and every charge an
+// answer or a request cut off; and nothing a payer checked on the spot
+// (charge = the worker's report, cumulative within the voucher, corrective
+// 402s proven with the payer's own voucher, one charge per voucher) broke.
+//
 //	go run ./examples/loadgen -duration 30s -concurrency 32
 //	go run ./examples/loadgen -duration 45s -kill-every 15s
 //	go run ./examples/loadgen -kv redis://127.0.0.1:6379/9
 //	go run ./examples/loadgen -duration 20s -mix hostile
+//	go run ./examples/loadgen -duration 30s -mix channels -kill-every 10s
 package main
 
 import (
@@ -527,7 +547,7 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 	}
 	results := checkInvariants(in)
 	if chans != nil {
-		results = append(results, checkChannels(channelInput(checkCtx, chans, fac, kvURL, chanEntries, in.LedgerRead, out))...)
+		results = append(results, checkChannels(channelInput(checkCtx, chans, fac, kvURL, chanEntries, in.LedgerRead, kills, cfg.strictCrash, out))...)
 	}
 	if hostile != nil {
 		results = append(results, hostile.checks(in)...)
