@@ -366,9 +366,21 @@ func checkChannels(in chanInput) []checkResult {
 				c.breach("sweep entry %s (%s, tx %s) matches no escrow settle of that amount", e.IdempotencyKey, e.AmountAtomic, e.TxHash)
 			}
 		}
+		var lostSweeps []string
+		for _, f := range in.Facil {
+			if _, ok := sweepTx[strings.ToLower(f.TxHash)]; ok && f.Type == channel.TypeSettle && in.lostAnswer(f) {
+				lostSweeps = append(lostSweeps, fmt.Sprintf("%s of %s at %s", f.TxHash, f.Amount, f.Time.Format("15:04:05.000")))
+			}
+		}
 		for pair, want := range in.Swept {
 			if swept[pair] != want {
-				c.breach("receiver|token %s: Σ sweep entries = %d, the escrow settled %d", pair, swept[pair], want)
+				// A sweep's answer cut off is never learnt later: the next
+				// settle finds nothing left to sweep.
+				why := ""
+				if len(lostSweeps) > 0 {
+					why = "; sweeps whose answer a timeout or SIGKILL cut off: " + strings.Join(lostSweeps, ", ")
+				}
+				c.breach("receiver|token %s: Σ sweep entries = %d, the escrow settled %d%s", pair, swept[pair], want, why)
 			}
 		}
 		c.Detail = fmt.Sprintf("%d claim entries (%d claimed), %d sweep entries", n, total, sweeps)

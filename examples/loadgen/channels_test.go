@@ -374,3 +374,22 @@ func TestChannelFacilitatorRecordsDepositsAndClaims(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, uint64(700), esc.TotalClaimed)
 }
+
+func TestEarlierChannelsAreFound(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := "sqlite:" + t.TempDir() + "/kv.db"
+	left, err := earlierChannels(ctx, url)
+	require.NoError(t, err)
+	require.False(t, left, "no store yet")
+	st, closeFn, err := openKV(ctx, url)
+	require.NoError(t, err)
+	left, err = earlierChannels(ctx, url)
+	require.NoError(t, err)
+	require.False(t, left, "an empty store")
+	require.NoError(t, st.Set(ctx, "x402ch:q:tail", []byte("3"), 0))
+	closeFn()
+	left, err = earlierChannels(ctx, url)
+	require.NoError(t, err)
+	require.True(t, left)
+}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -95,4 +97,32 @@ func readChannelStates(ctx context.Context, kvURL, authorizer string, ids []stri
 		}
 	}
 	return out, nil
+}
+
+// earlierChannels reports whether the KV store already holds the channel
+// claim queue of an earlier run. The gateway's channel keys are not per
+// run: a queue left by another run names channels this run's escrow does
+// not know, and the claims that carry them would be refused.
+func earlierChannels(ctx context.Context, kvURL string) (bool, error) {
+	if kvURL == "memory" {
+		return false, nil
+	}
+	if path, ok := strings.CutPrefix(kvURL, "sqlite:"); ok {
+		if _, err := os.Stat(strings.TrimPrefix(path, "//")); errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+	}
+	st, closeFn, err := openKV(ctx, kvURL)
+	if err != nil {
+		return false, err
+	}
+	defer closeFn()
+	_, err = st.Get(ctx, "x402ch:q:tail")
+	switch {
+	case errors.Is(err, kv.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
 }

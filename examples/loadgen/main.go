@@ -328,6 +328,16 @@ func run(ctx context.Context, cfg config, w io.Writer) (bool, error) {
 		return false, err
 	}
 
+	if cfg.chanPayers > 0 {
+		left, err := earlierChannels(ctx, kvURL)
+		if err != nil {
+			return false, fmt.Errorf("reading the KV store: %w", err)
+		}
+		if left {
+			return false, fmt.Errorf("-kv %s holds payment-channel state of an earlier run (x402ch:*): channel traffic needs a store no other channel run used (a fresh database)", kvURL)
+		}
+	}
+
 	// Upstream workers and the facilitator, both ours.
 	up := &upstream{faults: cfg.worker}
 	upBase, upSrv, err := serve(up)
