@@ -59,24 +59,32 @@ type AuditRecord struct {
 // Tenant, Subject and Data, with the encoding given in the package
 // documentation. It ignores r.Hash.
 func HashRecord(r AuditRecord) string {
-	h := sha256.New()
-	var buf []byte
-	ns := func(s []byte) {
-		buf = strconv.AppendInt(buf[:0], int64(len(s)), 10)
-		buf = append(buf, ':')
-		buf = append(buf, s...)
-		buf = append(buf, ',')
-		h.Write(buf)
-	}
-	ns([]byte(hashVersion))
-	ns([]byte(r.PrevHash))
-	ns(strconv.AppendInt(nil, r.Seq, 10))
-	ns([]byte(r.Time.UTC().Format(timeLayout)))
-	ns([]byte(r.Kind))
-	ns([]byte(r.Tenant))
-	ns([]byte(r.Subject))
-	ns(r.Data)
-	return hex.EncodeToString(h.Sum(nil))
+	// The whole preimage is built in one buffer (on the stack unless Data
+	// is large) and hashed at once.
+	var stack [1024]byte
+	p := stack[:0]
+	var num [32]byte
+	p = appendNetstring(p, hashVersion)
+	p = appendNetstring(p, r.PrevHash)
+	p = appendNetstring(p, strconv.AppendInt(num[:0], r.Seq, 10))
+	p = appendNetstring(p, r.Time.UTC().AppendFormat(num[:0], timeLayout))
+	p = appendNetstring(p, r.Kind)
+	p = appendNetstring(p, r.Tenant)
+	p = appendNetstring(p, r.Subject)
+	p = appendNetstring(p, r.Data)
+	sum := sha256.Sum256(p)
+	var out [64]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
+}
+
+// appendNetstring appends s as a netstring: its length in decimal, a
+// colon, s and a comma.
+func appendNetstring[T ~string | ~[]byte](p []byte, s T) []byte {
+	p = strconv.AppendInt(p, int64(len(s)), 10)
+	p = append(p, ':')
+	p = append(p, s...)
+	return append(p, ',')
 }
 
 // Seal links r to the chain whose last record has sequence number tailSeq
@@ -98,6 +106,16 @@ func Seal(r AuditRecord, tailSeq int64, tailHash string) AuditRecord {
 // as JSON text. Canonical JSON is a fixed point: encoding it again yields the
 // same bytes.
 func CanonicalJSON(v any) (json.RawMessage, error) {
+	if e, ok := v.(Entry); ok {
+		if b, ok := appendEntryJSON(make([]byte, 0, 512), &e); ok {
+			return b, nil
+		}
+	}
+	return canonicalReflect(v)
+}
+
+// canonicalReflect is CanonicalJSON by way of encoding/json.
+func canonicalReflect(v any) (json.RawMessage, error) {
 	var raw []byte
 	switch x := v.(type) {
 	case json.RawMessage:

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"time"
 
@@ -25,103 +26,249 @@ const getEntrySQL = `SELECT ` + entryColumns + ` FROM ledger WHERE tenant = ? AN
 const auditColumns = `seq, time_us, kind, tenant, subject, data, prev_hash, hash`
 
 const (
-	tailSQL        = `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`
-	insertAuditSQL = `INSERT INTO audit_log (` + auditColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
-	// insertEntrySQL inserts the entry unless its tenant and idempotency
-	// key exist: the duplicate check and the insert in one statement (a
-	// duplicate produces no row, so the append-only trigger, which
-	// refuses duplicate rows, does not fire).
-	insertEntrySQL = `INSERT INTO ledger (` + entryColumns + `)
-			SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
-			WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE tenant = ?2 AND idempotency_key = ?3)`
+	tailSQL = `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`
+	// existsSQL tells a duplicate apart once an insert was refused.
+	existsSQL = `SELECT 1 FROM ledger WHERE tenant = ? AND idempotency_key = ?`
+	// entryArgs and auditArgs are the columns, so the parameters, of one
+	// row of each table.
+	entryArgs = 17
+	auditArgs = 8
 )
+
+// maxRows is the most rows one multi-row INSERT carries; a batch is cut
+// into statements of 128, 64, ..., 1 rows (its size in binary), so each
+// connection prepares at most eight statements per table.
+const maxRows = 128
+
+// insertSQL[i] inserts 1<<i rows of each table.
+var insertEntriesSQL, insertAuditSQL = multiRowInserts()
+
+func multiRowInserts() (entries, audit [8]string) {
+	row := func(n int) string { return "(" + strings.Repeat("?, ", n-1) + "?)" }
+	for i := range entries {
+		rows := 1 << i
+		entries[i] = `INSERT INTO ledger (` + entryColumns + `) VALUES ` + strings.Repeat(row(entryArgs)+", ", rows-1) + row(entryArgs)
+		audit[i] = `INSERT INTO audit_log (` + auditColumns + `) VALUES ` + strings.Repeat(row(auditArgs)+", ", rows-1) + row(auditArgs)
+	}
+	return entries, audit
+}
+
+// ledgerOp is one append to the audit chain waiting for its group: a
+// settlement (entry set) or an audit record alone. The committer fills
+// sealed, or dup for a settlement whose key the tenant already has.
+type ledgerOp struct {
+	entry  *ledger.Entry
+	rec    ledger.AuditRecord
+	sealed ledger.AuditRecord
+	dup    bool
+}
+
+// entryKey is what a ledger entry is unique by.
+type entryKey struct{ tenant, key string }
 
 // AppendSettlement implements ledger.Store. The duplicate check, the
 // read of the chain's tail and both inserts happen in one immediate
 // transaction, shared with the other writes queued at the same moment
-// (group commit, see the package documentation): the chain is extended in
-// queue order inside that transaction, each settlement sealed against the
-// one before it, and each caller is answered after the COMMIT.
+// (group commit, see the package documentation): the group's entries go
+// in with a few multi-row INSERTs, then its audit records, each sealed
+// against the one before it in queue order, and each caller is answered
+// after the COMMIT.
 func (s *Store) AppendSettlement(ctx context.Context, e ledger.Entry, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
-	var (
-		sealed ledger.AuditRecord
-		dup    bool
-	)
-	err := s.group(ctx, func(g *groupTx) error {
-		st, err := g.stmt(insertEntrySQL)
-		if err != nil {
-			return err
-		}
-		res, err := st.ExecContext(g.ctx, e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount,
-			e.AmountAtomic, e.Asset, e.Network, e.PayTo, e.TxHash, string(e.Status), e.RequestID, e.Resource,
-			e.Time.UnixMicro(), e.Channel, e.Cumulative)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if dup = n == 0; dup {
-			return nil // a duplicate writes nothing
-		}
-		sealed, err = g.appendAudit(rec)
-		return err
-	})
-	if err == nil && dup {
+	op := &ledgerOp{entry: &e, rec: rec}
+	err := s.enqueue(&groupOp{ctx: ctx, led: op, fn: op.alone})
+	if err == nil && op.dup {
 		return ledger.AuditRecord{}, ledger.ErrDuplicate
 	}
 	if err != nil {
 		return ledger.AuditRecord{}, fmt.Errorf("sqlite: append settlement: %w", err)
 	}
-	return sealed, nil
+	return op.sealed, nil
 }
 
 // AppendAudit implements ledger.Store, group-committed like
 // AppendSettlement.
 func (s *Store) AppendAudit(ctx context.Context, rec ledger.AuditRecord) (ledger.AuditRecord, error) {
-	var sealed ledger.AuditRecord
-	err := s.group(ctx, func(g *groupTx) error {
-		var err error
-		sealed, err = g.appendAudit(rec)
-		return err
-	})
-	if err != nil {
+	op := &ledgerOp{rec: rec}
+	if err := s.enqueue(&groupOp{ctx: ctx, led: op, fn: op.alone}); err != nil {
 		return ledger.AuditRecord{}, fmt.Errorf("sqlite: append audit: %w", err)
 	}
-	return sealed, nil
+	return op.sealed, nil
 }
 
-// appendAudit seals rec against the chain's tail and inserts it. The tail
-// is read once per transaction and then carried from record to record, so
-// a group of appends reads it once; a failed insert leaves it unchanged
-// (and the whole group is then rolled back anyway).
-func (g *groupTx) appendAudit(rec ledger.AuditRecord) (ledger.AuditRecord, error) {
+// alone appends op in a transaction of its own.
+func (op *ledgerOp) alone(g *groupTx) error { return g.appendLedger([]*ledgerOp{op}) }
+
+// appendLedger appends ops, in order, inside the group's transaction:
+// first the entries of the settlements, then one sealed audit record per
+// op that is not a duplicate. Of two settlements with one key in ops, the
+// first is kept and the second is a duplicate.
+func (g *groupTx) appendLedger(ops []*ledgerOp) error {
+	clear(g.seen)
+	if g.seen == nil {
+		g.seen = make(map[entryKey]struct{}, len(ops))
+	}
+	// The entries to insert go to the front of a scratch slice, kept
+	// apart from ops, whose order is the chain's.
+	entries := make([]*ledgerOp, 0, len(ops))
+	for _, op := range ops {
+		op.dup, op.sealed = false, ledger.AuditRecord{}
+		if op.entry == nil {
+			continue
+		}
+		k := entryKey{op.entry.Tenant, op.entry.IdempotencyKey}
+		if _, ok := g.seen[k]; ok {
+			op.dup = true
+			continue
+		}
+		g.seen[k] = struct{}{}
+		entries = append(entries, op)
+	}
+	for len(entries) > 0 {
+		n := chunk(len(entries))
+		if err := g.insertEntries(entries[:n]); err != nil {
+			return err
+		}
+		entries = entries[n:]
+	}
+	return g.insertAudit(ops)
+}
+
+// chunk is the rows of the next statement for n rows to go: the highest
+// power of two in n, at most maxRows.
+func chunk(n int) int {
+	c := maxRows
+	for c > n {
+		c >>= 1
+	}
+	return c
+}
+
+// insertEntries inserts the entries of ops (len(ops) a power of two up to
+// maxRows) in one statement. Rows of this tenant and key already stored
+// make the append-only trigger refuse the whole statement, which SQLite
+// undoes alone (the transaction goes on): those entries are then looked
+// up, marked duplicates, and the others inserted again. Duplicates are
+// rare (a retried settlement whose idempotency record was lost), so the
+// common case pays no lookup of its own.
+func (g *groupTx) insertEntries(ops []*ledgerOp) error {
+	err := g.execEntries(ops)
+	if err == nil || !isDuplicateRefusal(err) {
+		return err
+	}
+	exists, serr := g.stmt(existsSQL)
+	if serr != nil {
+		return serr
+	}
+	rest := make([]*ledgerOp, 0, len(ops))
+	for _, op := range ops {
+		var one int
+		switch err := exists.QueryRowContext(g.ctx, op.entry.Tenant, op.entry.IdempotencyKey).Scan(&one); {
+		case err == nil:
+			op.dup = true
+		case errors.Is(err, sql.ErrNoRows):
+			rest = append(rest, op)
+		default:
+			return err
+		}
+	}
+	if len(rest) == len(ops) {
+		return err // refused for another reason (an id already stored)
+	}
+	for len(rest) > 0 {
+		n := chunk(len(rest))
+		if err := g.execEntries(rest[:n]); err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	return nil
+}
+
+// execEntries runs the multi-row INSERT of len(ops) entries, a power of
+// two up to maxRows.
+func (g *groupTx) execEntries(ops []*ledgerOp) error {
+	st, err := g.stmt(insertEntriesSQL[bits.TrailingZeros(uint(len(ops)))])
+	if err != nil {
+		return err
+	}
+	args := g.args[:0]
+	for _, op := range ops {
+		e := op.entry
+		args = append(args, e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount,
+			e.AmountAtomic, e.Asset, e.Network, e.PayTo, e.TxHash, string(e.Status), e.RequestID, e.Resource,
+			e.Time.UnixMicro(), e.Channel, e.Cumulative)
+	}
+	_, err = st.ExecContext(g.ctx, args...)
+	clear(args)
+	g.args = args[:0]
+	return err
+}
+
+// isDuplicateRefusal reports whether err is the ledger's append-only
+// trigger refusing a row whose id, or tenant and key, is already stored.
+func isDuplicateRefusal(err error) bool {
+	return strings.Contains(err.Error(), "duplicate row refused")
+}
+
+// insertAudit seals the record of every op that is not a duplicate
+// against the chain's tail, in order, and inserts them. The tail is read
+// once per transaction and then carried from record to record; a failed
+// insert leaves it unchanged (and the whole group is then rolled back
+// anyway).
+func (g *groupTx) insertAudit(ops []*ledgerOp) error {
 	if !g.tailRead {
 		st, err := g.stmt(tailSQL)
 		if err != nil {
-			return ledger.AuditRecord{}, err
+			return err
 		}
 		g.tailSeq, g.tailHash = 0, ledger.GenesisHash
 		err = st.QueryRowContext(g.ctx).Scan(&g.tailSeq, &g.tailHash)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return ledger.AuditRecord{}, fmt.Errorf("read chain tail: %w", err)
+			return fmt.Errorf("read chain tail: %w", err)
 		}
 		g.tailRead = true
 	}
-	sealed := ledger.Seal(rec, g.tailSeq, g.tailHash)
-	sealed.Data = append([]byte(nil), rec.Data...)
-	st, err := g.stmt(insertAuditSQL)
-	if err != nil {
-		return ledger.AuditRecord{}, err
+	live := make([]*ledgerOp, 0, len(ops))
+	seq, hash := g.tailSeq, g.tailHash
+	for _, op := range ops {
+		if op.dup {
+			continue
+		}
+		op.sealed = ledger.Seal(op.rec, seq, hash)
+		op.sealed.Data = append([]byte(nil), op.rec.Data...)
+		seq, hash = op.sealed.Seq, op.sealed.Hash
+		live = append(live, op)
 	}
-	_, err = st.ExecContext(g.ctx, sealed.Seq, sealed.Time.UnixMicro(), sealed.Kind, sealed.Tenant, sealed.Subject,
-		string(sealed.Data), sealed.PrevHash, sealed.Hash)
-	if err != nil {
-		return ledger.AuditRecord{}, fmt.Errorf("insert audit record %d: %w", sealed.Seq, err)
+	for len(live) > 0 {
+		n := chunk(len(live))
+		if err := g.execAudit(live[:n]); err != nil {
+			return err
+		}
+		live = live[n:]
 	}
-	g.tailSeq, g.tailHash = sealed.Seq, sealed.Hash
-	return sealed, nil
+	g.tailSeq, g.tailHash = seq, hash
+	return nil
+}
+
+// execAudit runs the multi-row INSERT of the sealed records of ops,
+// len(ops) a power of two up to maxRows.
+func (g *groupTx) execAudit(ops []*ledgerOp) error {
+	st, err := g.stmt(insertAuditSQL[bits.TrailingZeros(uint(len(ops)))])
+	if err != nil {
+		return err
+	}
+	args := g.args[:0]
+	for _, op := range ops {
+		r := &op.sealed
+		args = append(args, r.Seq, r.Time.UnixMicro(), r.Kind, r.Tenant, r.Subject, string(r.Data), r.PrevHash, r.Hash)
+	}
+	_, err = st.ExecContext(g.ctx, args...)
+	clear(args)
+	g.args = args[:0]
+	if err != nil {
+		return fmt.Errorf("insert audit records %d to %d: %w", ops[0].sealed.Seq, ops[len(ops)-1].sealed.Seq, err)
+	}
+	return nil
 }
 
 // GetEntry implements ledger.Store.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -276,8 +277,12 @@ const maxGroup = 1024
 
 // groupOp is one queued write.
 type groupOp struct {
-	ctx  context.Context
+	ctx context.Context
+	// fn runs the op alone; for a ledger op (led set) the committer
+	// instead appends it with the group's other ledger ops in a few
+	// multi-row statements, and uses fn only when the op has to run alone.
 	fn   func(g *groupTx) error
+	led  *ledgerOp
 	err  error
 	done chan struct{}
 }
@@ -323,6 +328,14 @@ type groupTx struct {
 	tailRead bool
 	tailSeq  int64
 	tailHash string
+
+	// Buffers of the ledger's multi-row statements, reused from group to
+	// group.
+	tempStore int // the connection's temp_store, restored by close
+
+	ledgerOps []*ledgerOp
+	args      []any
+	seen      map[entryKey]struct{}
 }
 
 // stmt returns query prepared on the committer's connection.
@@ -341,6 +354,21 @@ func (g *groupTx) stmt(query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// memoryTemp keeps the connection's statement journals in memory while
+// the committer holds it. A statement of a group that may fail half-way
+// (a multi-row INSERT, one with triggers) journals the pages it changes so
+// that SQLite can undo it alone, without the group's other writes; by
+// default that journal spills to a temporary file past 64 KiB, costing a
+// write system call per page. The connection's own setting is restored
+// when it goes back to the pool.
+func (g *groupTx) memoryTemp() error {
+	if err := g.conn.QueryRowContext(g.ctx, "PRAGMA temp_store").Scan(&g.tempStore); err != nil {
+		return err
+	}
+	_, err := g.conn.ExecContext(g.ctx, "PRAGMA temp_store = MEMORY")
+	return err
+}
+
 // close releases the statements and the connection; bad says its
 // transaction state is unknown, so it must not go back to the pool.
 func (g *groupTx) close(bad bool) {
@@ -348,6 +376,10 @@ func (g *groupTx) close(bad bool) {
 		_ = st.Close()
 	}
 	g.stmts = nil
+	if !bad {
+		_, err := g.conn.ExecContext(g.ctx, "PRAGMA temp_store = "+strconv.Itoa(g.tempStore))
+		bad = err != nil
+	}
 	if bad {
 		_ = g.conn.Raw(func(any) error { return driver.ErrBadConn })
 	}
@@ -359,10 +391,15 @@ var opDonePool = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
 // group runs fn in a group-committed transaction and returns once that
 // transaction committed (fn's error, the commit's error, or nil).
 func (s *Store) group(ctx context.Context, fn func(g *groupTx) error) error {
-	if err := ctx.Err(); err != nil {
+	return s.enqueue(&groupOp{ctx: ctx, fn: fn})
+}
+
+// enqueue queues op and returns once its group committed.
+func (s *Store) enqueue(op *groupOp) error {
+	if err := op.ctx.Err(); err != nil {
 		return err
 	}
-	op := &groupOp{ctx: ctx, fn: fn, done: opDonePool.Get().(chan struct{})}
+	op.done = opDonePool.Get().(chan struct{})
 	q := &s.queue
 	q.mu.Lock()
 	q.ops = append(q.ops, op)
@@ -438,6 +475,12 @@ func (s *Store) commitGroup(ops []*groupOp) {
 	_ = s.lockWrite(context.Background())
 	ran := make([]*groupOp, 0, len(ops))
 	err := s.runGroup(func(g *groupTx) error {
+		// Ledger ops are gathered and appended together at the end: every
+		// op of a group was pending at the same time (each caller waits
+		// for the commit), so any order among them is a valid one, and
+		// the chain is extended in queue order among the ledger ops.
+		led := g.ledgerOps[:0]
+		defer func() { clear(led); g.ledgerOps = led[:0] }()
 		for len(ops) > 0 {
 			start := len(ran)
 			for _, op := range ops {
@@ -451,12 +494,19 @@ func (s *Store) commitGroup(ops []*groupOp) {
 			// On a failure, every op in ran (those not run yet included)
 			// is run again alone below.
 			for _, op := range ran[start:] {
+				if op.led != nil {
+					led = append(led, op.led)
+					continue
+				}
 				if err := op.fn(g); err != nil {
 					return err
 				}
 			}
 			// Ops that queued while these ran join the same commit.
 			ops = s.queue.take(maxGroup - len(ran))
+		}
+		if len(led) > 0 {
+			return g.appendLedger(led)
 		}
 		return nil
 	})
@@ -487,7 +537,12 @@ func (s *Store) runGroup(fn func(g *groupTx) error) error {
 		if err != nil {
 			return fmt.Errorf("sqlite: connection: %w", err)
 		}
-		q.tx = &groupTx{ctx: ctx, conn: conn}
+		g := &groupTx{ctx: ctx, conn: conn}
+		if err := g.memoryTemp(); err != nil {
+			g.close(true)
+			return fmt.Errorf("sqlite: connection: %w", err)
+		}
+		q.tx = g
 	}
 	g := q.tx
 	g.tailRead = false
