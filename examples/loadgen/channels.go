@@ -426,8 +426,10 @@ func (p *chanPayer) burst(ctx context.Context, ch *openChannel) bool {
 	p.t.log.sign(ch.id, max)
 	n := 2 + p.rng.IntN(chanBurstMax-1)
 	charges := make([]uint64, n)
+	paths := make([]string, n)
 	for i := range charges {
 		charges[i] = 1 + p.rng.Uint64N(ch.amount) // nonzero: each charge moves the cumulative amount
+		paths[i] = p.path()
 	}
 	out := make([]chanRecord, n)
 	var wg sync.WaitGroup
@@ -438,7 +440,7 @@ func (p *chanPayer) burst(ctx context.Context, ch *openChannel) bool {
 			// Each copy updates a private view; the payer adopts the
 			// highest reported state afterwards.
 			view := *ch
-			r = p.send(ctx, &view, pl, r)
+			r = p.sendTo(ctx, &view, pl, r, paths[i])
 			mu.Lock()
 			out[i] = r
 			mu.Unlock()
@@ -487,11 +489,16 @@ func (p *chanPayer) refund(ctx context.Context, ch *openChannel) bool {
 // send sends one payload on ch, records it, checks the answer from the
 // client's side and updates ch from it.
 func (p *chanPayer) send(ctx context.Context, ch *openChannel, pl *channel.Payload, r chanRecord) chanRecord {
+	return p.sendTo(ctx, ch, pl, r, p.path())
+}
+
+// sendTo is send to a given path (bursts pick theirs before they fan out:
+// the payer's rng is not safe for concurrent use).
+func (p *chanPayer) sendTo(ctx context.Context, ch *openChannel, pl *channel.Payload, r chanRecord, path string) chanRecord {
 	raw, err := json.Marshal(map[string]any{"x402Version": x402.Version2, "accepted": ch.req.V2(), "payload": pl})
 	if err != nil {
 		panic(err)
 	}
-	path := p.path()
 	if pl.Type != channel.TypeRefund {
 		path += "?" + chanQueryCharge + "=" + strconv.FormatUint(r.AskCharge, 10)
 	}
