@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/402claw/dispatcher/x402"
@@ -75,6 +76,68 @@ type Scheme struct {
 	withdrawDelay      uint64
 	svc                *Service
 	cache              *eip712.RecoverCache
+	checked            *checkedRing
+}
+
+// checkedRing remembers the last voucher payments checked, by payment and
+// requirement, so that the Service's Begin after the payment stage's
+// Check (the same *x402.Payment) does not decode and verify it twice. A
+// voucher's check does not depend on the time, so the answer stays right.
+type checkedRing struct {
+	mu    sync.Mutex
+	next  int
+	ring  [256]checkedEntry
+	index map[*x402.Payment]int
+}
+
+type checkedEntry struct {
+	p   *x402.Payment
+	req checkedReq
+	c   *Checked
+}
+
+// checkedReq is what of a requirement a check depends on.
+type checkedReq struct{ network, amount, payTo, asset, auth, delay string }
+
+func checkedReqOf(req x402.Requirement) checkedReq {
+	return checkedReq{req.Network, req.Amount, req.PayTo, req.Asset, req.ExtraString(ExtraReceiverAuthorizer), fmt.Sprint(req.Extra[ExtraWithdrawDelay])}
+}
+
+func (r *checkedRing) get(p *x402.Payment, req checkedReq) *Checked {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, ok := r.index[p]
+	if !ok || r.ring[i].req != req {
+		return nil
+	}
+	return r.ring[i].c
+}
+
+func (r *checkedRing) has(p *x402.Payment) bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.index[p]
+	return ok
+}
+
+func (r *checkedRing) add(p *x402.Payment, req checkedReq, c *Checked) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old := r.ring[r.next].p; old != nil {
+		delete(r.index, old)
+	}
+	r.ring[r.next] = checkedEntry{p: p, req: req, c: c}
+	r.index[p] = r.next
+	r.next = (r.next + 1) % len(r.ring)
 }
 
 var (
@@ -100,7 +163,7 @@ func NewScheme(cfg SchemeConfig) (*Scheme, error) {
 		tables = DefaultKeyTables
 	}
 	cache := eip712.NewCache(eip712.CacheConfig{Size: 4096, KeyTables: max(tables, 0)})
-	return &Scheme{receiverAuthorizer: addr, withdrawDelay: delay, cache: cache}, nil
+	return &Scheme{receiverAuthorizer: addr, withdrawDelay: delay, cache: cache, checked: &checkedRing{index: map[*x402.Payment]int{}}}, nil
 }
 
 // ReceiverAuthorizer returns the receiver authorizer a facilitator
@@ -181,6 +244,10 @@ func (s *Scheme) Check(p *x402.Payment, req x402.Requirement, now time.Time) (x4
 func (s *Scheme) CheckPayment(p *x402.Payment, req x402.Requirement, now time.Time) (*Checked, error) {
 	if p == nil {
 		return nil, fmt.Errorf("%w: no payment", x402.ErrInvalidPayment)
+	}
+	rk := checkedReqOf(req)
+	if c := s.checked.get(p, rk); c != nil {
+		return c, nil
 	}
 	pl, err := DecodePayload(p.Payload)
 	if err != nil {
@@ -278,6 +345,9 @@ func (s *Scheme) CheckPayment(p *x402.Payment, req x402.Requirement, now time.Ti
 	}
 	g.ID = strings.Join(idParts, ":")
 	c.Grant = g
+	if pl.Type == TypeVoucher {
+		s.checked.add(p, rk, c)
+	}
 	return c, nil
 }
 

@@ -126,7 +126,7 @@ func New(s kv.Store, cfg Config) (*Service, error) {
 		return nil, errors.New("channel: New needs a kv.Store and a Scheme")
 	}
 	svc := &Service{
-		st: store{kv: s, prefix: cfg.Prefix}, scheme: cfg.Scheme, fac: cfg.Facilitator, journal: cfg.Journal,
+		st: store{kv: s, prefix: cfg.Prefix, decoded: &decodedStates{m: map[string]decodedState{}}}, scheme: cfg.Scheme, fac: cfg.Facilitator, journal: cfg.Journal,
 		leaseTTL: cfg.LeaseTTL, busyWait: cfg.BusyWait, freshFor: cfg.FreshFor, now: cfg.Now, log: cfg.Logger,
 	}
 	// The service's own copy of the scheme verifies locally against it.

@@ -20,7 +20,10 @@ type stageChannels struct{ s *Service }
 
 var _ payment.Corrective = (*MismatchError)(nil)
 
-func (c stageChannels) IsRefund(p *x402.Payment) bool { return IsRefund(p) }
+func (c stageChannels) IsRefund(p *x402.Payment) bool {
+	// A voucher the scheme just checked is not a refund: no second decode.
+	return !c.s.scheme.checked.has(p) && IsRefund(p)
+}
 
 func (c stageChannels) Refund(ctx context.Context, p *x402.Payment, req x402.Requirement) (*x402.SettleResponse, error) {
 	sr, err := c.s.Refund(ctx, p, req)

@@ -1,11 +1,14 @@
 package channel
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/402claw/dispatcher/kv"
@@ -151,11 +154,54 @@ func (s *State) VoucherState() VoucherState {
 type store struct {
 	kv     kv.Store
 	prefix string
+	// decoded remembers the last record read or written per channel, so
+	// that reading the same bytes again skips their decoding.
+	decoded *decodedStates
+}
+
+// decodedStates maps channel ids to their last record and its decoding.
+// A State's Movements are never modified in place (a new one replaces
+// them), so sharing them between copies is safe.
+type decodedStates struct {
+	mu sync.Mutex
+	m  map[string]decodedState
+}
+
+type decodedState struct {
+	raw []byte
+	st  State
+}
+
+// maxDecodedStates bounds decodedStates; past it the map starts over.
+const maxDecodedStates = 4096
+
+func (d *decodedStates) get(id string, raw []byte) (State, bool) {
+	if d == nil {
+		return State{}, false
+	}
+	d.mu.Lock()
+	e, ok := d.m[id]
+	d.mu.Unlock()
+	if !ok || !bytes.Equal(e.raw, raw) {
+		return State{}, false
+	}
+	return e.st, true
+}
+
+func (d *decodedStates) put(id string, raw []byte, st State) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	if len(d.m) >= maxDecodedStates {
+		clear(d.m)
+	}
+	d.m[id] = decodedState{raw: raw, st: st}
+	d.mu.Unlock()
 }
 
 func (s store) headKey(id string) string  { return s.prefix + id + ":head" }
 func (s store) leaseKey(id string) string { return s.prefix + id + ":lease" }
-func (s store) fenceKey(id string) string { return s.prefix + id + ":fence" }
 func (s store) recKey(id string, v uint64) string {
 	return s.prefix + id + ":v:" + strconv.FormatUint(v, 10)
 }
@@ -201,10 +247,14 @@ func (s store) load(ctx context.Context, id string) (State, uint64, error) {
 				return State{}, 0, fmt.Errorf("channel: read state: %w", err)
 			}
 		}
+		if st, ok := s.decoded.get(id, rec); ok {
+			return st, head, nil
+		}
 		var st State
 		if err := json.Unmarshal(rec, &st); err != nil {
 			return State{}, 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
+		s.decoded.put(id, rec, st)
 		return st, head, nil
 	}
 	return State{}, 0, fmt.Errorf("channel: state of %s kept moving while read", id)
@@ -223,6 +273,7 @@ func (s store) put(ctx context.Context, st State, base uint64) error {
 	if !ok {
 		return ErrFenced
 	}
+	s.decoded.put(st.ChannelID, rec, st)
 	// Raise the head to base+1 unless it is there already; readers probe
 	// past a lagging head, so a failure here loses nothing. Old records
 	// are pruned only once the head is known to be past them, so a head
@@ -234,14 +285,18 @@ func (s store) put(ctx context.Context, st State, base uint64) error {
 	return nil
 }
 
+// leaseTokens makes lease tokens unique across processes (a random
+// prefix) and within one (a counter), without a store round trip.
+var (
+	leaseTokenPrefix = RandomSalt()[2:18] + "-"
+	leaseTokenSeq    atomic.Uint64
+)
+
 // lease takes the channel's lease for ttl and returns its token, or a
-// *BusyError.
+// *BusyError. The token only tells the holder's release from another's:
+// the fencing of state writes is the version chain's.
 func (s store) lease(ctx context.Context, id string, ttl time.Duration) (string, error) {
-	n, _, err := s.kv.Incr(ctx, s.fenceKey(id), kv.Increment{Delta: 1, Max: kv.Unbounded})
-	if err != nil {
-		return "", fmt.Errorf("channel: lease: %w", err)
-	}
-	token := strconv.FormatInt(n, 10)
+	token := leaseTokenPrefix + strconv.FormatUint(leaseTokenSeq.Add(1), 36)
 	ok, err := s.kv.SetNX(ctx, s.leaseKey(id), []byte(token), ttl)
 	if err != nil {
 		return "", fmt.Errorf("channel: lease: %w", err)

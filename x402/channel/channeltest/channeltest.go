@@ -296,7 +296,10 @@ func testConcurrent(t *testing.T, s kv.Store) {
 
 func testFencing(t *testing.T, s kv.Store) {
 	ctx := context.Background()
-	e := NewEnv(t, s, channel.Config{LeaseTTL: 100 * time.Millisecond})
+	// The lease must outlast a few store round trips and a signature
+	// check on a loaded machine (under -race, beside other packages'
+	// tests), or the fresh holder's lease lapses before the test looks.
+	e := NewEnv(t, s, channel.Config{LeaseTTL: 400 * time.Millisecond})
 	p := e.Voucher(t, 2000)
 	stale, err := e.Service.Begin(ctx, p, e.Req)
 	require.NoError(t, err)
