@@ -61,13 +61,18 @@ type chanInput struct {
 
 // lostAnswer reports whether the escrow executed f but the gateway may
 // never have heard of it: the answer was withheld (a timeout fault), or a
-// SIGKILL came within cutOffWindow after it.
+// SIGKILL came after the call began (the escrow goes on executing a call
+// whose caller died) and at most cutOffWindow after it was executed.
 func (in chanInput) lostAnswer(f chanSettleRecord) bool {
 	if !f.Answered {
 		return true
 	}
+	start := f.Start
+	if start.IsZero() {
+		start = f.Time
+	}
 	for _, k := range in.Kills {
-		if !f.Time.After(k.Killed) && k.Killed.Sub(f.Time) <= cutOffWindow {
+		if !k.Killed.Before(start) && k.Killed.Sub(f.Time) <= cutOffWindow {
 			return true
 		}
 	}

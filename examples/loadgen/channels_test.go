@@ -232,6 +232,13 @@ func TestChannelClaimCutOffIsAWarningUnlessStrict(t *testing.T) {
 	require.Empty(t, failed(checkChannels(s.in)))
 	s.in.Kills = []killWindow{{Killed: at.Add(time.Minute), Healthy: at.Add(time.Minute + time.Second)}}
 	require.NotEmpty(t, failed(checkChannels(s.in)), "a SIGKILL a minute later does not excuse it")
+	// The gateway killed while the call was in flight, the escrow
+	// executing it afterwards: cut off.
+	s.in.Facil[len(s.in.Facil)-1].Start = at.Add(-300 * time.Millisecond)
+	s.in.Kills = []killWindow{{Killed: at.Add(-100 * time.Millisecond), Healthy: at.Add(time.Second)}}
+	require.Empty(t, failed(checkChannels(s.in)))
+	s.in.Kills = []killWindow{{Killed: at.Add(-time.Second), Healthy: at.Add(time.Second)}}
+	require.NotEmpty(t, failed(checkChannels(s.in)), "a SIGKILL before the call began does not excuse it")
 }
 
 func TestChannelChecksSkipWithoutState(t *testing.T) {

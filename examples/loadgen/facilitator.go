@@ -69,8 +69,9 @@ type faultyFacilitator struct {
 // chanSettleRecord is one successful batch-settlement /settle call: money
 // that moved in the emulated escrow.
 type chanSettleRecord struct {
-	Time     time.Time
-	Type     string // deposit, claim, settle, refund
+	Start    time.Time // when the call came in
+	Time     time.Time // when the escrow executed it
+	Type     string    // deposit, claim, settle, refund
 	TxHash   string
 	Amount   string // the response's amount (deposit, sweep, refund)
 	Channel  string // deposit and refund
@@ -271,6 +272,7 @@ func (f *faultyFacilitator) settleChannel(w http.ResponseWriter, r *http.Request
 	}
 	_ = json.Unmarshal(req.Payment.Payload, &probe)
 	kind := "channel " + probe.Type
+	start := time.Now()
 	x := f.roll()
 	ff := f.faults
 	hangAfter := false
@@ -303,7 +305,7 @@ func (f *faultyFacilitator) settleChannel(w http.ResponseWriter, r *http.Request
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
-	rec := chanSettleRecord{Time: time.Now(), Type: probe.Type, TxHash: resp.Transaction, Amount: resp.Amount, Answered: !hangAfter}
+	rec := chanSettleRecord{Start: start, Time: time.Now(), Type: probe.Type, TxHash: resp.Transaction, Amount: resp.Amount, Answered: !hangAfter}
 	switch probe.Type {
 	case channel.TypeDeposit, channel.TypeRefund:
 		var pl struct {
