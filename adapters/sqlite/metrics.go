@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -33,11 +34,6 @@ const pruneEvery = time.Minute
 // pruneBatch is how many raw events one prune transaction deletes at most;
 // small batches keep the write lock short.
 const pruneBatch = 5000
-
-const insertEventSQL = `INSERT INTO usage_events (request_id, time_us, api_id, endpoint, owner, directory,
-	caller_id, client_net, payer, status, latency_ms, price_usd, billed_usd, lifecycle, appended_us)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-	ON CONFLICT (request_id) DO NOTHING`
 
 // Append reads each touched rollup row, adds its delta in Go and writes the
 // totals back, all inside its immediate transaction.
@@ -74,12 +70,16 @@ type rollupDelta struct {
 
 // Append implements metrics.Store. The events are normalized first (one
 // invalid event rejects the batch); then, in one immediate transaction,
-// each is inserted with ON CONFLICT (request_id) DO NOTHING, and the events
-// that were inserted are folded, as HourRollup.Add would, into their
-// (hour, API) rollup rows: each touched row is read, its delta added in Go
-// (counters, packed latency, the caller and source sets merged) and written
-// back with one UPSERT. The rollups therefore always agree with the stored events,
-// whoever else writes the file.
+// they are inserted with ON CONFLICT (request_id) DO NOTHING, and the
+// events that were inserted are folded, as HourRollup.Add would, into
+// their (hour, API) rollup rows: each touched row is read, its delta added
+// in Go (counters, packed latency, the caller and source sets merged) and
+// written back with one UPSERT. The rollups therefore always agree with
+// the stored events, whoever else writes the file.
+//
+// Batches are written on a connection kept between them, with the
+// statements prepared once (see appender), and events go in eventChunk
+// rows per INSERT.
 func (s *Store) Append(ctx context.Context, events ...metrics.UsageEvent) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -96,38 +96,138 @@ func (s *Store) Append(ctx context.Context, events ...metrics.UsageEvent) error 
 		return nil
 	}
 	now := s.now()
-	err := s.writeTx(ctx, func(q querier) error {
-		return s.appendEvents(ctx, q, norm, now.UnixMicro())
-	})
-	if err != nil {
+	if err := s.appendBatch(ctx, norm, now.UnixMicro()); err != nil {
 		return fmt.Errorf("sqlite: append: %w", err)
 	}
 	s.maybePrune(ctx, now)
 	return nil
 }
 
-// appendEvents does Append's transaction.
-func (s *Store) appendEvents(ctx context.Context, conn querier, norm []metrics.UsageEvent, appendedUS int64) error {
-	ins, err := conn.PrepareContext(ctx, insertEventSQL)
+// appendBatch runs Append's transaction on the appender's connection,
+// under the in-process write lock.
+func (s *Store) appendBatch(ctx context.Context, norm []metrics.UsageEvent, appendedUS int64) error {
+	if err := s.lockWrite(ctx); err != nil {
+		return err
+	}
+	defer s.unlockWrite()
+	a := &s.appender
+	conn, err := a.acquire(ctx, s.db)
+	if err != nil {
+		return fmt.Errorf("sqlite: connection: %w", err)
+	}
+	healthy, err := s.txOn(ctx, conn, func(*sql.Conn) error { return s.appendEvents(ctx, a, norm, appendedUS) })
+	a.release(!healthy)
+	return err
+}
+
+// eventChunk is the most events one INSERT of Append carries: a statement
+// per event would cost a statement execution, and a trip through
+// database/sql and the driver, per event. A batch is written in chunks of
+// eventChunk rows and then, for the rest, of the powers of two below it,
+// so Append prepares at most seven INSERTs, once per connection.
+const eventChunk = 64
+
+// insertEventsSQL returns the INSERT of n event rows, ignoring those whose
+// request id is already stored.
+func insertEventsSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO usage_events (request_id, time_us, api_id, endpoint, owner, directory,
+	caller_id, client_net, payer, status, latency_ms, price_usd, billed_usd, lifecycle, appended_us) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+	}
+	b.WriteString(" ON CONFLICT (request_id) DO NOTHING")
+	return b.String()
+}
+
+// insertEventsSQLs[k] inserts 1<<k rows.
+var insertEventsSQLs = func() []string {
+	var qs []string
+	for n := 1; n <= eventChunk; n *= 2 {
+		qs = append(qs, insertEventsSQL(n))
+	}
+	return qs
+}()
+
+// eventColumns is the number of bound values per event row.
+const eventColumns = 15
+
+const lastSeqSQL = `SELECT coalesce(max(seq), 0) FROM usage_events`
+
+// appendEvents does Append's transaction. The batch keeps the first event
+// of each request id and inserts them in order. When a statement inserted
+// fewer rows than it carried (some request ids were already stored), the
+// rows this transaction added are read back by seq to learn which were,
+// so that only inserted events reach the rollups.
+func (s *Store) appendEvents(ctx context.Context, a *appender, norm []metrics.UsageEvent, appendedUS int64) error {
+	batch := make([]*metrics.UsageEvent, 0, len(norm))
+	seen := make(map[string]struct{}, len(norm))
+	for i := range norm {
+		if _, dup := seen[norm[i].RequestID]; dup {
+			continue // the first event with a request id wins
+		}
+		seen[norm[i].RequestID] = struct{}{}
+		batch = append(batch, &norm[i])
+	}
+	// seq grows under the write lock: the rows inserted below are those
+	// above the largest seq now.
+	last, err := a.stmt(ctx, lastSeqSQL)
 	if err != nil {
 		return err
 	}
-	defer ins.Close()
-
-	rollups := map[rollupKey]*rollupDelta{}
-	var rollupOrder []rollupKey
-	for i := range norm {
-		e := &norm[i]
-		res, err := ins.ExecContext(ctx, e.RequestID, e.Time.UnixMicro(), e.APIID, e.Endpoint, e.Owner, e.Directory,
-			e.CallerID, e.ClientNet, e.Payer, e.Status, e.LatencyMs, e.PriceUSD.String(), e.BilledUSD.String(), string(e.Lifecycle), appendedUS)
+	var lastSeq int64
+	if err := last.QueryRowContext(ctx).Scan(&lastSeq); err != nil {
+		return fmt.Errorf("read last seq: %w", err)
+	}
+	args := make([]any, 0, eventColumns*min(len(batch), eventChunk))
+	conflicts := false
+	for rest := batch; len(rest) > 0; {
+		k := 0 // the largest chunk of 1<<k rows that fits
+		for k+1 < len(insertEventsSQLs) && 1<<(k+1) <= len(rest) {
+			k++
+		}
+		chunk := rest[:1<<k]
+		rest = rest[len(chunk):]
+		args = args[:0]
+		for _, e := range chunk {
+			args = append(args, e.RequestID, e.Time.UnixMicro(), e.APIID, e.Endpoint, e.Owner, e.Directory,
+				e.CallerID, e.ClientNet, e.Payer, e.Status, e.LatencyMs, e.PriceUSD.String(), e.BilledUSD.String(),
+				string(e.Lifecycle), appendedUS)
+		}
+		ins, err := a.stmt(ctx, insertEventsSQLs[k])
 		if err != nil {
-			return fmt.Errorf("insert event %q: %w", e.RequestID, err)
+			return err
+		}
+		res, err := ins.ExecContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("insert events: %w", err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return err
-		} else if n == 0 {
-			continue // a request id already stored (or earlier in this batch)
+		} else if n != int64(len(chunk)) {
+			conflicts = true
 		}
+	}
+	if conflicts {
+		inserted, err := insertedSince(ctx, a.conn, lastSeq, len(batch))
+		if err != nil {
+			return err
+		}
+		kept := batch[:0]
+		for _, e := range batch {
+			if _, ok := inserted[e.RequestID]; ok {
+				kept = append(kept, e)
+			}
+		}
+		batch = kept
+	}
+
+	rollups := map[rollupKey]*rollupDelta{}
+	var rollupOrder []rollupKey
+	for _, e := range batch {
 		// Fold the event in exactly as metrics.HourRollup.Add does.
 		k := rollupKey{metrics.HourOf(e.Time).Unix(), e.APIID}
 		d := rollups[k]
@@ -157,16 +257,14 @@ func (s *Store) appendEvents(ctx context.Context, conn querier, norm []metrics.U
 		return nil
 	}
 
-	sel, err := conn.PrepareContext(ctx, selectRollupSQL)
+	sel, err := a.stmt(ctx, selectRollupSQL)
 	if err != nil {
 		return err
 	}
-	defer sel.Close()
-	up, err := conn.PrepareContext(ctx, upsertRollupSQL)
+	up, err := a.stmt(ctx, upsertRollupSQL)
 	if err != nil {
 		return err
 	}
-	defer up.Close()
 	var names []string // usage_callers, loaded for the first legacy row
 	for _, k := range rollupOrder {
 		d := rollups[k]
@@ -186,7 +284,7 @@ func (s *Store) appendEvents(ctx context.Context, conn querier, norm []metrics.U
 		var callerSet, sourceSet metrics.CallerSet
 		if callers == nil && len(legacy) > 0 {
 			if names == nil {
-				if names, err = s.callers.names(ctx, conn); err != nil {
+				if names, err = s.callers.names(ctx, a.conn); err != nil {
 					return err
 				}
 			}
@@ -206,6 +304,24 @@ func (s *Store) appendEvents(ctx context.Context, conn querier, norm []metrics.U
 		}
 	}
 	return nil
+}
+
+// insertedSince returns the request ids of the events stored after seq.
+func insertedSince(ctx context.Context, conn querier, seq int64, hint int) (map[string]struct{}, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT request_id FROM usage_events WHERE seq > ?`, seq)
+	if err != nil {
+		return nil, fmt.Errorf("read inserted events: %w", err)
+	}
+	defer rows.Close()
+	ids := make(map[string]struct{}, hint)
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids[id] = struct{}{}
+	}
+	return ids, rows.Err()
 }
 
 // decodeSets decodes the two stored caller sets of a rollup row, interning
