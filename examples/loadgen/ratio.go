@@ -87,6 +87,19 @@ type ratioResult struct {
 	ok, other int64
 	elapsed   time.Duration
 	rounds    []float64 // requests/s per round
+	// cpu is the side's process CPU time over its rounds (from /proc;
+	// zero where it cannot be read): on a shared machine the CPU spent
+	// per request moves far less with the neighbours' load than
+	// throughput does.
+	cpu time.Duration
+}
+
+// cpuPerRequest is the side's CPU time per answered request, or zero.
+func (r *ratioResult) cpuPerRequest() time.Duration {
+	if r.ok == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.ok)
 }
 
 func (r *ratioResult) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
@@ -231,23 +244,42 @@ func runRatio(ctx context.Context, cfg ratioConfig, out io.Writer) error {
 			if side == "bare" {
 				base = bareBase
 			}
+			pid := bare.Process.Pid
+			if side == "gateway" {
+				pid = gatewayPID(gw)
+			}
+			cpu0, cpuErr := procCPU(pid)
 			ok, other, el := hammer(ctx, client, base, cfg.concurrency, cfg.callers, cfg.round, &seq)
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			res := sides[side]
 			res.ok, res.other, res.elapsed = res.ok+ok, res.other+other, res.elapsed+el
+			if cpu1, err := procCPU(pid); err == nil && cpuErr == nil {
+				res.cpu += cpu1 - cpu0
+			}
 			res.rounds = append(res.rounds, float64(ok)/el.Seconds())
 		}
 	}
 	g, b := sides["gateway"], sides["bare"]
 	fmt.Fprintf(out, "  gateway: %8.0f req/s  (%d ok, %d other; rounds median %.0f)\n", g.rate(), g.ok, g.other, median(g.rounds))
 	fmt.Fprintf(out, "  bare:    %8.0f req/s  (%d ok, %d other; rounds median %.0f)\n", b.rate(), b.ok, b.other, median(b.rounds))
+	if g.cpu > 0 && b.cpu > 0 {
+		fmt.Fprintf(out, "  CPU per request: gateway %.1f µs, bare %.1f µs (ratio %.2f)\n",
+			float64(g.cpuPerRequest())/1e3, float64(b.cpuPerRequest())/1e3, float64(g.cpuPerRequest())/float64(b.cpuPerRequest()))
+	}
 	fmt.Fprintf(out, "RATIO %.3f (gateway/bare, store %s, kv %s)\n", g.rate()/b.rate(), store, kvURL)
 	if g.other > 0 || b.other > 0 {
 		return fmt.Errorf("%d gateway and %d bare answers were not 200: the ratio does not measure the free path", g.other, b.other)
 	}
 	return nil
+}
+
+// gatewayPID is the running gateway's process id.
+func gatewayPID(g *gateway) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cmd.Process.Pid
 }
 
 func median(xs []float64) float64 {

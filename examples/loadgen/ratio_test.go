@@ -134,6 +134,7 @@ func TestRatioAndPaidEndToEnd(t *testing.T) {
 	t.Log(out.String())
 	require.NoError(t, err)
 	require.Contains(t, out.String(), "RATIO ")
+	require.Contains(t, out.String(), "CPU per request: gateway ", "each side's CPU from /proc")
 
 	out.Reset()
 	err = runPaid(ctx, paidConfig{
