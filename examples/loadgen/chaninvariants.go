@@ -41,6 +41,9 @@ type chanInput struct {
 	States     map[string]channel.State
 	StatesRead bool
 	StatesErr  string
+	// ClaimerLeased says the claimer's lease was still taken after the
+	// run: a pass a SIGKILL cut off holds it until its TTL runs out.
+	ClaimerLeased bool
 	// Escrow is the emulated escrow per channel; Swept the amount the
 	// escrow settled per receiver|token (lower case).
 	Escrow map[string]localfacilitator.EscrowChannel
@@ -452,6 +455,47 @@ func checkChannels(in chanInput) []checkResult {
 		c.Detail = fmt.Sprintf("%d charged answers, %d charge entries", answers, len(entryAt))
 	}
 	add(c)
+
+	// 6. Liveness: after the claim wait, with the facilitator's faults
+	// off, every charge is claimed, except on channels a request cut off
+	// by a SIGKILL or a transport error may still hold (its lease
+	// outlives the process).
+	c = checkResult{Name: "channels: everything charged is claimed after the claim wait (channels a cut-off request may hold excepted)"}
+	switch {
+	case !in.StatesRead:
+		c.Skipped = noKV
+	case in.ClaimerLeased:
+		c.Skipped = "the claimer's lease is still taken, by a pass a SIGKILL cut off: nothing is claimed until it lapses"
+	default:
+		held := map[string]bool{}
+		for _, r := range in.Records {
+			if r.Outcome == outConnError && r.Channel != "" {
+				held[strings.ToLower(r.Channel)] = true
+			}
+		}
+		for _, f := range in.Facil {
+			if f.Type == channel.TypeRefund && in.lostAnswer(f) {
+				held[f.Channel] = true
+			}
+		}
+		checked, excepted := 0, 0
+		for _, id := range ids {
+			st, ok := in.States[id]
+			if !ok || st.Charged == 0 {
+				continue
+			}
+			if held[id] {
+				excepted++
+				continue
+			}
+			checked++
+			if got := in.Escrow[id].TotalClaimed; got < st.Charged {
+				c.breach("channel %s: %d charged, %d claimed in the escrow after the claim wait", short(id), st.Charged, got)
+			}
+		}
+		c.Detail = fmt.Sprintf("%d channels checked, %d excepted", checked, excepted)
+	}
+	add(c)
 	return out
 }
 
@@ -482,11 +526,11 @@ func channelInput(ctx context.Context, t *channelTraffic, fac *faultyFacilitator
 		pair := strings.ToLower(info.Receiver) + "|" + strings.ToLower(info.Token)
 		in.Swept[pair] = esc.Settled(info.Receiver, info.Token)
 	}
-	states, err := readChannelStates(ctx, kvURL, fac.lf.Address(), in.channelIDs())
+	states, leased, err := readChannelStates(ctx, kvURL, fac.lf.Address(), in.channelIDs())
 	if err != nil {
 		in.StatesErr = err.Error()
 	} else {
-		in.States, in.StatesRead = states, true
+		in.States, in.StatesRead, in.ClaimerLeased = states, true, leased
 	}
 	var charged, claimed uint64
 	for _, st := range states {

@@ -122,8 +122,14 @@ func (s *chanScenario) escrow(f func(*localfacilitator.EscrowChannel)) {
 
 func TestChannelChecksPassACleanChannel(t *testing.T) {
 	t.Parallel()
-	cs := checkChannels(newChanScenario(t).in)
-	require.Len(t, cs, 5)
+	s := newChanScenario(t)
+	// Everything claimed, as after the claim wait.
+	s.state(func(st *channel.State) { st.ClaimedUpTo, st.TotalClaimed = 2400, 2400 })
+	s.escrow(func(e *localfacilitator.EscrowChannel) { e.TotalClaimed = 2400 })
+	s.in.Facil = append(s.in.Facil, chanSettleRecord{Type: channel.TypeClaim, TxHash: "0xc2", Claims: map[string]uint64{s.id: 2400}, Answered: true})
+	s.in.Entries = append(s.in.Entries, ledger.Entry{IdempotencyKey: "claim:" + s.id + ":2400", Tenant: "chan", AmountAtomic: "1000", Cumulative: "2400", Channel: s.id, TxHash: "0xc2", Status: statusClaimed})
+	cs := checkChannels(s.in)
+	require.Len(t, cs, 6)
 	require.Empty(t, failed(cs))
 	for _, c := range cs {
 		require.Empty(t, c.Skipped, c.Name)
@@ -199,6 +205,21 @@ func TestChannelChecksCatch(t *testing.T) {
 			requireFailure(t, checkChannels(s.in), tc.check, tc.words)
 		})
 	}
+}
+
+func TestChannelChecksCatchAnUnclaimedCharge(t *testing.T) {
+	t.Parallel()
+	s := newChanScenario(t) // 2400 charged, 1400 claimed
+	requireFailure(t, checkChannels(s.in), "everything charged is claimed", "2400 charged, 1400 claimed")
+	// A request cut off on the channel may hold its lease: excepted.
+	s.in.Records = append(s.in.Records, chanRecord{Channel: s.id, Kind: channel.TypeVoucher, Outcome: outConnError})
+	require.Empty(t, failed(checkChannels(s.in)))
+	// A claimer pass cut off by a SIGKILL holds every claim back.
+	s.in.Records = s.in.Records[:len(s.in.Records)-1]
+	s.in.ClaimerLeased = true
+	cs := checkChannels(s.in)
+	require.Empty(t, failed(cs))
+	require.Contains(t, cs[5].Skipped, "claimer's lease")
 }
 
 func TestChannelChargeLostToACutOffRequestIsAWarning(t *testing.T) {

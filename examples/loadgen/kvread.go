@@ -69,21 +69,29 @@ func openKV(ctx context.Context, url string) (kv.Store, func(), error) {
 
 // readChannelStates loads the gateway's state of each channel in ids
 // (channels without state are left out), through channel.Service.Load on
-// the gateway's default key prefix. authorizer is the facilitator's
-// receiverAuthorizer (the scheme needs one; reading does not use it).
-func readChannelStates(ctx context.Context, kvURL, authorizer string, ids []string) (map[string]channel.State, error) {
+// the gateway's default key prefix, and reports whether the claimer's
+// lease is still taken (a pass a SIGKILL cut off leaves it until its TTL
+// runs out, and no claim is made meanwhile). authorizer is the
+// facilitator's receiverAuthorizer (the scheme needs one; reading does not
+// use it).
+func readChannelStates(ctx context.Context, kvURL, authorizer string, ids []string) (map[string]channel.State, bool, error) {
 	st, closeFn, err := openKV(ctx, kvURL)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer closeFn()
 	sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: authorizer})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	svc, err := channel.New(st, channel.Config{Scheme: sc})
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	_, err = st.Get(ctx, svc.Prefix()+"claimer:lease")
+	leased := err == nil
+	if err != nil && !errors.Is(err, kv.ErrNotFound) {
+		return nil, false, err
 	}
 	out := make(map[string]channel.State, len(ids))
 	for _, id := range ids {
@@ -91,12 +99,12 @@ func readChannelStates(ctx context.Context, kvURL, authorizer string, ids []stri
 		switch {
 		case errors.Is(err, channel.ErrNotFound):
 		case err != nil:
-			return nil, fmt.Errorf("channel %s: %w", id, err)
+			return nil, false, fmt.Errorf("channel %s: %w", id, err)
 		default:
 			out[strings.ToLower(id)] = s
 		}
 	}
-	return out, nil
+	return out, leased, nil
 }
 
 // earlierChannels reports whether the KV store already holds the channel
