@@ -3,6 +3,9 @@ package channel_test
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
 	"github.com/stretchr/testify/require"
 
@@ -45,4 +48,38 @@ func TestCheckedPaymentIsPerRequirement(t *testing.T) {
 	require.NoError(t, err)
 	_, err = e.Service.Begin(context.Background(), p, e.Req)
 	require.Equal(t, channel.ReasonCumulativeAmountMismatch, channel.Reason(err), "the voucher is spent")
+}
+
+// A payer that keeps paying gets a KeyTable; vouchers are then checked
+// with it, and one signed by another key for the same channel is still
+// refused.
+func TestVoucherKeyTable(t *testing.T) {
+	e := channeltest.NewEnv(t, memory.NewKV(), channel.Config{})
+	sc := e.Service.Scheme()
+	n := uint64(5000)
+	require.Eventually(t, func() bool {
+		for i := 0; i < 8; i++ {
+			n++ // distinct vouchers: each one a recovery until the table
+			_, err := sc.Check(e.Voucher(t, n), e.Req, timeNow())
+			require.NoError(t, err)
+		}
+		return sc.HasKeyTable(e.Config.PayerAuthorizer)
+	}, 30*time.Second, 10*time.Millisecond)
+	_, err := sc.Check(e.Voucher(t, 7777), e.Req, timeNow())
+	require.NoError(t, err, "checked with the table")
+
+	other := channel.NewClient(testKey2(t))
+	v, err := other.Voucher(e.Config, 84532, 7777)
+	require.NoError(t, err)
+	pl := &channel.Payload{Type: channel.TypeVoucher, ChannelConfig: e.Config, Voucher: v}
+	p, err := channel.Envelope(e.Req, pl)
+	require.NoError(t, err)
+	_, err = sc.Check(p, e.Req, timeNow())
+	require.Equal(t, channel.ReasonVoucherSignature, channel.Reason(err))
+}
+
+func testKey2(t *testing.T) *secp256k1.PrivateKey {
+	k, err := secp256k1.GeneratePrivateKey()
+	require.NoError(t, err)
+	return k
 }

@@ -185,6 +185,17 @@ func ReceiverAuthorizer(s *x402.SupportedResponse, network string) (string, bool
 	return "", false
 }
 
+// HasKeyTable reports whether vouchers signed by address are checked with
+// a precomputed eip712.KeyTable (see SchemeConfig.KeyTables).
+func (s *Scheme) HasKeyTable(address string) bool {
+	for _, a := range s.cache.KeyTables() {
+		if strings.EqualFold(a, address) {
+			return true
+		}
+	}
+	return false
+}
+
 // Name returns "batch-settlement".
 func (*Scheme) Name() string { return Name }
 
