@@ -88,6 +88,42 @@ type checkedRing struct {
 	next  int
 	ring  [256]checkedEntry
 	index map[*x402.Payment]int
+	// ids remembers channel ids by config (a hash of the config: the same
+	// config always has the same id).
+	ids map[channelKey]string
+}
+
+type channelKey struct {
+	cfg   ChannelConfig
+	chain int64
+}
+
+// maxChannelIDs bounds checkedRing.ids; past it the map starts over.
+const maxChannelIDs = 4096
+
+// channelID returns cfg.ID(chainID), remembered.
+func (r *checkedRing) channelID(cfg ChannelConfig, chainID int64) (string, error) {
+	if r == nil {
+		return cfg.ID(chainID)
+	}
+	k := channelKey{cfg, chainID}
+	r.mu.Lock()
+	id, ok := r.ids[k]
+	r.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	id, err := cfg.ID(chainID)
+	if err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	if len(r.ids) >= maxChannelIDs {
+		clear(r.ids)
+	}
+	r.ids[k] = id
+	r.mu.Unlock()
+	return id, nil
 }
 
 type checkedEntry struct {
@@ -163,7 +199,7 @@ func NewScheme(cfg SchemeConfig) (*Scheme, error) {
 		tables = DefaultKeyTables
 	}
 	cache := eip712.NewCache(eip712.CacheConfig{Size: 4096, KeyTables: max(tables, 0)})
-	return &Scheme{receiverAuthorizer: addr, withdrawDelay: delay, cache: cache, checked: &checkedRing{index: map[*x402.Payment]int{}}}, nil
+	return &Scheme{receiverAuthorizer: addr, withdrawDelay: delay, cache: cache, checked: &checkedRing{index: map[*x402.Payment]int{}, ids: map[channelKey]string{}}}, nil
 }
 
 // ReceiverAuthorizer returns the receiver authorizer a facilitator
@@ -302,7 +338,7 @@ func (s *Scheme) CheckPayment(p *x402.Payment, req x402.Requirement, now time.Ti
 	if cfg.WithdrawDelay != wantDelay {
 		return nil, &x402.MismatchError{Field: FieldWithdrawDelay, Want: strconv.FormatUint(wantDelay, 10), Got: strconv.FormatUint(cfg.WithdrawDelay, 10)}
 	}
-	id, err := cfg.ID(chainID)
+	id, err := s.checked.channelID(cfg, chainID)
 	if err != nil {
 		return nil, invalid("channelConfig: %v", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	"github.com/decred/dcrd/dcrec/secp256k1/v4/ecdsa"
@@ -36,9 +38,31 @@ var (
 	maxUint256              = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 256), big.NewInt(1))
 )
 
+// separators remembers the separators of the first maxSeparators domains
+// (a server signs in a handful: its tokens' and the schemes' contracts).
+var separators struct {
+	sync.Map // Domain -> [32]byte
+	n        atomic.Int64
+}
+
+const maxSeparators = 1024
+
 // Separator returns the EIP-712 domain separator: the hash of the domain
 // struct, whose type lists version only when Version is set.
 func (d Domain) Separator() ([32]byte, error) {
+	if v, ok := separators.Load(d); ok {
+		return v.([32]byte), nil
+	}
+	sep, err := d.separator()
+	if err == nil && separators.n.Load() < maxSeparators {
+		if _, loaded := separators.LoadOrStore(d, sep); !loaded {
+			separators.n.Add(1)
+		}
+	}
+	return sep, err
+}
+
+func (d Domain) separator() ([32]byte, error) {
 	contract, err := Address(d.VerifyingContract)
 	if err != nil {
 		return [32]byte{}, fmt.Errorf("verifyingContract: %w", err)
