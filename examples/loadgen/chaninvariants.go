@@ -539,7 +539,7 @@ func channelInput(ctx context.Context, t *channelTraffic, fac *faultyFacilitator
 	for _, ch := range in.Escrow {
 		claimed += ch.TotalClaimed
 	}
-	fmt.Fprintf(out, "\nchannels: %d opened, %d requests, %d with gateway state, %d ledger entries; %d charged, %d claimed\n",
+	fmt.Fprintf(out, "\nchannels: %d tried, %d requests, %d with gateway state, %d ledger entries; %d charged, %d claimed\n",
 		len(in.Channels), len(in.Records), len(states), len(entries), charged, claimed)
 	return in
 }

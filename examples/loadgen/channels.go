@@ -278,7 +278,7 @@ func (p *chanPayer) path() string {
 func (p *chanPayer) challenge(ctx context.Context) *openChannel {
 	t := pick(p.rng, p.t.tenants)
 	r := chanRecord{Start: time.Now(), Tenant: t.Slug, Payer: p.cl.Address(), Kind: "challenge"}
-	status, h, body, err := p.t.do(ctx, t, p.path(), "", "")
+	status, h, body, err := p.t.do(ctx, t, p.path(), "", p.cl.Address())
 	p.t.observe(&r, status, h, body, err)
 	if status != http.StatusPaymentRequired {
 		return nil
@@ -612,7 +612,8 @@ func channelRequirement(h http.Header) (x402.Requirement, bool) {
 	return x402.Requirement{}, false
 }
 
-// do sends one GET to a channel tenant.
+// do sends one GET to a channel tenant as caller (the payer's address, so
+// that per-caller rate limits apply per payer).
 func (c *channelTraffic) do(ctx context.Context, t *tenantSpec, path, payment, caller string) (int, http.Header, []byte, error) {
 	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, c.base+"/t/"+t.Slug+path, nil)
 	if err != nil {
@@ -620,9 +621,6 @@ func (c *channelTraffic) do(ctx context.Context, t *tenantSpec, path, payment, c
 	}
 	if payment != "" {
 		req.Header.Set(x402.HeaderPaymentSignature, payment)
-	}
-	if caller == "" {
-		caller = "channel-challenger"
 	}
 	req.Header.Set("X-Agent-Id", caller)
 	resp, err := c.client.Do(req)
