@@ -532,6 +532,20 @@ func channelInput(ctx context.Context, t *channelTraffic, fac *faultyFacilitator
 	} else {
 		in.States, in.StatesRead, in.ClaimerLeased = states, true, leased
 	}
+	n := map[string]int{}
+	for _, r := range in.Records {
+		n[r.Kind+" "+r.Outcome]++
+		if r.Burst {
+			n["burst"]++
+		}
+		switch r.Outcome {
+		case outChanCorrective, outChanBusy:
+			n[r.Outcome]++
+		}
+	}
+	fmt.Fprintf(out, "\nchannel traffic: %d deposits taken, %d vouchers charged, %d refunds, %d corrective 402s (state adopted), %d 409 busy, %d burst copies\n",
+		n[channel.TypeDeposit+" "+outChanCharged], n[channel.TypeVoucher+" "+outChanCharged], n[channel.TypeRefund+" "+outChanRefunded],
+		n[outChanCorrective], n[outChanBusy], n["burst"])
 	var charged, claimed uint64
 	for _, st := range states {
 		charged += st.Charged
@@ -539,7 +553,7 @@ func channelInput(ctx context.Context, t *channelTraffic, fac *faultyFacilitator
 	for _, ch := range in.Escrow {
 		claimed += ch.TotalClaimed
 	}
-	fmt.Fprintf(out, "\nchannels: %d tried, %d requests, %d with gateway state, %d ledger entries; %d charged, %d claimed\n",
+	fmt.Fprintf(out, "channels: %d tried, %d requests, %d with gateway state, %d ledger entries; %d charged, %d claimed\n",
 		len(in.Channels), len(in.Records), len(states), len(entries), charged, claimed)
 	return in
 }
