@@ -21,8 +21,15 @@ const entryColumns = `id, tenant, idempotency_key, owner, payer, amount, amount_
 const auditColumns = `seq, time, kind, tenant, subject, data, prev_hash, hash`
 
 type ledgerQueries struct {
-	tail, existing, insertEntries, insertAudit, getEntry, listEntries, listAudit string
-	chainLock                                                                    int64
+	appendChain, getEntry, listEntries, listAudit string
+	chainLock                                     int64
+}
+
+// netstring is the SQL of the netstring of the text expression x (its
+// length in bytes, a colon, x and a comma), as ledger.HashRecord encodes
+// each field of a record.
+func netstring(x string) string {
+	return `octet_length(` + x + `)::text || ':' || ` + x + ` || ','`
 }
 
 func buildLedgerQueries(schema string) ledgerQueries {
@@ -31,27 +38,57 @@ func buildLedgerQueries(schema string) ledgerQueries {
 		"{audit}", pgx.Identifier{schema, "audit_log"}.Sanitize(),
 		"{entryColumns}", entryColumns,
 		"{auditColumns}", auditColumns,
+		// ledger.HashRecord's preimage of record r (seq c.seq+1, previous
+		// hash c.hash): the version, prev hash, seq, time (UTC,
+		// microseconds), kind, tenant, subject and data, each a netstring.
+		"{preimage}", `convert_to('16:402claw.audit.v1,' || `+netstring(`c.hash`)+` || `+
+			netstring(`(c.seq + 1)::text`)+` || `+
+			netstring(`to_char(r.time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`)+` || `+
+			netstring(`r.kind`)+` || `+netstring(`r.tenant`)+` || `+netstring(`r.subject`)+` || `+
+			`length(r.data)::text || ':', 'UTF8') || r.data || '\x2c'::bytea`,
 	)
 	return ledgerQueries{
 		chainLock: lockKey("audit_chain:" + schema),
-		tail:      r.Replace(`SELECT seq, hash FROM {audit} ORDER BY seq DESC LIMIT 1`),
-		// One statement inserts the entry and, only when the entry was new,
-		// its audit record: a duplicate writes nothing and returns no row.
-		// Under the chain's lock no other writer inserts ledger rows, so
-		// this read decides which entries of a group are duplicates.
-		existing: r.Replace(`SELECT u.tenant, u.idempotency_key
-			FROM unnest($1::text[], $2::text[]) AS u(tenant, idempotency_key)
-			CROSS JOIN LATERAL (SELECT 1 FROM {ledger} l
-				WHERE l.tenant = u.tenant AND l.idempotency_key = u.idempotency_key LIMIT 1) x`),
-		insertEntries: r.Replace(`INSERT INTO {ledger} ({entryColumns})
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-				$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
-				$16::text[], $17::text[])`),
-		// In seq order: each row's link trigger sees the rows before it.
-		insertAudit: r.Replace(`INSERT INTO {audit} ({auditColumns})
-			SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::bytea[],
-				$7::text[], $8::text[]) AS u(seq, time, kind, tenant, subject, data, prev_hash, hash)
-			ORDER BY u.seq`),
+		// appendChain writes a group in one statement, run under the
+		// chain's lock: it inserts the entries ($1..$17; a (tenant, key)
+		// already stored is skipped), then seals and inserts, in order,
+		// the records ($18..$23, $23 naming each record's entry, NULL for
+		// a record alone) except those of skipped entries, each hashed
+		// against the one before it starting from the tail. It returns
+		// each written record's position in $18.., seq, prev hash and
+		// hash. Sealing in the server keeps the lock's holder from waiting
+		// on a round trip to the client, and on its scheduling, between
+		// reading the tail and committing.
+		appendChain: r.Replace(`WITH RECURSIVE
+			ins AS (
+				INSERT INTO {ledger} ({entryColumns})
+				SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+					$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
+					$16::text[], $17::text[])
+				ON CONFLICT (tenant, idempotency_key) DO NOTHING
+				RETURNING id),
+			recs AS (
+				SELECT u.time, u.kind, u.tenant, u.subject, u.data, u.ord, row_number() OVER (ORDER BY u.ord) AS n
+				FROM unnest($18::timestamptz[], $19::text[], $20::text[], $21::text[], $22::bytea[], $23::uuid[])
+					WITH ORDINALITY AS u(time, kind, tenant, subject, data, entry, ord)
+				WHERE u.entry IS NULL OR u.entry IN (SELECT id FROM ins)),
+			chain (n, seq, hash, prev) AS (
+				SELECT 0::bigint,
+					COALESCE((SELECT seq FROM {audit} ORDER BY seq DESC LIMIT 1), 0),
+					COALESCE((SELECT hash FROM {audit} ORDER BY seq DESC LIMIT 1), repeat('0', 64)),
+					''::text
+				UNION ALL
+				SELECT r.n, c.seq + 1, encode(sha256({preimage}), 'hex'), c.hash
+				FROM chain c JOIN recs r ON r.n = c.n + 1),
+			aud AS (
+				INSERT INTO {audit} ({auditColumns})
+				SELECT c.seq, r.time, r.kind, r.tenant, r.subject, r.data, c.prev, c.hash
+				FROM chain c JOIN recs r ON r.n = c.n
+				ORDER BY c.seq
+				RETURNING seq)
+			SELECT r.ord, c.seq, c.prev, c.hash
+			FROM chain c JOIN recs r ON r.n = c.n JOIN aud a ON a.seq = c.seq
+			ORDER BY c.seq`),
 		getEntry: r.Replace(`SELECT {entryColumns} FROM {ledger} WHERE tenant = $1 AND idempotency_key = $2`),
 		listEntries: r.Replace(`SELECT {entryColumns} FROM {ledger}
 			WHERE ($1::text = '' OR tenant = $1)

@@ -3,7 +3,10 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -168,6 +171,7 @@ func BenchmarkLedgerReplicas(b *testing.B) {
 		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
 			first, _, schema := newStore(b)
 			ledgers := make([]*ledger.Ledger, n)
+			stores := make([]*postgres.Store, n)
 			for i := range ledgers {
 				s := first
 				if i > 0 {
@@ -177,7 +181,7 @@ func BenchmarkLedgerReplicas(b *testing.B) {
 				}
 				l, err := ledger.New(s, ledger.Config{})
 				require.NoError(b, err)
-				ledgers[i] = l
+				ledgers[i], stores[i] = l, s
 			}
 			ctx := context.Background()
 			var next, worker atomic.Int64
@@ -185,6 +189,7 @@ func BenchmarkLedgerReplicas(b *testing.B) {
 			// serves its share of the connections.
 			b.SetParallelism(max(1, 32*n/runtime.GOMAXPROCS(0)))
 			b.ResetTimer()
+			busy0, total0 := machineCPU()
 			b.RunParallel(func(pb *testing.PB) {
 				l := ledgers[int(worker.Add(1))%n]
 				for pb.Next() {
@@ -198,7 +203,49 @@ func BenchmarkLedgerReplicas(b *testing.B) {
 					}
 				}
 			})
+			busy1, total1 := machineCPU()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "settlements/s")
+			// Why the rate is what it is: how much of the run the chain's
+			// lock was held (by any replica; near 100% means the lock is
+			// the bottleneck), how long one group held it and how many
+			// appends a group carried, and how busy the machine's CPUs
+			// were (PostgreSQL, the replicas and whatever else runs).
+			var groups, appends int64
+			var held time.Duration
+			for _, s := range stores {
+				g, a, h := postgres.ChainStats(s)
+				groups, appends, held = groups+g, appends+a, held+h
+			}
+			if groups > 0 {
+				b.ReportMetric(100*held.Seconds()/b.Elapsed().Seconds(), "lock-held-%")
+				b.ReportMetric(float64(held.Microseconds())/float64(groups), "held-us/group")
+				b.ReportMetric(float64(appends)/float64(groups), "appends/group")
+			}
+			if total1 > total0 {
+				b.ReportMetric(100*float64(busy1-busy0)/float64(total1-total0), "machine-cpu-%")
+			}
 		})
 	}
+}
+
+// machineCPU returns the busy and total CPU time of the whole machine so
+// far, in clock ticks, from /proc/stat (zeros where it cannot be read).
+func machineCPU() (busy, total int64) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		total += n
+		if i != 3 && i != 4 { // idle and iowait
+			busy += n
+		}
+	}
+	return busy, total
 }
