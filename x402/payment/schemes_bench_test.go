@@ -12,6 +12,7 @@ import (
 
 	"github.com/402claw/dispatcher/adapters/memory"
 	"github.com/402claw/dispatcher/dispatch"
+	"github.com/402claw/dispatcher/kv"
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/quota"
 	"github.com/402claw/dispatcher/tenant"
@@ -106,9 +107,14 @@ type schemeBench struct {
 // the same memory KV (its nonce records included).
 func newSchemeBench(tb testing.TB, instant bool) *schemeBench {
 	tb.Helper()
+	return newSchemeBenchOn(tb, instant, memory.NewKV(), memory.NewLedger())
+}
+
+// newSchemeBenchOn is newSchemeBench over the given KV and ledger stores.
+func newSchemeBenchOn(tb testing.TB, instant bool, kvs kv.Store, ls ledger.Store) *schemeBench {
+	tb.Helper()
 	signer, err := localfacilitator.GenerateSigner()
 	require.NoError(tb, err)
-	kvs := memory.NewKV()
 	var fac x402.Facilitator = &instantFacilitator{payer: signer.Address()}
 	facAddress := localfacilitator.DefaultAddress
 	if !instant {
@@ -116,7 +122,7 @@ func newSchemeBench(tb testing.TB, instant bool) *schemeBench {
 		require.NoError(tb, err)
 		fac, facAddress = lf, lf.Address()
 	}
-	led, err := ledger.New(memory.NewLedger(), ledger.Config{})
+	led, err := ledger.New(ls, ledger.Config{})
 	require.NoError(tb, err)
 	// The plan's rate limits are checked but cannot be reached.
 	huge := tenant.Rate{Requests: 1 << 40, WindowSeconds: 60}

@@ -746,8 +746,9 @@ func (ex *exchange) settle(ctx context.Context, c *claim, resp *http.Response, b
 	defer cancel()
 	entry := ledger.Entry{
 		// The id is made here, before the intent, so Recover can match an
-		// intent to its outcome by something no client chooses.
-		ID:             uuid.New(),
+		// intent to its outcome by something no client chooses. Version 7
+		// (time first) keeps a store's index of ids growing at one end.
+		ID:             uuid.Must(uuid.NewV7()),
 		IdempotencyKey: ex.key, Tenant: t.Slug, Owner: t.OwnerUserID, Payer: x.Payer,
 		Amount: chargedUSD.String(), AmountAtomic: atomic, Asset: req.Asset, Network: req.Network,
 		PayTo: req.PayTo, Status: ledger.StatusPending, RequestID: x.Payload.RequestID, Resource: req.Resource.URL,
