@@ -646,12 +646,25 @@ func readEntry(b []byte, names map[string]string) (id string, calls int64, rest 
 const hexDigits = "0123456789abcdef"
 
 // hashedID reports whether id is "x_" followed by 32 lowercase hex digits.
+// hexValue[c] is the value of the lower-case hex digit c, or -1: sets are
+// encoded on every usage-event batch, so an id's 32 digits are looked up
+// in a table rather than searched for.
+var hexValue = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
+	}
+	for i := range len(hexDigits) {
+		t[hexDigits[i]] = int8(i)
+	}
+	return t
+}()
+
 func hashedID(id string) bool {
 	if len(id) != 34 || id[0] < 'a' || id[0] > 'z' || id[1] != '_' {
 		return false
 	}
 	for i := 2; i < len(id); i++ {
-		if strings.IndexByte(hexDigits, id[i]) < 0 {
+		if hexValue[id[i]] < 0 {
 			return false
 		}
 	}
@@ -662,8 +675,7 @@ func appendID(b []byte, id string) []byte {
 	if hashedID(id) {
 		b = append(b, idHashed, id[0])
 		for i := 2; i < len(id); i += 2 {
-			hi, lo := strings.IndexByte(hexDigits, id[i]), strings.IndexByte(hexDigits, id[i+1])
-			b = append(b, byte(hi<<4|lo))
+			b = append(b, byte(hexValue[id[i]])<<4|byte(hexValue[id[i+1]]))
 		}
 		return b
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -121,6 +122,9 @@ func TestCallerSetBinaryRoundTrip(t *testing.T) {
 			s.Add(metrics.HashCaller("a"), 3)
 			s.Add("raw id, not a hash", 2)
 			s.Add(metrics.HashClientNet(netip.MustParseAddr("2001:db8::1")), 1)
+			// Shaped like hashes but not lower-case hex: stored raw.
+			s.Add(strings.ToUpper(metrics.HashCaller("b")), 1)
+			s.Add(metrics.HashCaller("c")[:33]+"g", 1)
 			return s
 		},
 		"sparse sketch": func() metrics.CallerSet {
@@ -161,6 +165,30 @@ func TestCallerSetBinaryRoundTrip(t *testing.T) {
 			c.Add("something new", 1)
 			require.True(t, s.Equal(&back), "a clone shares nothing")
 		})
+	}
+}
+
+// A hashed id ("c_" and 32 lower-case hex digits) is stored in 18 bytes,
+// anything else as it is.
+func TestCallerSetHashedIDsCompact(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		id   string
+		size int // of the encoded set: format, count, id, calls
+	}{
+		{metrics.HashCaller("a"), 1 + 1 + 18 + 1},
+		{metrics.HashClientNet(netip.MustParseAddr("192.0.2.1")), 1 + 1 + 18 + 1},
+		{strings.ToUpper(metrics.HashCaller("a")), 1 + 1 + 1 + 1 + 34 + 1},
+		{metrics.HashCaller("a")[:33] + "g", 1 + 1 + 1 + 1 + 34 + 1},
+		{"raw", 1 + 1 + 1 + 1 + 3 + 1},
+	} {
+		var s metrics.CallerSet
+		s.Add(tc.id, 1)
+		b := s.AppendBinary(nil)
+		require.Len(t, b, tc.size, tc.id)
+		var back metrics.CallerSet
+		require.NoError(t, back.UnmarshalBinary(b))
+		require.True(t, s.Equal(&back), tc.id)
 	}
 }
 
