@@ -106,6 +106,10 @@ type ClaimReport struct {
 	// Deferred counts queued channels left for a later run (busy, or not
 	// due yet).
 	Deferred int
+	// Refused maps each channel whose claim the facilitator refused to
+	// its reason; the channel stays queued and the other channels of its
+	// batch are claimed without it.
+	Refused map[string]string
 }
 
 type claimRow struct {
@@ -123,7 +127,7 @@ type claimRow struct {
 // return an empty report.
 func (c *Claimer) RunOnce(ctx context.Context) (ClaimReport, error) {
 	s := c.svc
-	rep := ClaimReport{Claimed: map[string]uint64{}}
+	rep := ClaimReport{Claimed: map[string]uint64{}, Refused: map[string]string{}}
 	lt, err := s.st.lease(ctx, "claimer", c.cfg.LeaseTTL)
 	if errors.Is(err, ErrBusy) {
 		return rep, nil
@@ -279,6 +283,11 @@ func requirementFor(st State) x402.Requirement {
 	}
 }
 
+// maxClaimBytes bounds the payload of one claim call: a facilitator
+// parses it as it parses a payment header, within x402.MaxHeaderBytes, so
+// a batch over it is claimed in halves.
+const maxClaimBytes = x402.MaxHeaderBytes * 3 / 4
+
 func (c *Claimer) claim(ctx context.Context, batch []claimRow, rep *ClaimReport) error {
 	s := c.svc
 	pl := ClaimPayload{Type: TypeClaim}
@@ -290,6 +299,9 @@ func (c *Claimer) claim(ctx context.Context, batch []claimRow, rep *ClaimReport)
 	}
 	req := requirementFor(batch[0].st)
 	p, err := Envelope(req, pl)
+	if len(batch) > 1 && (err != nil || len(p.Raw) > maxClaimBytes) {
+		return c.claimHalves(ctx, batch, rep)
+	}
 	if err != nil {
 		return err
 	}
@@ -299,7 +311,20 @@ func (c *Claimer) claim(ctx context.Context, batch []claimRow, rep *ClaimReport)
 	}
 	rep.Calls++
 	if !sr.Success {
-		return fmt.Errorf("channel: claim refused by the facilitator: %s", sr.ErrorReason)
+		if len(batch) > 1 {
+			// One refused row refuses the whole call: claim the halves
+			// apart, so every other channel is claimed and the refused
+			// one is found.
+			return c.claimHalves(ctx, batch, rep)
+		}
+		// The channel stays queued for the next run (its charges are
+		// kept; a withdrawal cannot complete before the claimer's
+		// Interval, so a refusal is worth an operator's look).
+		r := batch[0]
+		rep.Refused[r.id] = sr.ErrorReason
+		s.log.Error("channel: claim refused by the facilitator", "channel", r.id, "reason", sr.ErrorReason,
+			"charged", r.st.Charged, "balance", r.st.Balance)
+		return s.st.enqueue(ctx, r.id)
 	}
 	now := s.now().UnixMilli()
 	for _, r := range batch {
@@ -308,6 +333,14 @@ func (c *Claimer) claim(ctx context.Context, batch []claimRow, rep *ClaimReport)
 		}
 	}
 	return nil
+}
+
+func (c *Claimer) claimHalves(ctx context.Context, batch []claimRow, rep *ClaimReport) error {
+	h := len(batch) / 2
+	if err := c.claim(ctx, batch[:h], rep); err != nil {
+		return err
+	}
+	return c.claim(ctx, batch[h:], rep)
 }
 
 // store writes a claimed channel's new state: claimedUpTo raised to the

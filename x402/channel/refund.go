@@ -82,11 +82,25 @@ func (s *Service) Refund(ctx context.Context, p *x402.Payment, req x402.Requirem
 	if err != nil {
 		return nil, err
 	}
+	// Until the facilitator's answer is in, the mirrored balance may be
+	// too high by the refund: the state is marked unsynced first, so that
+	// when the answer is lost (a timeout, a crash) the next voucher is
+	// checked with the facilitator instead of against a balance the
+	// escrow no longer holds.
+	synced := st.SyncedAt
+	st.SyncedAt = 0
+	if err := s.st.put(ctx, st, version); err != nil {
+		return nil, err
+	}
+	version++
 	sr, err := s.fac.Settle(ctx, x402.FacilitatorRequest{Payment: fp, Requirement: req})
 	if err != nil {
 		return nil, err
 	}
 	if !sr.Success {
+		// Refused: nothing moved, the mirror is as good as before.
+		st.SyncedAt = synced
+		_ = s.st.put(context.WithoutCancel(ctx), st, version)
 		return nil, &Error{Reason: sr.ErrorReason, Err: x402.ErrInvalidPayment, Detail: "the facilitator refused the refund"}
 	}
 	prevClaimed := st.ClaimedUpTo
