@@ -2,6 +2,7 @@ package channel_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/402claw/dispatcher/adapters/memory"
+	"github.com/402claw/dispatcher/x402"
 	"github.com/402claw/dispatcher/x402/channel"
 	"github.com/402claw/dispatcher/x402/localfacilitator"
 )
@@ -345,4 +347,60 @@ func (f *flow) state() channel.State {
 	st, err := f.svc.Load(context.Background(), f.id)
 	require.NoError(f.t, err)
 	return st
+}
+
+// hookFacilitator runs a hook once, after the first claim the escrow
+// executed and before its answer reaches the claimer.
+type hookFacilitator struct {
+	x402.Facilitator
+	once sync.Once
+	hook func()
+}
+
+func (h *hookFacilitator) Settle(ctx context.Context, req x402.FacilitatorRequest) (*x402.SettleResponse, error) {
+	resp, err := h.Facilitator.Settle(ctx, req)
+	var probe struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(req.Payment.Payload, &probe) == nil && probe.Type == channel.TypeClaim {
+		h.once.Do(h.hook)
+	}
+	return resp, err
+}
+
+// A request that commits on a channel while a claim of it is in flight
+// (the claimer's lease lapsed) fences the claimer's state write: the claim
+// is merged into the new state, journaled once, and the new charge is
+// claimed by the next run; the claim entries add up to what the escrow
+// claimed.
+func TestClaimFencedByLateCommit(t *testing.T) {
+	ctx := context.Background()
+	f, fj := journalFlow(t)
+	f.pay(700)
+	claimedFirst := f.charged
+	hf := &hookFacilitator{Facilitator: f.fac}
+	hf.hook = func() {
+		f.clk.Add(time.Minute + time.Second) // the claimer's channel lease lapses
+		f.pay(300)
+	}
+	cm, err := channel.NewClaimer(f.svc, channel.ClaimerConfig{Facilitator: hf, Threshold: 1, LeaseTTL: time.Minute})
+	require.NoError(t, err)
+	rep, err := cm.RunOnce(ctx)
+	require.NoError(t, err)
+	require.Equal(t, claimedFirst, rep.Claimed[f.id])
+	st := f.state()
+	require.Equal(t, f.charged, st.Charged, "the late charge stands")
+	require.Equal(t, claimedFirst, st.ClaimedUpTo, "the claim is merged in")
+	require.Contains(t, fj.inner.entries, channel.ClaimKey(f.id, claimedFirst))
+	requireExact(t, f, fj)
+
+	f.clk.Add(time.Minute)
+	rep, err = cm.RunOnce(ctx)
+	require.NoError(t, err)
+	require.Equal(t, f.charged, rep.Claimed[f.id], "the late charge is claimed next")
+	requireExact(t, f, fj)
+	esc, ok := f.fac.Escrow().Channel(f.id)
+	require.True(t, ok)
+	require.EqualValues(t, f.charged, esc.TotalClaimed)
+	require.Len(t, fj.entries(channel.StatusClaimed), 2)
 }
