@@ -67,7 +67,9 @@ type State struct {
 	// claim, kept in the same write as the amounts they move so that
 	// their journal entries can be recorded again (same Key) when the
 	// first Record may not have happened: a crash between the state write
-	// and the journal, or a journal failure.
+	// and the journal, or a journal failure. They are shared between
+	// copies of a State (the service keeps decoded states): treat them
+	// as read-only and replace them rather than change them.
 	LastCharge *Movement `json:"lastCharge,omitempty"`
 	LastClaim  *Movement `json:"lastClaim,omitempty"`
 	// HeldAt is when the request or claimer that wrote this version took
