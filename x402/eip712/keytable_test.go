@@ -221,3 +221,32 @@ func TestCacheKeyTables(t *testing.T) {
 	waitTable(addrs[1])
 	require.Len(t, c.KeyTables(), 1)
 }
+
+// FuzzKeyTable: on any digest and 65 bytes, a KeyTable's check agrees with
+// recovery (and never panics). Seeds are genuine and tampered signatures.
+func FuzzKeyTable(f *testing.F) {
+	key, err := secp256k1.GeneratePrivateKey()
+	require.NoError(f, err)
+	tab := eip712.NewKeyTable(key.PubKey())
+	addr := tab.Address()
+	for i := 0; i < 4; i++ {
+		d := randomDigest(f)
+		s, err := eip712.Sign(key, d)
+		require.NoError(f, err)
+		sig := sigBytes(f, s)
+		f.Add(d[:], sig)
+		bad := append([]byte(nil), sig...)
+		bad[64] ^= 1
+		f.Add(d[:], bad)
+	}
+	f.Fuzz(func(t *testing.T, digest, sig []byte) {
+		var d [32]byte
+		copy(d[:], digest)
+		var s [65]byte
+		copy(s[:], sig)
+		require.Equal(t, recoversTo(d, s[:], addr), tab.Verify(d, s[:]))
+		if len(sig) != 65 {
+			require.False(t, tab.Verify(d, sig))
+		}
+	})
+}
