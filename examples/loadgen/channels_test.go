@@ -421,3 +421,29 @@ func TestEarlierChannelsAreFound(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, left)
 }
+
+// A sweep whose answer was cut off is never recorded (the next settle
+// finds nothing left): short by exactly that sweep is a warning, a breach
+// with -strict-crash, and a shortfall the cut-off sweeps do not explain is
+// a breach.
+func TestChannelSweepCutOffIsAWarningUnlessStrict(t *testing.T) {
+	t.Parallel()
+	s := newChanScenario(t)
+	s.in.ClaimerLeased = true // the scenario's unclaimed charge is not this test's
+	s.dropEntry(t, "settle:1")
+	for i := range s.in.Facil {
+		if s.in.Facil[i].TxHash == "0xs1" {
+			s.in.Facil[i].Answered = false
+		}
+	}
+	cs := checkChannels(s.in)
+	require.Empty(t, failed(cs))
+	require.Contains(t, strings.Join(cs[3].Warnings, "\n"), "exactly the cut-off sweeps")
+	s.in.StrictCrash = true
+	requireFailure(t, checkChannels(s.in), "nothing claimed twice", "Σ sweep entries = 0")
+	s.in.StrictCrash = false
+	for pair := range s.in.Swept {
+		s.in.Swept[pair] = 1500 // 100 more than the cut-off sweep
+	}
+	requireFailure(t, checkChannels(s.in), "nothing claimed twice", "the escrow settled 1500")
+}

@@ -53,8 +53,9 @@
 // channel is used or claimed again, or Reconcile ran, and none is there
 // twice; per channel, the charge entries sum to chargedCumulativeAmount
 // and the claim entries to the claimed total. What a crash can lose: the
-// journal entry of a settle sweep when the process dies between the
-// facilitator's answer and the journal (the escrow's balances, and the
+// journal entry of a settle sweep when the process dies, or the
+// facilitator's answer is lost, between the call and the journal (the
+// next sweep finds nothing left, so it is never learnt) (the escrow's balances, and the
 // claims it swept, still show the money), and the audit entries of
 // deposits and refunds in the same window (the deposit's balance and the
 // refund are in the channel state and on chain). A request served but
