@@ -15,17 +15,7 @@ import (
 // with faults and two SIGKILL restarts, on SQLite. It builds the server
 // unless LOADGEN_SERVER names a built binary. Skipped with -short.
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end run of the gateway; skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	bin := os.Getenv("LOADGEN_SERVER")
-	if bin == "" {
-		var err error
-		bin, err = buildServer(ctx, t.TempDir(), io.Discard)
-		require.NoError(t, err)
-	}
+	ctx, bin := serverBinary(t, "end-to-end run of the gateway; skipped with -short")
 	cfg := defaultConfig()
 	cfg.server = bin
 	cfg.workDir = t.TempDir()
@@ -54,17 +44,7 @@ func TestEndToEnd(t *testing.T) {
 // real server, with faults and two SIGKILL restarts, on SQLite, and
 // requires every channel invariant to pass. Skipped with -short.
 func TestChannelsEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end run of the gateway; skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	bin := os.Getenv("LOADGEN_SERVER")
-	if bin == "" {
-		var err error
-		bin, err = buildServer(ctx, t.TempDir(), io.Discard)
-		require.NoError(t, err)
-	}
+	ctx, bin := serverBinary(t, "end-to-end run of the gateway; skipped with -short")
 	cfg := defaultConfig()
 	cfg.server = bin
 	cfg.workDir = t.TempDir()
@@ -86,4 +66,23 @@ func TestChannelsEndToEnd(t *testing.T) {
 		require.Contains(t, s, want)
 	}
 	require.NotContains(t, s, "[FAIL]")
+}
+
+// serverBinary skips the test with -short (saying why) and returns a
+// context bounded at three minutes and the example server's binary:
+// LOADGEN_SERVER when set, else one built into a temporary directory.
+func serverBinary(t *testing.T, why string) (context.Context, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	bin := os.Getenv("LOADGEN_SERVER")
+	if bin == "" {
+		var err error
+		bin, err = buildServer(ctx, t.TempDir(), io.Discard)
+		require.NoError(t, err)
+	}
+	return ctx, bin
 }

@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -186,17 +184,7 @@ func TestHostileChecks(t *testing.T) {
 // money invariant and every hostile check to pass. It builds the server
 // unless LOADGEN_SERVER names a built binary. Skipped with -short.
 func TestHostileMixEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end run of the gateway; skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	bin := os.Getenv("LOADGEN_SERVER")
-	if bin == "" {
-		var err error
-		bin, err = buildServer(ctx, t.TempDir(), io.Discard)
-		require.NoError(t, err)
-	}
+	ctx, bin := serverBinary(t, "end-to-end run of the gateway; skipped with -short")
 	cfg := defaultConfig()
 	cfg.server = bin
 	cfg.workDir = t.TempDir()

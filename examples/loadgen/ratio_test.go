@@ -110,17 +110,7 @@ func cutTab(s string) (string, string, bool) {
 // (built, or LOADGEN_SERVER): the ratio on memory, the paid comparison of
 // memory and SQLite. Skipped with -short.
 func TestRatioAndPaidEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end runs of the gateway; skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	bin := os.Getenv("LOADGEN_SERVER")
-	if bin == "" {
-		var err error
-		bin, err = buildServer(ctx, t.TempDir(), io.Discard)
-		require.NoError(t, err)
-	}
+	ctx, bin := serverBinary(t, "end-to-end runs of the gateway; skipped with -short")
 	var out bytes.Buffer
 	err := runRatio(ctx, ratioConfig{
 		server: bin, store: "memory", concurrency: 4, rounds: 1, round: 500 * time.Millisecond, callers: 10,
