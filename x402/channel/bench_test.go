@@ -85,10 +85,19 @@ func BenchmarkCheck(b *testing.B) {
 	})
 }
 
-// waitKeyTable checks vouchers until the payer's KeyTable is built.
+// waitKeyTable charges vouchers until the payer's KeyTable is built.
 func waitKeyTable(b *testing.B, sc *channel.Scheme, e *channeltest.Env) {
-	for i := 0; i < 200 && !sc.HasKeyTable(e.Config.PayerAuthorizer); i++ {
-		_, _ = sc.Check(e.Voucher(b, uint64(500_000+i)), e.Req, timeNow())
+	ctx := context.Background()
+	charged := e.State(b).Charged
+	for i := 0; i < 400 && !sc.HasKeyTable(e.Config.PayerAuthorizer); i++ {
+		h, err := e.Service.Begin(ctx, e.Voucher(b, charged+e.Amount), e.Req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := h.Commit(ctx, "1"); err != nil {
+			b.Fatal(err)
+		}
+		charged++
 		if i >= eip712.DefaultKeyTableAfter {
 			time.Sleep(10 * time.Millisecond)
 		}

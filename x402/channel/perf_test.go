@@ -50,18 +50,28 @@ func TestCheckedPaymentIsPerRequirement(t *testing.T) {
 	require.Equal(t, channel.ReasonCumulativeAmountMismatch, channel.Reason(err), "the voucher is spent")
 }
 
-// A payer that keeps paying gets a KeyTable; vouchers are then checked
-// with it, and one signed by another key for the same channel is still
-// refused.
+// A payer whose vouchers keep being charged gets a KeyTable; vouchers
+// are then checked with it, and one signed by another key for the same
+// channel is still refused. Vouchers only checked, never charged, earn
+// nothing.
 func TestVoucherKeyTable(t *testing.T) {
+	ctx := context.Background()
 	e := channeltest.NewEnv(t, memory.NewKV(), channel.Config{})
 	sc := e.Service.Scheme()
-	n := uint64(5000)
+	for i := 0; i < 40; i++ {
+		_, err := sc.Check(e.Voucher(t, uint64(50_000+i)), e.Req, timeNow())
+		require.NoError(t, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	require.False(t, sc.HasKeyTable(e.Config.PayerAuthorizer), "checked only")
+	charged := e.State(t).Charged
 	require.Eventually(t, func() bool {
 		for i := 0; i < 8; i++ {
-			n++ // distinct vouchers: each one a recovery until the table
-			_, err := sc.Check(e.Voucher(t, n), e.Req, timeNow())
+			h, err := e.Service.Begin(ctx, e.Voucher(t, charged+e.Amount), e.Req)
 			require.NoError(t, err)
+			_, err = h.Commit(ctx, "1")
+			require.NoError(t, err)
+			charged++
 		}
 		return sc.HasKeyTable(e.Config.PayerAuthorizer)
 	}, 30*time.Second, 10*time.Millisecond)

@@ -58,11 +58,12 @@ type SchemeConfig struct {
 	// WithdrawDelay is the channel withdraw delay offered, in seconds;
 	// zero means DefaultWithdrawDelay.
 	WithdrawDelay uint64
-	// KeyTables is how many payer authorizer keys, the ones that signed
-	// the most vouchers lately, get a precomputed eip712.KeyTable (about
-	// eip712.KeyTableBytes of memory each), which checks their vouchers
-	// in about a third of a signature recovery's time; zero means
-	// DefaultKeyTables, negative none.
+	// KeyTables is how many payer authorizer keys get a precomputed
+	// eip712.KeyTable (about eip712.KeyTableBytes of memory each), which
+	// checks their vouchers in about a third of a signature recovery's
+	// time: a key earns one after eip712.DefaultKeyTableAfter vouchers
+	// committed on funded channels, the least recently used is dropped
+	// first. Zero means DefaultKeyTables, negative none.
 	KeyTables int
 }
 

@@ -442,6 +442,9 @@ func (h *Hold) Commit(ctx context.Context, charge string) (*x402.SettleResponse,
 		return nil, err
 	}
 	h.state, h.version = st, h.version+1
+	// A voucher served on a funded channel: its payer authorizer may earn
+	// a KeyTable (see SchemeConfig.KeyTables).
+	s.scheme.cache.Vouch(st.Config.PayerAuthorizer)
 	if n > 0 {
 		if err := s.recordErr(ctx, st.entry(StatusCharged, st.LastCharge)); err != nil {
 			// The charge is stored; its entry is owed. Say so in the

@@ -26,9 +26,9 @@ const DefaultCacheSize = 4096
 // cached. It is safe for concurrent use; the zero value is not usable
 // (call NewRecoverCache).
 //
-// With key tables (CacheConfig.KeyTables), IsSigner also keeps a KeyTable
-// for each of the keys that sign most often, so that checking a new
-// signature by one of them costs about a third of a recovery.
+// With key tables (CacheConfig.KeyTables), IsSigner also checks with a
+// KeyTable the signatures of the keys the caller vouched for most often
+// (Vouch), which costs about a third of a recovery.
 type RecoverCache struct {
 	mu       sync.Mutex
 	cur, old map[cacheKey]string
@@ -36,15 +36,21 @@ type RecoverCache struct {
 	hits     atomic.Uint64
 	misses   atomic.Uint64
 
-	// Key tables, by lower-case address; seen counts the recoveries of
-	// keys without one; building is set while a table is being built.
+	// Key tables, by lower-case address; seen holds the keys recovered
+	// lately (without a table) and how often the caller vouched for
+	// them; building is set while a table is being built.
 	maxTables int
 	after     int
 	tables    map[string]*tableEntry
-	seen      map[string]int
+	seen      map[string]*seenKey
 	building  bool
 	tick      uint64
 	fast      atomic.Uint64
+}
+
+type seenKey struct {
+	pub    *secp256k1.PublicKey
+	vouchs int
 }
 
 type tableEntry struct {
@@ -61,9 +67,12 @@ type CacheConfig struct {
 	// KeyTableBytes of memory each, the least recently used dropped
 	// first); zero means none.
 	KeyTables int
-	// KeyTableAfter is how many recoveries (through IsSigner) of one key
-	// earn it a table, built in the background; zero means
-	// DefaultKeyTableAfter.
+	// KeyTableAfter is how many times the caller must vouch for a key
+	// (Vouch) that IsSigner recovered before it gets a table, built in the
+	// background; zero means DefaultKeyTableAfter. Vouching only for
+	// signatures that served a purpose (a charged voucher on a funded
+	// channel) keeps anyone who can merely sign from making the cache
+	// build tables.
 	KeyTableAfter int
 }
 
@@ -94,7 +103,7 @@ func NewCache(cfg CacheConfig) *RecoverCache {
 		c.after = DefaultKeyTableAfter
 	}
 	if c.maxTables > 0 {
-		c.tables, c.seen = map[string]*tableEntry{}, map[string]int{}
+		c.tables, c.seen = map[string]*tableEntry{}, map[string]*seenKey{}
 	}
 	return c
 }
@@ -155,26 +164,40 @@ func (c *RecoverCache) IsSigner(digest [32]byte, signature, address string) (boo
 	match := strings.EqualFold(addr, address)
 	c.mu.Lock()
 	c.putLocked(k, addr)
-	build := match && c.tables != nil && c.countLocked(lower)
-	c.mu.Unlock()
-	if build {
-		go c.build(lower, pub)
+	if match && c.tables != nil && c.seen[lower] == nil {
+		if len(c.seen) >= 4*c.half {
+			clear(c.seen) // forget rare keys now and then
+		}
+		c.seen[lower] = &seenKey{pub: pub}
 	}
+	c.mu.Unlock()
 	return match, nil
 }
 
-// countLocked counts a recovery of the key of address and reports whether
-// its table is now due (and marks it being built).
-func (c *RecoverCache) countLocked(address string) bool {
-	if len(c.seen) >= 4*c.half {
-		clear(c.seen) // forget rare keys now and then
+// Vouch tells the cache that a signature IsSigner accepted for address
+// was put to use. Once a key recovered lately has been vouched for
+// KeyTableAfter times, its KeyTable is built in the background (one build
+// at a time). Without key tables it does nothing.
+func (c *RecoverCache) Vouch(address string) {
+	if c == nil || c.tables == nil {
+		return
 	}
-	c.seen[address]++
-	if c.seen[address] < c.after || c.building || c.tables[address] != nil {
-		return false
+	lower := strings.ToLower(address)
+	c.mu.Lock()
+	sk := c.seen[lower]
+	if sk == nil || c.tables[lower] != nil {
+		c.mu.Unlock()
+		return
 	}
-	c.building = true
-	return true
+	sk.vouchs++
+	due := sk.vouchs >= c.after && !c.building
+	if due {
+		c.building = true
+	}
+	c.mu.Unlock()
+	if due {
+		go c.build(lower, sk.pub)
+	}
 }
 
 // build makes the table of pub and keeps it under address, dropping the

@@ -147,10 +147,10 @@ func BenchmarkKeyTable(b *testing.B) {
 	})
 }
 
-// IsSigner answers as recovery does, and a key that keeps signing earns a
-// KeyTable (after KeyTableAfter recoveries, built in the background) that
-// answers its next signatures; tables beyond KeyTables drop the least
-// recently used.
+// IsSigner answers as recovery does; a key recovered and vouched for
+// KeyTableAfter times earns a KeyTable (built in the background) that
+// answers its next signatures, a key never vouched for none; tables beyond
+// KeyTables drop the least recently used.
 func TestCacheKeyTables(t *testing.T) {
 	c := eip712.NewCache(eip712.CacheConfig{Size: 64, KeyTables: 1, KeyTableAfter: 3})
 	keys := make([]*secp256k1.PrivateKey, 2)
@@ -177,7 +177,7 @@ func TestCacheKeyTables(t *testing.T) {
 			return false
 		}, 20*time.Second, time.Millisecond)
 	}
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 5; i++ {
 		d, s := sign(0)
 		ok, err := c.IsSigner(d, s, strings.ToLower(addrs[0]))
 		require.NoError(t, err)
@@ -185,6 +185,12 @@ func TestCacheKeyTables(t *testing.T) {
 		ok, err = c.IsSigner(d, s, addrs[1])
 		require.NoError(t, err)
 		require.False(t, ok, "another address")
+	}
+	c.Vouch(addrs[1]) // never recovered: nothing
+	time.Sleep(50 * time.Millisecond)
+	require.Empty(t, c.KeyTables(), "signing alone earns no table")
+	for i := 0; i < 3; i++ {
+		c.Vouch(addrs[0])
 	}
 	waitTable(addrs[0])
 	d, s := sign(0)
@@ -217,6 +223,7 @@ func TestCacheKeyTables(t *testing.T) {
 		ok, err := c.IsSigner(d, s, addrs[1])
 		require.NoError(t, err)
 		require.True(t, ok)
+		c.Vouch(addrs[1])
 	}
 	waitTable(addrs[1])
 	require.Len(t, c.KeyTables(), 1)
