@@ -23,11 +23,26 @@ import (
 // the channel state after the run: sqlite:PATH, redis://... or
 // postgres://... (a memory store dies with the gateway).
 func openKV(ctx context.Context, url string) (kv.Store, func(), error) {
-	var st any
-	var closeFn func()
+	st, closeFn, err := openStore(ctx, url)
+	if err != nil {
+		return nil, nil, err
+	}
+	ks, ok := st.(kv.Store)
+	if !ok {
+		closeFn()
+		return nil, nil, fmt.Errorf("%w: %s holds no kv.Store", errNoLedger, url)
+	}
+	return ks, closeFn, nil
+}
+
+// openStore opens a store URL through its adapter: sqlite:PATH,
+// postgres://... or redis://... .
+func openStore(ctx context.Context, url string) (any, func(), error) {
 	switch {
 	case strings.HasPrefix(url, "sqlite:"):
 		path := strings.TrimPrefix(strings.TrimPrefix(url, "sqlite:"), "//")
+		// The DSN the adapter's documentation recommends, minus the
+		// write tuning: this handle only reads.
 		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
 		if err != nil {
 			return nil, nil, err
@@ -37,7 +52,7 @@ func openKV(ctx context.Context, url string) (kv.Store, func(), error) {
 			db.Close()
 			return nil, nil, fmt.Errorf("opening %s: %w", path, err)
 		}
-		st, closeFn = s, func() { db.Close() }
+		return s, func() { db.Close() }, nil
 	case isPostgres(url):
 		pool, err := pgxpool.New(ctx, url)
 		if err != nil {
@@ -48,23 +63,16 @@ func openKV(ctx context.Context, url string) (kv.Store, func(), error) {
 			pool.Close()
 			return nil, nil, fmt.Errorf("postgres: %w", err)
 		}
-		st, closeFn = s, pool.Close
+		return s, pool.Close, nil
 	case strings.HasPrefix(url, "redis://"), strings.HasPrefix(url, "rediss://"):
 		opt, err := goredis.ParseURL(url)
 		if err != nil {
 			return nil, nil, fmt.Errorf("redis: %w", err)
 		}
 		c := goredis.NewClient(opt)
-		st, closeFn = redis.New(c, redis.Config{}), func() { c.Close() }
-	default:
-		return nil, nil, fmt.Errorf("%w: kv %q", errNoLedger, url)
+		return redis.New(c, redis.Config{}), func() { c.Close() }, nil
 	}
-	ks, ok := st.(kv.Store)
-	if !ok {
-		closeFn()
-		return nil, nil, fmt.Errorf("%w: %s holds no kv.Store", errNoLedger, url)
-	}
-	return ks, closeFn, nil
+	return nil, nil, fmt.Errorf("%w: store %q", errNoLedger, url)
 }
 
 // readChannelStates loads the gateway's state of each channel in ids
