@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -25,6 +26,10 @@ type appender struct {
 	stmts map[string]*sql.Stmt
 	used  time.Time // end of the last batch
 	timer *time.Timer
+
+	// The connection's own temp_store and wal_autocheckpoint, restored
+	// when it goes back to the pool.
+	tempStore, checkpoint int
 }
 
 // acquire locks the appender and returns its connection, taking one from
@@ -40,7 +45,29 @@ func (a *appender) acquire(ctx context.Context, db *sql.DB) (*sql.Conn, error) {
 		return nil, err
 	}
 	a.conn = conn
+	if err := a.setUp(ctx); err != nil {
+		a.closeLocked(true)
+		a.mu.Unlock()
+		return nil, err
+	}
 	return conn, nil
+}
+
+// setUp sets the appender's connection up as the group committer sets up
+// its own, while it holds it: statement journals in memory, and a
+// checkpoint only past committerCheckpoint WAL pages (SQLite's default,
+// 1000, would have every batch's commit checkpoint about four times as
+// often, copying the same right-edge pages again each time, and would
+// undo the committer's setting whenever this connection commits first).
+func (a *appender) setUp(ctx context.Context) error {
+	if err := a.conn.QueryRowContext(ctx, "PRAGMA temp_store").Scan(&a.tempStore); err != nil {
+		return err
+	}
+	if err := a.conn.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&a.checkpoint); err != nil {
+		return err
+	}
+	_, err := a.conn.ExecContext(ctx, "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = "+strconv.Itoa(committerCheckpoint))
+	return err
 }
 
 // release unlocks the appender after a batch. A connection whose
@@ -76,8 +103,8 @@ func (a *appender) idle() {
 	a.closeLocked(false)
 }
 
-// closeLocked closes the statements and the connection; bad keeps the
-// connection from going back to the pool.
+// closeLocked closes the statements and the connection, with its own
+// settings back; bad keeps the connection from going back to the pool.
 func (a *appender) closeLocked(bad bool) {
 	for _, st := range a.stmts {
 		_ = st.Close()
@@ -85,6 +112,11 @@ func (a *appender) closeLocked(bad bool) {
 	a.stmts = nil
 	if a.conn == nil {
 		return
+	}
+	if !bad {
+		_, err := a.conn.ExecContext(context.Background(), "PRAGMA temp_store = "+strconv.Itoa(a.tempStore)+
+			"; PRAGMA wal_autocheckpoint = "+strconv.Itoa(a.checkpoint))
+		bad = err != nil
 	}
 	if bad {
 		_ = a.conn.Raw(func(any) error { return driver.ErrBadConn })
