@@ -29,11 +29,13 @@
 //
 // Appends to the audit chain are serialised across every replica by a
 // transaction-scoped advisory lock (pg_advisory_xact_lock) taken before the
-// tail is read; the record is sealed with [ledger.Seal] in that transaction
-// and the lock is released only once the commit is visible, so the chain
-// never forks or gaps. Because that makes the chain's throughput one commit
-// at a time, a Store groups the appends that arrive while a write is in
-// flight and writes them in one transaction (two round trips per group; see
+// tail is read; the record is sealed in that transaction (by the server,
+// with the encoding of [ledger.HashRecord], and checked again with
+// [ledger.Seal] after the commit) and the lock is released only once the
+// commit is visible, so the chain never forks or gaps. Because that makes the
+// chain's throughput one commit at a time, a Store groups the appends that
+// arrive while a write is in flight and writes them in one transaction (one
+// round trip per group, the lock held only while the server runs it; see
 // chain.go): concurrent settlements share one WAL flush.
 //
 // # Usage events
