@@ -231,6 +231,12 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 		sent                                                               []int // reqs index of each record sent
 	)
 	for i, r := range reqs {
+		if y := r.rec.Time.UTC().Year(); y < 1 || y > 9999 {
+			// The server's time format and Go's agree on years 1 to 9999
+			// only; a record outside them could not be verified.
+			results[i] = appendResult{err: fmt.Errorf("%w: audit record time %s is outside the years 1 to 9999", ledger.ErrInvalid, r.rec.Time)}
+			continue
+		}
 		var entry *[16]byte
 		if e := r.entry; e != nil {
 			k := ek{e.Tenant, e.IdempotencyKey}

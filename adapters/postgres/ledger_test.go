@@ -157,6 +157,32 @@ func TestLedgerConnectionCutMidAppend(t *testing.T) {
 	require.Equal(t, int64(len(recs)), n)
 }
 
+// Records are sealed by the server, whose time format matches
+// ledger.HashRecord's for years 1 to 9999: a record outside them is refused
+// and nothing is written, so the chain stays verifiable.
+func TestLedgerRefusesUnsealableTimes(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	_, err := s.AppendAudit(ctx, ledger.AuditRecord{Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Kind: "test_event", Data: []byte(`{}`)})
+	require.ErrorIs(t, err, ledger.ErrInvalid)
+	e := ledgertest.Entry("acme", "far", time.Now())
+	rec := ledgertest.Record(t, e)
+	rec.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	_, err = s.AppendSettlement(ctx, e, rec)
+	require.ErrorIs(t, err, ledger.ErrInvalid)
+	_, err = s.GetEntry(ctx, "acme", "far")
+	require.ErrorIs(t, err, ledger.ErrNotFound)
+	rec, err = s.AppendAudit(ctx, ledger.AuditRecord{Time: time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC), Kind: "test_event", Data: []byte(`{}`)})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rec.Seq)
+	l, err := ledger.New(s, ledger.Config{})
+	require.NoError(t, err)
+	n, err := l.Verify(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+}
+
 // BenchmarkLedgerReplicas is the settlement rate through ledger.Ledger
 // with 32 concurrent writers per replica, one or two replicas (pools over
 // one schema), the chain's advisory lock being what they share. Each
