@@ -69,6 +69,10 @@ func openURL(ctx context.Context, url string, b *backends) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opening %s: %w", path, err)
 		}
+		// Reads run on pooled connections: keep them open (database/sql
+		// keeps 2 idle by default), so concurrent requests do not reopen
+		// connections and prepare statements again.
+		db.SetMaxIdleConns(32)
 		s, err := sqlite.New(db)
 		if err != nil {
 			db.Close()
