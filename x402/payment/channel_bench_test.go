@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/402claw/dispatcher/adapters/memory"
-	"github.com/402claw/dispatcher/dispatch"
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/quota"
 	"github.com/402claw/dispatcher/tenant"
@@ -167,22 +166,7 @@ func newChannelBench(tb testing.TB, nChannels int) *channelBench {
 		Charge: x402.ParseSettlementOverrides,
 	})
 	require.NoError(tb, err)
-	dir, err := tenant.ParseDirectory([]byte(channelBenchDir))
-	require.NoError(tb, err)
-	require.NoError(tb, stage.CheckDirectory(dir))
-	body := []byte(`{"rows":[{"id":1,"name":"alpha"},{"id":2,"name":"beta"}]}`)
-	worker := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(body)
-	})
-	d, err := dispatch.NewDispatcher(dispatch.Config{
-		Tenants: tenant.NewRegistry(dir),
-		Fetcher: dispatch.NewHandlerFetcher(map[string]http.Handler{"w": worker}),
-		Stages:  []dispatch.Stage{lim.Stage(), stage},
-	})
-	require.NoError(tb, err)
-	t, ok := dir.Lookup("bench")
-	require.True(tb, ok)
+	d, t := benchDispatcher(tb, channelBenchDir, lim, stage, nil)
 	g := &channelBench{
 		schemeBench: &schemeBench{d: d, stage: stage, ledger: led, tenant: t, signer: signer},
 		fac:         fac, svc: svc, client: channel.NewClient(payerKey),

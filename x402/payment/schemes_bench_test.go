@@ -138,14 +138,27 @@ func newSchemeBenchOn(tb testing.TB, instant bool, kvs kv.Store, ls ledger.Store
 		Charge:  x402.ParseSettlementOverrides,
 	})
 	require.NoError(tb, err)
-	dir, err := tenant.ParseDirectory([]byte(schemeBenchDir))
+	d, t := benchDispatcher(tb, schemeBenchDir, lim, stage, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/upto" {
+			w.Header().Set(payment.HeaderSettlementOverrides, `{"amount":"`+schemeBenchUptoCharge+`"}`)
+		}
+	})
+	return &schemeBench{d: d, stage: stage, ledger: led, tenant: t, signer: signer}
+}
+
+// benchDispatcher is a dispatcher over the directory dirJSON (tenant
+// "bench", worker "w") with the limiter's and the payment stage, whose
+// worker answers two JSON rows after headers has set its headers.
+func benchDispatcher(tb testing.TB, dirJSON string, lim *quota.Limiter, stage *payment.Stage, headers func(http.ResponseWriter, *http.Request)) (*dispatch.Dispatcher, *tenant.Tenant) {
+	tb.Helper()
+	dir, err := tenant.ParseDirectory([]byte(dirJSON))
 	require.NoError(tb, err)
 	require.NoError(tb, stage.CheckDirectory(dir))
 	body := []byte(`{"rows":[{"id":1,"name":"alpha"},{"id":2,"name":"beta"}]}`)
 	worker := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		if r.URL.Path == "/upto" {
-			w.Header().Set(payment.HeaderSettlementOverrides, `{"amount":"`+schemeBenchUptoCharge+`"}`)
+		if headers != nil {
+			headers(w, r)
 		}
 		w.Write(body)
 	})
@@ -157,7 +170,7 @@ func newSchemeBenchOn(tb testing.TB, instant bool, kvs kv.Store, ls ledger.Store
 	require.NoError(tb, err)
 	t, ok := dir.Lookup("bench")
 	require.True(tb, ok)
-	return &schemeBench{d: d, stage: stage, ledger: led, tenant: t, signer: signer}
+	return d, t
 }
 
 // url is the gateway URL of a route of the bench tenant.
