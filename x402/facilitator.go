@@ -112,6 +112,7 @@ func ParseVerifyResponse(body []byte) (*VerifyResponse, error) {
 		IsValid       *bool           `json:"isValid"`
 		InvalidReason json.RawMessage `json:"invalidReason"`
 		Payer         json.RawMessage `json:"payer"`
+		Extra         json.RawMessage `json:"extra"`
 	}
 	if err := decodeAnswer(body, &w); err != nil {
 		return nil, fmt.Errorf("verify answer: %w", err)
@@ -123,7 +124,21 @@ func ParseVerifyResponse(body []byte) (*VerifyResponse, error) {
 		IsValid:       *w.IsValid,
 		InvalidReason: lenientString(w.InvalidReason),
 		Payer:         lenientString(w.Payer),
+		Extra:         extraObject(w.Extra),
 	}, nil
+}
+
+// extraObject returns an answer's extra when it is a non-empty JSON
+// object, nil otherwise.
+func extraObject(raw json.RawMessage) map[string]any {
+	if len(raw) == 0 {
+		return nil
+	}
+	var extra map[string]any
+	if json.Unmarshal(raw, &extra) != nil || len(extra) == 0 {
+		return nil
+	}
+	return extra
 }
 
 // ParseSettleResponse parses a /settle answer. The answer must be a JSON
@@ -161,12 +176,7 @@ func ParseSettleResponse(body []byte) (*SettleResponse, error) {
 	if a, ok := canonicalUint(lenientString(w.Amount)); ok {
 		r.Amount = a
 	}
-	if len(w.Extra) > 0 {
-		var extra map[string]any
-		if json.Unmarshal(w.Extra, &extra) == nil && len(extra) > 0 {
-			r.Extra = extra
-		}
-	}
+	r.Extra = extraObject(w.Extra)
 	if !r.Success && r.ErrorReason == "" && strings.EqualFold(lenientString(w.Status), "pending") {
 		r.ErrorReason = ReasonSettlementPending
 	}

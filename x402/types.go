@@ -161,6 +161,9 @@ type VerifyResponse struct {
 	InvalidReason string `json:"invalidReason,omitempty"`
 	// Payer is the paying address.
 	Payer string `json:"payer,omitempty"`
+	// Extra carries scheme-specific results (for batch-settlement, the
+	// channel's onchain snapshot: balance, totalClaimed, ...).
+	Extra map[string]any `json:"extra,omitempty"`
 }
 
 // SettleResponse is a facilitator's answer to /settle, and the JSON carried

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,15 +124,8 @@ func TestClaimRefusedChannelDoesNotBlockTheBatch(t *testing.T) {
 func TestRefundWithLostAnswerDistrustsTheMirror(t *testing.T) {
 	ctx := context.Background()
 	f := newFlow(t)
-	sup, err := f.fac.Supported(ctx)
-	require.NoError(t, err)
-	auth, ok := channel.ReceiverAuthorizer(sup, "eip155:84532")
-	require.True(t, ok)
-	sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: auth})
-	require.NoError(t, err)
 	lossy := &flaky{Facilitator: f.fac}
-	svc, err := channel.New(f.store, channel.Config{Scheme: sc, Facilitator: lossy, Now: f.clk.Now})
-	require.NoError(t, err)
+	svc := serviceWith(t, f, lossy)
 
 	now := f.clk.Now()
 	pl, err := f.cl.DepositPayload(f.req, f.cfg, 5000, 1000, now.Add(-time.Second), now.Add(time.Minute))
@@ -167,4 +161,64 @@ func TestRefundWithLostAnswerDistrustsTheMirror(t *testing.T) {
 	st, err := svc.Load(ctx, f.id)
 	require.NoError(t, err)
 	require.EqualValues(t, 100, st.Charged, "nothing charged beyond the escrow")
+
+}
+
+// A long-lived channel: once its mirror is older than FreshFor, one
+// voucher is checked with the facilitator and its answer refreshes the
+// mirror; the vouchers after it are checked locally again.
+func TestStaleMirrorIsRefreshedByVerify(t *testing.T) {
+	ctx := context.Background()
+	f := newFlow(t)
+	counting := &verifyCounter{Facilitator: f.fac}
+	svc := serviceWith(t, f, counting)
+	now := f.clk.Now()
+	pl, err := f.cl.DepositPayload(f.req, f.cfg, 100_000, 1000, now.Add(-time.Second), now.Add(time.Hour))
+	require.NoError(t, err)
+	p, err := channel.Envelope(f.req, pl)
+	require.NoError(t, err)
+	h, err := svc.Begin(ctx, p, f.req)
+	require.NoError(t, err)
+	_, err = h.Commit(ctx, "100")
+	require.NoError(t, err)
+	charged := uint64(100)
+	f.clk.Add(6 * time.Minute) // past FreshFor (5 minutes)
+	for i := range 5 {
+		vp, err := f.cl.VoucherPayload(f.req, f.cfg, charged+1000)
+		require.NoError(t, err)
+		p, err := channel.Envelope(f.req, vp)
+		require.NoError(t, err)
+		h, err := svc.Begin(ctx, p, f.req)
+		require.NoError(t, err, "voucher %d", i)
+		_, err = h.Commit(ctx, "100")
+		require.NoError(t, err)
+		charged += 100
+	}
+	require.EqualValues(t, 1, counting.verifies.Load(), "one facilitator check for five vouchers")
+}
+
+// serviceWith is a Service over f's store and scheme settings with its
+// own facilitator.
+func serviceWith(t *testing.T, f *flow, fac x402.Facilitator) *channel.Service {
+	t.Helper()
+	sup, err := f.fac.Supported(context.Background())
+	require.NoError(t, err)
+	auth, ok := channel.ReceiverAuthorizer(sup, "eip155:84532")
+	require.True(t, ok)
+	sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: auth})
+	require.NoError(t, err)
+	svc, err := channel.New(f.store, channel.Config{Scheme: sc, Facilitator: fac, Now: f.clk.Now})
+	require.NoError(t, err)
+	return svc
+}
+
+// verifyCounter counts /verify calls.
+type verifyCounter struct {
+	x402.Facilitator
+	verifies atomic.Int64
+}
+
+func (f *verifyCounter) Verify(ctx context.Context, req x402.FacilitatorRequest) (*x402.VerifyResponse, error) {
+	f.verifies.Add(1)
+	return f.Facilitator.Verify(ctx, req)
 }

@@ -311,6 +311,12 @@ func (s *Service) BeginMeta(ctx context.Context, p *x402.Payment, req x402.Requi
 		if !vr.IsValid {
 			return fail(&Error{Reason: vr.InvalidReason, Err: x402.ErrInvalidPayment, Detail: "the facilitator refused the voucher"})
 		}
+		// The answer's onchain snapshot refreshes the mirror, so the
+		// next vouchers are checked locally again (stored with the
+		// charge at Commit).
+		if mirrorSnapshot(&st, vr.Extra) {
+			st.SyncedAt = s.now().UnixMilli()
+		}
 	}
 	h.state, h.version = st, version
 	return h, nil
@@ -371,6 +377,20 @@ func mirror(st *State, extra map[string]any) bool {
 	if !ok {
 		return false
 	}
+	return mirrorFrom(st, cs)
+}
+
+// mirrorSnapshot copies a /verify answer's extra (the channel's snapshot
+// itself, per the specification) into st, when it names st's channel, and
+// reports whether it did.
+func mirrorSnapshot(st *State, extra map[string]any) bool {
+	if id, _ := extra["channelId"].(string); !strings.EqualFold(id, st.ChannelID) {
+		return false
+	}
+	return mirrorFrom(st, extra)
+}
+
+func mirrorFrom(st *State, cs any) bool {
 	raw, err := json.Marshal(cs)
 	if err != nil {
 		return false

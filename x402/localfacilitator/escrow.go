@@ -136,7 +136,21 @@ func (e *Escrow) verify(_ context.Context, req x402.FacilitatorRequest) (*x402.V
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	payer, reason := e.check(req)
-	return &x402.VerifyResponse{IsValid: reason == "", InvalidReason: reason, Payer: payer}, nil
+	resp := &x402.VerifyResponse{IsValid: reason == "", InvalidReason: reason, Payer: payer}
+	// The channel's onchain snapshot, as the specification's /verify
+	// answers it (extra.balance, extra.totalClaimed, ...), so the server
+	// can refresh its mirror.
+	if pl, err := channel.DecodePayload(req.Payment.Payload); err == nil {
+		id := strings.ToLower(pl.Voucher.ChannelID)
+		if ch := e.channels[id]; ch != nil {
+			snap := ch.snapshot(id)
+			resp.Extra = map[string]any{
+				"channelId": snap.ChannelID, "balance": snap.Balance, "totalClaimed": snap.TotalClaimed,
+				"withdrawRequestedAt": snap.WithdrawRequestedAt, "refundNonce": snap.RefundNonce,
+			}
+		}
+	}
+	return resp, nil
 }
 
 // check verifies a client payload (deposit, voucher, refund) under e.mu.

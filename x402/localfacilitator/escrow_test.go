@@ -79,6 +79,10 @@ func TestEscrowFixtureDeposit(t *testing.T) {
 	vr, err = fac.Verify(ctx, v)
 	require.NoError(t, err)
 	require.True(t, vr.IsValid, vr.InvalidReason)
+	// The answer carries the channel's onchain snapshot, as the
+	// specification's /verify does.
+	require.Equal(t, map[string]any{"channelId": f.ChannelID, "balance": "100000", "totalClaimed": "0",
+		"withdrawRequestedAt": int64(0), "refundNonce": "0"}, vr.Extra)
 	// A voucher is not something to settle.
 	sr, err = fac.Settle(ctx, v)
 	require.NoError(t, err)
