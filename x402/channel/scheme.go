@@ -347,15 +347,21 @@ func (s *Scheme) CheckPayment(p *x402.Payment, req x402.Requirement, now time.Ti
 		return nil, &Error{Reason: ReasonChannelIDMismatch, Err: x402.ErrInvalidPayment, Detail: "voucher.channelId " + pl.Voucher.ChannelID + " is not the config's hash " + id}
 	}
 	pl.Voucher.ChannelID = id
-	if !strings.EqualFold(cfg.PayerAuthorizer, zeroAddress) {
-		d, err := pl.Voucher.Digest(chainID)
-		if err != nil {
-			return nil, invalid("voucher: %v", err)
-		}
-		ok, err := s.cache.IsSigner(d, pl.Voucher.Signature, cfg.PayerAuthorizer)
-		if err != nil || !ok {
-			return nil, &Error{Reason: ReasonVoucherSignature, Err: x402.ErrInvalidPayment, Detail: "the voucher is not signed by payerAuthorizer"}
-		}
+	// The voucher is signed by payerAuthorizer, or, when that is the zero
+	// address, by the payer itself. (The specification lets a zero
+	// payerAuthorizer mean an EIP-1271 check against a contract payer;
+	// that needs the chain, so such a voucher, which recovers to no one,
+	// is refused here: never served on an unchecked signature.)
+	signer, who := cfg.PayerAuthorizer, "payerAuthorizer"
+	if strings.EqualFold(signer, zeroAddress) {
+		signer, who = cfg.Payer, "the payer (payerAuthorizer is zero)"
+	}
+	d, err := pl.Voucher.Digest(chainID)
+	if err != nil {
+		return nil, invalid("voucher: %v", err)
+	}
+	if ok, err := s.cache.IsSigner(d, pl.Voucher.Signature, signer); err != nil || !ok {
+		return nil, &Error{Reason: ReasonVoucherSignature, Err: x402.ErrInvalidPayment, Detail: "the voucher is not signed by " + who}
 	}
 	c := &Checked{Payload: pl, ChainID: chainID, Amount: amount, Max: parseU64(pl.Voucher.MaxClaimableAmount)}
 	g := x402.Grant{
