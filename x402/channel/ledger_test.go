@@ -2,6 +2,7 @@ package channel_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/402claw/dispatcher/adapters/memory"
 	"github.com/402claw/dispatcher/ledger"
 	"github.com/402claw/dispatcher/x402/channel"
+	"github.com/402claw/dispatcher/x402/channel/channeltest"
 )
 
 func TestLedgerJournal(t *testing.T) {
@@ -73,4 +75,55 @@ func TestLedgerJournal(t *testing.T) {
 	orphan := at(base, id+":charge:400", channel.StatusCharged, 50, 400, "")
 	orphan.Tenant = ""
 	require.ErrorContains(t, j.Record(ctx, orphan), "no tenant")
+}
+
+// A channel pays whichever routes name its receiver and token, so tenants
+// sharing a payTo share it: each charge is booked as revenue of the tenant
+// that served the request (with that tenant's owner), not of the tenant
+// the channel was opened for; the charges still sum to the channel's
+// chargedCumulativeAmount.
+func TestChargesBookedToTheServingTenant(t *testing.T) {
+	ctx := context.Background()
+	l, err := ledger.New(memory.NewLedger(), ledger.Config{})
+	require.NoError(t, err)
+	j := channel.LedgerJournal(l, channel.LedgerJournalConfig{Owner: func(t string) string { return "owner-" + t }})
+	e := channeltest.NewEnv(t, memory.NewKV(), channel.Config{Journal: j})
+	// A channel of its own (the env's was opened without a tenant).
+	cc, err := e.Client.ChannelConfig(e.Req, channel.RandomSalt())
+	require.NoError(t, err)
+	now := time.Now()
+	pl, err := e.Client.DepositPayload(e.Req, cc, channeltest.Deposit, 1000, now.Add(-time.Minute), now.Add(time.Hour))
+	require.NoError(t, err)
+	p, err := channel.Envelope(e.Req, pl)
+	require.NoError(t, err)
+	h, err := e.Service.BeginMeta(ctx, p, e.Req, channel.Meta{Tenant: "tenant-a", RequestID: "r1"})
+	require.NoError(t, err)
+	_, err = h.Commit(ctx, "1000")
+	require.NoError(t, err)
+	vpl, err := e.Client.VoucherPayload(e.Req, cc, 2000)
+	require.NoError(t, err)
+	vp, err := channel.Envelope(e.Req, vpl)
+	require.NoError(t, err)
+	h, err = e.Service.BeginMeta(ctx, vp, e.Req, channel.Meta{Tenant: "tenant-b", RequestID: "r2"})
+	require.NoError(t, err)
+	_, err = h.Commit(ctx, "600")
+	require.NoError(t, err)
+
+	es, err := l.Entries(ctx, ledger.ListEntriesParams{})
+	require.NoError(t, err)
+	byRequest := map[string]string{}
+	var sum int
+	for _, x := range es {
+		if x.Status == ledger.StatusCharged {
+			byRequest[x.RequestID] = x.Tenant + "/" + x.Owner + "/" + x.AmountAtomic
+			n, _ := strconv.Atoi(x.AmountAtomic)
+			sum += n
+		}
+	}
+	require.Equal(t, map[string]string{"r1": "tenant-a/owner-tenant-a/1000", "r2": "tenant-b/owner-tenant-b/600"}, byRequest)
+	id, err := cc.ID(84532)
+	require.NoError(t, err)
+	st, err := e.Service.Load(ctx, id)
+	require.NoError(t, err)
+	require.EqualValues(t, st.Charged, sum)
 }

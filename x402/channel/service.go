@@ -47,8 +47,11 @@ type Entry struct {
 	Transaction string
 	// Time is when it happened.
 	Time time.Time
-	// Tenant is the tenant the channel was opened for (Meta.Tenant of its
-	// first deposit); RequestID and Resource are the request's, for a
+	// Tenant is, for a charge, the tenant that served the request (a
+	// channel pays whichever routes name its receiver and token, so one
+	// channel may pay several tenants sharing a payTo); for other
+	// movements the tenant the channel was opened for (Meta.Tenant of its
+	// first deposit). RequestID and Resource are the request's, for a
 	// charge, deposit or refund.
 	Tenant, RequestID, Resource string
 }
@@ -445,7 +448,7 @@ func (h *Hold) Commit(ctx context.Context, charge string) (*x402.SettleResponse,
 	if n > 0 {
 		st.LastCharge = &Movement{
 			Key: ChargeKey(st.ChannelID, st.Charged), Amount: n, Cumulative: st.Charged, Time: now,
-			RequestID: h.meta.RequestID, Resource: h.meta.Resource,
+			RequestID: h.meta.RequestID, Resource: h.meta.Resource, Tenant: h.meta.Tenant,
 		}
 	}
 	if n > 0 && !st.Queued {
@@ -458,6 +461,13 @@ func (h *Hold) Commit(ctx context.Context, charge string) (*x402.SettleResponse,
 		st.Queued = true
 	}
 	if err := s.st.put(ctx, st, h.version); err != nil {
+		if !errors.Is(err, ErrFenced) {
+			// The write may have been applied with its answer lost (a
+			// timeout): keep the lease, so the next holder takes over
+			// only once it lapsed, and then records the last charge
+			// again. A fenced write changed nothing.
+			return nil, err
+		}
 		release()
 		return nil, err
 	}

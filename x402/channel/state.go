@@ -98,6 +98,9 @@ type Movement struct {
 	// RequestID and Resource are the charged request's.
 	RequestID string `json:"requestId,omitempty"`
 	Resource  string `json:"resource,omitempty"`
+	// Tenant is the tenant that served the charged request ("" for a
+	// claim, which is the channel's: State.Tenant).
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // ChargeKey is the journal Key of the charge that brought a channel's
@@ -115,11 +118,15 @@ func ClaimKey(channelID string, cumulative uint64) string {
 // entry rebuilds the journal Entry of m, a movement of status on the
 // channel of s.
 func (s *State) entry(status string, m *Movement) Entry {
+	tenant := s.Tenant
+	if m.Tenant != "" {
+		tenant = m.Tenant
+	}
 	return Entry{
 		Key: m.Key, Status: status, ChannelID: s.ChannelID,
 		Network: s.Network, Payer: s.Config.Payer, Receiver: s.Config.Receiver, Token: s.Config.Token,
 		Amount: m.Amount, Cumulative: m.Cumulative, Transaction: m.Transaction, Time: time.UnixMilli(m.Time).UTC(),
-		Tenant: s.Tenant, RequestID: m.RequestID, Resource: m.Resource,
+		Tenant: tenant, RequestID: m.RequestID, Resource: m.Resource,
 	}
 }
 
