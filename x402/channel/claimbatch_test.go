@@ -3,6 +3,7 @@ package channel_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -221,4 +222,46 @@ type verifyCounter struct {
 func (f *verifyCounter) Verify(ctx context.Context, req x402.FacilitatorRequest) (*x402.VerifyResponse, error) {
 	f.verifies.Add(1)
 	return f.Facilitator.Verify(ctx, req)
+}
+
+// refusingSweeps is a journal that refuses every settle-sweep entry.
+type refusingSweeps struct{ *journal }
+
+func (j refusingSweeps) Record(ctx context.Context, e channel.Entry) error {
+	if e.Status == channel.StatusSettled {
+		return errors.New("ledger down for sweeps")
+	}
+	return j.journal.Record(ctx, e)
+}
+
+// A sweep entry the journal keeps refusing stays owed, and does not hold
+// up the claims of later runs (a payer's withdrawal could otherwise
+// complete with charges unclaimed).
+func TestOwedSweepDoesNotBlockClaims(t *testing.T) {
+	ctx := context.Background()
+	f := newFlow(t)
+	jr := refusingSweeps{&journal{}}
+	sup, err := f.fac.Supported(ctx)
+	require.NoError(t, err)
+	auth, ok := channel.ReceiverAuthorizer(sup, "eip155:84532")
+	require.True(t, ok)
+	sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: auth})
+	require.NoError(t, err)
+	f.svc, err = channel.New(f.store, channel.Config{Scheme: sc, Facilitator: f.fac, Journal: jr, Now: f.clk.Now})
+	require.NoError(t, err)
+	cm, err := channel.NewClaimer(f.svc, channel.ClaimerConfig{Facilitator: f.fac, Threshold: 1})
+	require.NoError(t, err)
+
+	first := openChannels(t, f, 2)
+	rep, err := cm.RunOnce(ctx)
+	require.NoError(t, err)
+	require.Equal(t, first, rep.Claimed)
+	require.EqualValues(t, 200, rep.Settled, "swept; its entry is owed")
+
+	second := openChannels(t, f, 3)
+	rep, err = cm.RunOnce(ctx)
+	require.NoError(t, err, "the owed sweep is logged, not fatal")
+	require.Equal(t, second, rep.Claimed, "the new charges are claimed")
+	_, claims := jr.sum(channel.StatusClaimed)
+	require.Equal(t, 5, claims)
 }

@@ -363,6 +363,9 @@ func (s *Scheme) CheckPayment(p *x402.Payment, req x402.Requirement, now time.Ti
 	if ok, err := s.cache.IsSigner(d, pl.Voucher.Signature, signer); err != nil || !ok {
 		return nil, &Error{Reason: ReasonVoucherSignature, Err: x402.ErrInvalidPayment, Detail: "the voucher is not signed by " + who}
 	}
+	// Kept and claimed with v as 27 or 28, which every onchain ECDSA
+	// check accepts (some refuse the 0 or 1 a client may send).
+	pl.Voucher.Signature = canonicalSignature(pl.Voucher.Signature)
 	c := &Checked{Payload: pl, ChainID: chainID, Amount: amount, Max: parseU64(pl.Voucher.MaxClaimableAmount)}
 	g := x402.Grant{
 		Payer:  cfg.Payer,

@@ -62,3 +62,25 @@ func TestZeroPayerAuthorizerNeedsThePayersSignature(t *testing.T) {
 	_, err = h.Commit(ctx, "1000")
 	require.NoError(t, err)
 }
+
+// A voucher signed with v = 0 or 1 (as some signers write it) is kept, and
+// so claimed, with v = 27 or 28, which every onchain ECDSA check accepts.
+func TestVoucherSignatureKeptWithCanonicalV(t *testing.T) {
+	ctx := context.Background()
+	e := channeltest.NewEnv(t, memory.NewKV(), channel.Config{})
+	pl, err := e.Client.VoucherPayload(e.Req, e.Config, 2000)
+	require.NoError(t, err)
+	sig := []byte(pl.Voucher.Signature)
+	v := sig[len(sig)-2:]
+	require.Contains(t, []string{"1b", "1c"}, string(v))
+	low := map[string]string{"1b": "00", "1c": "01"}[string(v)]
+	pl.Voucher.Signature = pl.Voucher.Signature[:len(sig)-2] + low
+	p, err := channel.Envelope(e.Req, pl)
+	require.NoError(t, err)
+	h, err := e.Service.Begin(ctx, p, e.Req)
+	require.NoError(t, err)
+	_, err = h.Commit(ctx, "1000")
+	require.NoError(t, err)
+	st := e.State(t)
+	require.Equal(t, string(v), st.Signature[len(st.Signature)-2:], "stored with v = 27 or 28")
+}
