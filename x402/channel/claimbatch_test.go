@@ -126,17 +126,8 @@ func TestRefundWithLostAnswerDistrustsTheMirror(t *testing.T) {
 	ctx := context.Background()
 	f := newFlow(t)
 	lossy := &flaky{Facilitator: f.fac}
-	svc := serviceWith(t, f, lossy)
-
-	now := f.clk.Now()
-	pl, err := f.cl.DepositPayload(f.req, f.cfg, 5000, 1000, now.Add(-time.Second), now.Add(time.Minute))
-	require.NoError(t, err)
-	p, err := channel.Envelope(f.req, pl)
-	require.NoError(t, err)
-	h, err := svc.Begin(ctx, p, f.req)
-	require.NoError(t, err)
-	_, err = h.Commit(ctx, "100")
-	require.NoError(t, err)
+	svc := serviceWith(t, f, lossy, nil)
+	openWith(t, f, svc, 5000, time.Minute)
 
 	rp, err := f.cl.RefundPayload(f.req, f.cfg, 100, "4000")
 	require.NoError(t, err)
@@ -155,14 +146,13 @@ func TestRefundWithLostAnswerDistrustsTheMirror(t *testing.T) {
 	// the escrow holds.
 	vp, err := f.cl.VoucherPayload(f.req, f.cfg, 1100)
 	require.NoError(t, err)
-	p, err = channel.Envelope(f.req, vp)
+	p, err := channel.Envelope(f.req, vp)
 	require.NoError(t, err)
 	_, err = svc.Begin(ctx, p, f.req)
 	require.Equal(t, channel.ReasonCumulativeExceedsBalance, channel.Reason(err), "checked with the escrow, not the stale mirror: %v", err)
 	st, err := svc.Load(ctx, f.id)
 	require.NoError(t, err)
 	require.EqualValues(t, 100, st.Charged, "nothing charged beyond the escrow")
-
 }
 
 // A long-lived channel: once its mirror is older than FreshFor, one
@@ -172,16 +162,8 @@ func TestStaleMirrorIsRefreshedByVerify(t *testing.T) {
 	ctx := context.Background()
 	f := newFlow(t)
 	counting := &verifyCounter{Facilitator: f.fac}
-	svc := serviceWith(t, f, counting)
-	now := f.clk.Now()
-	pl, err := f.cl.DepositPayload(f.req, f.cfg, 100_000, 1000, now.Add(-time.Second), now.Add(time.Hour))
-	require.NoError(t, err)
-	p, err := channel.Envelope(f.req, pl)
-	require.NoError(t, err)
-	h, err := svc.Begin(ctx, p, f.req)
-	require.NoError(t, err)
-	_, err = h.Commit(ctx, "100")
-	require.NoError(t, err)
+	svc := serviceWith(t, f, counting, nil)
+	openWith(t, f, svc, 100_000, time.Hour)
 	charged := uint64(100)
 	f.clk.Add(6 * time.Minute) // past FreshFor (5 minutes)
 	for i := range 5 {
@@ -198,9 +180,23 @@ func TestStaleMirrorIsRefreshedByVerify(t *testing.T) {
 	require.EqualValues(t, 1, counting.verifies.Load(), "one facilitator check for five vouchers")
 }
 
+// openWith opens f's channel on svc with a deposit and charges 100.
+func openWith(t *testing.T, f *flow, svc *channel.Service, deposit uint64, validFor time.Duration) {
+	t.Helper()
+	now := f.clk.Now()
+	pl, err := f.cl.DepositPayload(f.req, f.cfg, deposit, 1000, now.Add(-time.Second), now.Add(validFor))
+	require.NoError(t, err)
+	p, err := channel.Envelope(f.req, pl)
+	require.NoError(t, err)
+	h, err := svc.Begin(context.Background(), p, f.req)
+	require.NoError(t, err)
+	_, err = h.Commit(context.Background(), "100")
+	require.NoError(t, err)
+}
+
 // serviceWith is a Service over f's store and scheme settings with its
-// own facilitator.
-func serviceWith(t *testing.T, f *flow, fac x402.Facilitator) *channel.Service {
+// own facilitator and journal (nil: none).
+func serviceWith(t *testing.T, f *flow, fac x402.Facilitator, jr channel.Journal) *channel.Service {
 	t.Helper()
 	sup, err := f.fac.Supported(context.Background())
 	require.NoError(t, err)
@@ -208,7 +204,7 @@ func serviceWith(t *testing.T, f *flow, fac x402.Facilitator) *channel.Service {
 	require.True(t, ok)
 	sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: auth})
 	require.NoError(t, err)
-	svc, err := channel.New(f.store, channel.Config{Scheme: sc, Facilitator: fac, Now: f.clk.Now})
+	svc, err := channel.New(f.store, channel.Config{Scheme: sc, Facilitator: fac, Journal: jr, Now: f.clk.Now})
 	require.NoError(t, err)
 	return svc
 }
@@ -241,14 +237,7 @@ func TestOwedSweepDoesNotBlockClaims(t *testing.T) {
 	ctx := context.Background()
 	f := newFlow(t)
 	jr := refusingSweeps{&journal{}}
-	sup, err := f.fac.Supported(ctx)
-	require.NoError(t, err)
-	auth, ok := channel.ReceiverAuthorizer(sup, "eip155:84532")
-	require.True(t, ok)
-	sc, err := channel.NewScheme(channel.SchemeConfig{ReceiverAuthorizer: auth})
-	require.NoError(t, err)
-	f.svc, err = channel.New(f.store, channel.Config{Scheme: sc, Facilitator: f.fac, Journal: jr, Now: f.clk.Now})
-	require.NoError(t, err)
+	f.svc = serviceWith(t, f, f.fac, jr)
 	cm, err := channel.NewClaimer(f.svc, channel.ClaimerConfig{Facilitator: f.fac, Threshold: 1})
 	require.NoError(t, err)
 

@@ -191,18 +191,26 @@ func TestJournalFailureAfterCommit(t *testing.T) {
 	requireExact(t, f, fj)
 }
 
+// crashCharge pays first, then charges lost with the process dying between
+// the state write and the journal, and returns the lost charge's key.
+func crashCharge(t *testing.T, f *flow, fj *faultyJournal, first, lost uint64) string {
+	t.Helper()
+	f.pay(first)
+	key := channel.ChargeKey(f.id, f.charged+lost)
+	fj.set(failKey(key, crash{key}))
+	f.payCrashing(lost)
+	fj.set(nil)
+	require.NotContains(t, fj.inner.entries, key)
+	return key
+}
+
 // A process that dies between the state write and the journal: the lease
 // stays held until it lapses; the request that takes the channel over
 // records the lost charge first.
 func TestCrashBetweenCommitAndJournal(t *testing.T) {
 	ctx := context.Background()
 	f, fj := journalFlow(t)
-	f.pay(250)
-	key := channel.ChargeKey(f.id, f.charged+600)
-	fj.set(failKey(key, crash{key}))
-	f.payCrashing(600)
-	fj.set(nil)
-	require.NotContains(t, fj.inner.entries, key)
+	key := crashCharge(t, f, fj, 250, 600)
 	require.Equal(t, f.charged, f.state().Charged, "the charge is stored")
 
 	_, err := f.svc.Begin(ctx, f.voucher(f.charged+1000), f.req)
@@ -220,12 +228,7 @@ func TestCrashBetweenCommitAndJournal(t *testing.T) {
 func TestReconcileAfterCrash(t *testing.T) {
 	ctx := context.Background()
 	f, fj := journalFlow(t)
-	f.pay(100)
-	key := channel.ChargeKey(f.id, f.charged+1000)
-	fj.set(failKey(key, crash{key}))
-	f.payCrashing(1000)
-	fj.set(nil)
-	require.NotContains(t, fj.inner.entries, key)
+	crashCharge(t, f, fj, 100, 1000)
 
 	fj.set(func(channel.Entry) any { return errJournalDown })
 	_, err := f.svc.Reconcile(ctx)
