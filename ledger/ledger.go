@@ -184,41 +184,71 @@ func (l *Ledger) AuditLog(ctx context.Context, p ListAuditParams) ([]AuditRecord
 // ErrChainBroken) carrying its Seq; a storage failure is returned as is.
 //
 // Records appended while Verify runs are verified too if it reaches them.
+// Every entry must have its settlement record in the chain: an entry
+// inserted behind the chain's back, or a cut-off tail of the chain, is a
+// *ChainError. An entry whose record is not in the part of the chain
+// walked so far makes Verify walk on to the chain's current end first,
+// since an entry and its record are committed together and both may have
+// been appended while Verify ran.
 func (l *Ledger) Verify(ctx context.Context) (int64, error) {
 	next, prev := int64(1), GenesisHash
+	recorded := map[entryKey]bool{} // the settlement records walked
 	settlements := 0
-	for {
-		if err := ctx.Err(); err != nil {
-			return next - 1, err
-		}
-		page, err := l.store.ListAudit(ctx, ListAuditParams{FromSeq: next, Limit: l.page})
-		if err != nil {
-			return next - 1, fmt.Errorf("ledger: verify: %w", err)
-		}
-		for _, r := range page {
-			if err := l.verifyRecord(ctx, r, next, prev); err != nil {
-				return next - 1, err
+	walk := func() error {
+		for {
+			if err := ctx.Err(); err != nil {
+				return err
 			}
-			if IsSettlementKind(r.Kind) {
-				settlements++
+			page, err := l.store.ListAudit(ctx, ListAuditParams{FromSeq: next, Limit: l.page})
+			if err != nil {
+				return fmt.Errorf("ledger: verify: %w", err)
 			}
-			next, prev = next+1, r.Hash
-		}
-		if len(page) < l.page {
-			break
+			for _, r := range page {
+				if err := l.verifyRecord(ctx, r, next, prev); err != nil {
+					return err
+				}
+				if IsSettlementKind(r.Kind) {
+					recorded[entryKey{r.Tenant, r.Subject}] = true
+					settlements++
+				}
+				next, prev = next+1, r.Hash
+			}
+			if len(page) < l.page {
+				return nil
+			}
 		}
 	}
-	// Every entry has its settlement record: an entry inserted behind the
-	// chain's back (or a cut-off tail of the chain) shows up as a surplus.
+	if err := walk(); err != nil {
+		return next - 1, err
+	}
 	entries, err := l.store.ListEntries(ctx, ListEntriesParams{})
 	if err != nil {
 		return next - 1, fmt.Errorf("ledger: verify: %w", err)
 	}
-	if len(entries) != settlements {
-		return next - 1, &ChainError{Seq: next, Reason: fmt.Sprintf("%d ledger entries but %d settlement records in the chain", len(entries), settlements)}
+	for again := true; ; again = false {
+		if settlements > len(recorded) {
+			return next - 1, &ChainError{Seq: next, Reason: fmt.Sprintf("%d settlement records name only %d ledger entries (an entry recorded twice)", settlements, len(recorded))}
+		}
+		missing := 0
+		for _, e := range entries {
+			if !recorded[entryKey{e.Tenant, e.IdempotencyKey}] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return next - 1, nil
+		}
+		if !again {
+			return next - 1, &ChainError{Seq: next, Reason: fmt.Sprintf("%d ledger entries but %d settlement records in the chain (%d entries have none)", len(entries), len(recorded), missing)}
+		}
+		// Appended while the chain was walked: walk on to its end.
+		if err := walk(); err != nil {
+			return next - 1, err
+		}
 	}
-	return next - 1, nil
 }
+
+type entryKey struct{ tenant, key string }
 
 func (l *Ledger) verifyRecord(ctx context.Context, r AuditRecord, seq int64, prev string) error {
 	broken := func(format string, args ...any) error {
