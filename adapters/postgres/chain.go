@@ -24,10 +24,15 @@ import (
 // write is in progress and writes them together, in one transaction and
 // one round trip:
 //
-//	BEGIN; pg_advisory_xact_lock(chain);
-//	one statement (ledgerQueries.appendChain): INSERT the entries, skipping
-//	    (tenant, key)s already stored; seal each remaining record against
-//	    the running tail (sha256 in the server, the encoding of
+//	BEGIN;
+//	INSERT the entries, skipping (tenant, key)s already stored
+//	    (ledgerQueries.insertEntries), before the lock: the entries need
+//	    no order of their own, so their rows and index entries are written
+//	    while another group may hold the lock;
+//	pg_advisory_xact_lock(chain);
+//	one statement (ledgerQueries.appendChain): seal each record whose
+//	    entry this transaction inserted (or that has none) against the
+//	    running tail (sha256 in the server, the encoding of
 //	    ledger.HashRecord) and INSERT them in seq order;
 //	COMMIT
 //
@@ -266,10 +271,16 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 	b := &pgx.Batch{}
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
 	b.Queue("SET LOCAL synchronous_commit = off")
+	// The records' statement finds each entry this transaction inserted
+	// by id, under the lock: by the id index, never by reading the ledger
+	// (which a planner misled by a young table's statistics would do).
+	b.Queue("SET LOCAL enable_seqscan = off")
+	if len(ids) > 0 {
+		b.Queue(s.lq.insertEntries, ids, eTenant, eKey, owner, payer, amount, atomic, asset, network, payTo,
+			txHash, status, requestID, resource, eTime, channel, cumulative)
+	}
 	b.Queue("SELECT pg_advisory_xact_lock($1), clock_timestamp()", s.lq.chainLock)
-	b.Queue(s.lq.appendChain, ids, eTenant, eKey, owner, payer, amount, atomic, asset, network, payTo,
-		txHash, status, requestID, resource, eTime, channel, cumulative,
-		aTime, kind, aTenant, subject, data, aEntry)
+	b.Queue(s.lq.appendChain, aTime, kind, aTenant, subject, data, aEntry)
 	b.Queue("SELECT clock_timestamp()")
 	b.Queue("COMMIT")
 	type written struct {
@@ -281,7 +292,7 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 	err = func() error {
 		br := conn.SendBatch(ctx, b)
 		defer br.Close()
-		for range 2 {
+		for range 3 + min(len(ids), 1) {
 			if _, err := br.Exec(); err != nil {
 				return err
 			}

@@ -21,8 +21,8 @@ const entryColumns = `id, tenant, idempotency_key, owner, payer, amount, amount_
 const auditColumns = `seq, time, kind, tenant, subject, data, prev_hash, hash`
 
 type ledgerQueries struct {
-	appendChain, getEntry, listEntries, listAudit string
-	chainLock                                     int64
+	insertEntries, appendChain, getEntry, listEntries, listAudit string
+	chainLock                                                    int64
 }
 
 // netstring is the SQL of the netstring of the text expression x (its
@@ -49,29 +49,32 @@ func buildLedgerQueries(schema string) ledgerQueries {
 	)
 	return ledgerQueries{
 		chainLock: lockKey("audit_chain:" + schema),
-		// appendChain writes a group in one statement, run under the
-		// chain's lock: it inserts the entries ($1..$17; a (tenant, key)
-		// already stored is skipped), then seals and inserts, in order,
-		// the records ($18..$23, $23 naming each record's entry, NULL for
-		// a record alone) except those of skipped entries, each hashed
-		// against the one before it starting from the tail. It returns
-		// each written record's position in $18.., seq, prev hash and
-		// hash. Sealing in the server keeps the lock's holder from waiting
-		// on a round trip to the client, and on its scheduling, between
-		// reading the tail and committing.
+		// insertEntries inserts a group's entries ($1..$17; a (tenant,
+		// key) already stored is skipped) before the chain's lock is
+		// taken: the lock orders the audit records, and the entries need
+		// no order beyond their records'.
+		insertEntries: r.Replace(`INSERT INTO {ledger} ({entryColumns})
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+				$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
+				$16::text[], $17::text[])
+			ON CONFLICT (tenant, idempotency_key) DO NOTHING`),
+		// appendChain, run under the chain's lock, seals and inserts, in
+		// order, a group's records ($1..$6, $6 naming each record's entry,
+		// NULL for a record alone) except those whose entry this
+		// transaction did not insert (a duplicate key: its row's xmin is
+		// another transaction's), each hashed against the one before it
+		// starting from the tail. It returns each written record's
+		// position in $1.., seq, prev hash and hash. Sealing in the server
+		// keeps the lock's holder from waiting on a round trip to the
+		// client, and on its scheduling, between reading the tail and
+		// committing.
 		appendChain: r.Replace(`WITH RECURSIVE
-			ins AS (
-				INSERT INTO {ledger} ({entryColumns})
-				SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-					$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
-					$16::text[], $17::text[])
-				ON CONFLICT (tenant, idempotency_key) DO NOTHING
-				RETURNING id),
 			recs AS (
 				SELECT u.time, u.kind, u.tenant, u.subject, u.data, u.ord, row_number() OVER (ORDER BY u.ord) AS n
-				FROM unnest($18::timestamptz[], $19::text[], $20::text[], $21::text[], $22::bytea[], $23::uuid[])
+				FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::uuid[])
 					WITH ORDINALITY AS u(time, kind, tenant, subject, data, entry, ord)
-				WHERE u.entry IS NULL OR u.entry IN (SELECT id FROM ins)),
+				WHERE u.entry IS NULL OR EXISTS (
+					SELECT 1 FROM {ledger} l WHERE l.id = u.entry AND l.xmin = pg_current_xact_id()::xid)),
 			chain (n, seq, hash, prev) AS (
 				SELECT 0::bigint,
 					COALESCE((SELECT seq FROM {audit} ORDER BY seq DESC LIMIT 1), 0),

@@ -91,6 +91,47 @@ func TestLedgerAppendOnly(t *testing.T) {
 	require.Equal(t, int64(1), n)
 }
 
+// TestLedgerLinkCheckedPerStatement: the gap-or-fork check runs once per
+// statement over all of its rows, so a statement inserting several
+// records is refused when any of them does not follow the record before
+// it, whether that one is already stored or another row of the statement.
+func TestLedgerLinkCheckedPerStatement(t *testing.T) {
+	t.Parallel()
+	s, pool, schema := newStore(t)
+	ctx := context.Background()
+	e := ledgertest.Entry("acme", "k1", time.Now())
+	first, err := s.AppendSettlement(ctx, e, ledgertest.Record(t, e))
+	require.NoError(t, err)
+	audit := pgx.Identifier{schema, "audit_log"}.Sanitize()
+	h := func(c byte) string { return strings.Repeat(string(c), 64) }
+	insert := func(rows ...[3]any) error {
+		var vals []string
+		var args []any
+		for i, r := range rows {
+			vals = append(vals, fmt.Sprintf("($%d, now(), 'x', '', '', '\\x7b7d', $%d, $%d)", 3*i+1, 3*i+2, 3*i+3))
+			args = append(args, r[:]...)
+		}
+		_, err := pool.Exec(ctx, "INSERT INTO "+audit+" (seq, time, kind, tenant, subject, data, prev_hash, hash) VALUES "+strings.Join(vals, ", "), args...)
+		return err
+	}
+	for name, rows := range map[string][][3]any{
+		"the second row forks":              {{2, first.Hash, h('a')}, {3, h('f'), h('b')}},
+		"the second row leaves a gap":       {{2, first.Hash, h('a')}, {4, h('a'), h('b')}},
+		"the first row forks":               {{2, h('f'), h('a')}, {3, h('a'), h('b')}},
+		"a row names the genesis hash late": {{2, ledger.GenesisHash, h('a')}},
+	} {
+		err := insert(rows...)
+		require.ErrorContains(t, err, "gap or a fork", name)
+	}
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM "+audit).Scan(&n))
+	require.Equal(t, 1, n, "a refused statement writes none of its rows")
+	// Rows that link, to the tail and to each other, are taken.
+	require.NoError(t, insert([3]any{2, first.Hash, h('a')}, [3]any{3, h('a'), h('b')}))
+	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM "+audit).Scan(&n))
+	require.Equal(t, 3, n)
+}
+
 // TestLedgerConnectionCutMidAppend: appends race with a proxy that drops
 // every connection now and then. Each append either fully happened (entry
 // and audit record) or not at all, and the chain verifies.
