@@ -444,20 +444,93 @@ func incrAllInTx(g *groupTx, keys []string, ins []kv.Increment, now int64, value
 	return -1, nil
 }
 
-// SweepExpired deletes expired kv rows and returns how many it deleted.
-// The Store also sweeps by itself every few thousand kv writes.
+// Expired kv rows are swept by visiting the table in key order, a chunk of
+// rows per write transaction: there is no index on expiry times (keeping
+// one moved an index entry on every write of a key with a TTL, a third of
+// the pages a paid request wrote). Reads treat an expired row as absent,
+// so a sweep only gives the space back.
+const (
+	sweepFirstSQL = `SELECT count(*), max(key) FROM (SELECT key FROM kv ORDER BY key LIMIT ?)`
+	sweepNextSQL  = `SELECT count(*), max(key) FROM (SELECT key FROM kv WHERE key > ? ORDER BY key LIMIT ?)`
+	sweepDelFirst = `DELETE FROM kv WHERE key <= ? AND exp IS NOT NULL AND exp <= ?`
+	sweepDelNext  = `DELETE FROM kv WHERE key > ? AND key <= ? AND exp IS NOT NULL AND exp <= ?`
+)
+
+// sweepCursor is where the automatic sweep goes on: after key, or from the
+// table's first key when started is false.
+type sweepCursor struct {
+	mu      sync.Mutex
+	started bool
+	after   string
+}
+
+// SweepExpired deletes every expired kv row and returns how many it
+// deleted: one pass over the table in key order, in chunks, each chunk's
+// deletes in a write transaction of their own. The Store also sweeps by
+// itself: after every few thousand kv writes it visits the next chunk of
+// the table (four times as many rows as writes in between, so sweeping
+// outpaces what writes add), wrapping around at the end.
 func (s *Store) SweepExpired(ctx context.Context) (int64, error) {
-	n, err := s.execWrite(ctx, `DELETE FROM kv WHERE exp IS NOT NULL AND exp <= ?`, s.now().UnixNano())
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: kv sweep: %w", err)
+	var c sweepCursor
+	var total int64
+	for {
+		n, done, err := s.sweepStep(ctx, &c, s.sweepChunk)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("sqlite: kv sweep: %w", err)
+		}
+		if done {
+			return total, nil
+		}
 	}
-	return n, nil
+}
+
+// sweepStep deletes the expired rows among the limit keys after c and moves
+// c past them; done reports that they reached the table's end (c is then
+// back at the start).
+func (s *Store) sweepStep(ctx context.Context, c *sweepCursor, limit int) (deleted int64, done bool, err error) {
+	var (
+		n    int
+		last sql.NullString
+	)
+	err = s.read(ctx, func() error {
+		if c.started {
+			return s.db.QueryRowContext(ctx, sweepNextSQL, c.after, limit).Scan(&n, &last)
+		}
+		return s.db.QueryRowContext(ctx, sweepFirstSQL, limit).Scan(&n, &last)
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	if n > 0 {
+		now := s.now().UnixNano()
+		if c.started {
+			deleted, err = s.execWrite(ctx, sweepDelNext, c.after, last.String, now)
+		} else {
+			deleted, err = s.execWrite(ctx, sweepDelFirst, last.String, now)
+		}
+		if err != nil {
+			return 0, false, err
+		}
+	}
+	if n < limit {
+		c.started, c.after = false, ""
+		return deleted, true, nil
+	}
+	c.started, c.after = true, last.String
+	return deleted, false, nil
 }
 
 func (s *Store) afterKVWrite(ctx context.Context) {
-	if s.kvWrites.Add(1)%int64(s.sweepEvery) == 0 {
-		_, _ = s.SweepExpired(ctx)
+	if s.kvWrites.Add(1)%int64(s.sweepEvery) != 0 {
+		return
 	}
+	c := &s.sweep
+	if !c.mu.TryLock() {
+		return // the sweep before this one is still running
+	}
+	defer c.mu.Unlock()
+	_, _, _ = s.sweepStep(ctx, c, s.sweepChunk)
 }
 
 // volatileTier keeps the counters of volatile increments (kv.Increment's

@@ -42,6 +42,8 @@ type Store struct {
 	write chan struct{} // in-process write lock; a channel so waits honour ctx
 
 	sweepEvery int          // kv writes between sweeps of expired keys
+	sweepChunk int          // kv rows one sweep after sweepEvery writes visits
+	sweep      sweepCursor  // where the next of those sweeps starts
 	kvWrites   atomic.Int64 // kv writes so far
 
 	retention time.Duration // raw usage events; < 0 keeps them forever
@@ -67,7 +69,7 @@ func NewWithConfig(db *sql.DB, cfg Config) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("sqlite: New: nil *sql.DB")
 	}
-	s := &Store{db: db, now: cfg.Now, busy: cfg.BusyTimeout, write: make(chan struct{}, 1), sweepEvery: 4096}
+	s := &Store{db: db, now: cfg.Now, busy: cfg.BusyTimeout, write: make(chan struct{}, 1), sweepEvery: 4096, sweepChunk: 4 * 4096}
 	if s.now == nil {
 		s.now = time.Now
 	}
