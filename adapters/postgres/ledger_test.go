@@ -132,6 +132,35 @@ func TestLedgerLinkCheckedPerStatement(t *testing.T) {
 	require.Equal(t, 3, n)
 }
 
+// TestLedgerHashesAreHex: the database refuses an audit record whose hash
+// or prev hash is not 64 lowercase hex digits.
+func TestLedgerHashesAreHex(t *testing.T) {
+	t.Parallel()
+	s, pool, schema := newStore(t)
+	ctx := context.Background()
+	e := ledgertest.Entry("acme", "k1", time.Now())
+	first, err := s.AppendSettlement(ctx, e, ledgertest.Record(t, e))
+	require.NoError(t, err)
+	audit := pgx.Identifier{schema, "audit_log"}.Sanitize()
+	insert := "INSERT INTO " + audit + " (seq, time, kind, tenant, subject, data, prev_hash, hash) VALUES (2, now(), 'x', '', '', '\\x7b7d', $1, $2)"
+	good := strings.Repeat("0a", 32)
+	for _, bad := range []string{
+		strings.Repeat("A", 64),       // uppercase
+		strings.Repeat("a", 63),       // short
+		strings.Repeat("a", 65),       // long
+		strings.Repeat("a", 63) + "g", // not hex
+		strings.Repeat("a", 62) + "é", // 64 bytes, not hex
+		strings.Repeat("a", 63) + " ", // space
+	} {
+		_, err := pool.Exec(ctx, insert, first.Hash, bad)
+		require.ErrorContains(t, err, "audit_log_hash_check", "hash %q", bad)
+		_, err = pool.Exec(ctx, insert, bad, good)
+		require.ErrorContains(t, err, "audit_log_prev_hash_check", "prev hash %q", bad)
+	}
+	_, err = pool.Exec(ctx, insert, first.Hash, good)
+	require.NoError(t, err, "64 lowercase hex digits that follow the tail")
+}
+
 // TestLedgerConnectionCutMidAppend: appends race with a proxy that drops
 // every connection now and then. Each append either fully happened (entry
 // and audit record) or not at all, and the chain verifies.
