@@ -35,8 +35,9 @@
 // commit is visible, so the chain never forks or gaps. Because that makes the
 // chain's throughput one commit at a time, a Store groups the appends that
 // arrive while a write is in flight and writes them in one transaction (one
-// round trip per group, the lock held only while the server runs it; see
-// chain.go): concurrent settlements share one WAL flush.
+// round trip per group, the lock held only while the server seals and
+// inserts the group's audit records: the entries are inserted before it is
+// taken; see chain.go): concurrent settlements share one WAL flush.
 //
 // # Usage events
 //
