@@ -25,10 +25,34 @@ type FacilitatorConfig struct {
 	// DefaultFacilitatorTimeout, negative means no bound beyond the
 	// context's.
 	Timeout time.Duration
-	// HTTPClient sends the requests; nil means a client of its own. The
-	// facilitator client works on a copy whose redirect policy refuses
-	// every redirect; the caller's client is never changed.
+	// HTTPClient sends the requests; nil means a client of its own over
+	// NewFacilitatorTransport. The facilitator client works on a copy
+	// whose redirect policy refuses every redirect; the caller's client is
+	// never changed.
 	HTTPClient *http.Client
+}
+
+// facilitatorIdleConns is how many idle connections NewFacilitatorTransport
+// keeps to the facilitator's host.
+const facilitatorIdleConns = 256
+
+// NewFacilitatorTransport returns a transport for calls to one facilitator:
+// http.DefaultTransport's settings (proxy from the environment, timeouts,
+// HTTP/2) with an idle pool that holds a connection for every paid request
+// in flight. http.DefaultTransport keeps two idle connections per host, so
+// with more than two paid requests at once most verify and settle calls
+// dialed a new connection (and, to an https facilitator, made a new TLS
+// handshake), then closed it.
+func NewFacilitatorTransport() *http.Transport {
+	var t *http.Transport
+	if d, ok := http.DefaultTransport.(*http.Transport); ok {
+		t = d.Clone()
+	} else {
+		t = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
+	}
+	t.MaxIdleConns = facilitatorIdleConns
+	t.MaxIdleConnsPerHost = facilitatorIdleConns
+	return t
 }
 
 // FacilitatorClient is a Facilitator reached over HTTP: POST {base}/verify,
@@ -70,11 +94,15 @@ func NewFacilitatorClient(baseURL string, cfg FacilitatorConfig) (*FacilitatorCl
 	if timeout == 0 {
 		timeout = DefaultFacilitatorTimeout
 	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: NewFacilitatorTransport()}
+	}
 	return &FacilitatorClient{
 		base:    strings.TrimRight(u.String(), "/"),
 		apiKey:  cfg.APIKey,
 		timeout: timeout,
-		hc:      noRedirects(cfg.HTTPClient),
+		hc:      noRedirects(hc),
 	}, nil
 }
 

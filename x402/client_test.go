@@ -406,3 +406,41 @@ func TestParseSettleResponseAmountAndExtra(t *testing.T) {
 	require.Empty(t, r.Amount)
 	require.Nil(t, r.Extra)
 }
+
+// A client of its own keeps a connection for every call in flight: rounds
+// of concurrent calls reuse the first round's connections instead of
+// dialing new ones (http.DefaultTransport keeps two idle per host, and
+// dialed about 30 new connections a round here).
+func TestOwnClientReusesConnections(t *testing.T) {
+	t.Parallel()
+	var dialed atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		time.Sleep(2 * time.Millisecond) // every call of a round is in flight at once
+		_, _ = w.Write([]byte(`{"isValid":true,"payer":"0xabc"}`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dialed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, x402.FacilitatorConfig{})
+	req := fixtureRequest(t, "client-v2.json")
+	const inFlight, rounds = 32, 5
+	var failed atomic.Int64
+	for range rounds {
+		var wg sync.WaitGroup
+		for range inFlight {
+			wg.Go(func() {
+				if vr, err := c.Verify(context.Background(), req); err != nil || !vr.IsValid {
+					failed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	require.Zero(t, failed.Load(), "calls that failed")
+	require.LessOrEqual(t, dialed.Load(), int64(inFlight), "connections dialed for %d rounds of %d calls", rounds, inFlight)
+}

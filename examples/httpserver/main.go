@@ -220,7 +220,7 @@ func build(ctx context.Context, cfg config, log *slog.Logger) (*server, error) {
 	var supported *x402.SupportedResponse
 	if cfg.facilitatorURL != "" {
 		fc, err := x402.NewFacilitatorClient(cfg.facilitatorURL, x402.FacilitatorConfig{APIKey: cfg.facilitatorAPIKey,
-			HTTPClient: &http.Client{Transport: ops.TraceTransport(nil)}})
+			HTTPClient: &http.Client{Transport: ops.TraceTransport(x402.NewFacilitatorTransport())}})
 		if err != nil {
 			return nil, fmt.Errorf("-facilitator-url: %w", err)
 		}
