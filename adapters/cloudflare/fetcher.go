@@ -23,7 +23,9 @@ type FetcherConfig struct {
 	// Secret is the shared DISPATCH_SECRET (required, at least 16 bytes).
 	Secret []byte
 	// HTTPClient sends the requests (nil: a client with no timeout of its
-	// own; the dispatcher's context deadline bounds each call). The
+	// own, over http.DefaultTransport's settings with an idle pool of 512
+	// connections to the dispatch worker, which every request goes to;
+	// the dispatcher's context deadline bounds each call). The
 	// fetcher uses a copy that never follows redirects (a tenant worker's
 	// 3xx is its answer to the client); the caller's client is not changed.
 	HTTPClient *http.Client
@@ -61,11 +63,32 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 	if len(cfg.Secret) < 16 {
 		return nil, errors.New("cloudflare: FetcherConfig.Secret must be at least 16 bytes")
 	}
-	f := &Fetcher{base: u, secret: append([]byte(nil), cfg.Secret...), client: noRedirects(cfg.HTTPClient), now: cfg.Now}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: newTransport()}
+	}
+	f := &Fetcher{base: u, secret: append([]byte(nil), cfg.Secret...), client: noRedirects(hc), now: cfg.Now}
 	if f.now == nil {
 		f.now = time.Now
 	}
 	return f, nil
+}
+
+// idleConns is how many idle connections a Fetcher's own transport keeps to
+// the dispatch worker: every request goes to that one host, and
+// http.DefaultTransport keeps two, so with more requests in flight most
+// would dial (and handshake) a connection of their own and close it.
+const idleConns = 512
+
+func newTransport() *http.Transport {
+	var t *http.Transport
+	if d, ok := http.DefaultTransport.(*http.Transport); ok {
+		t = d.Clone()
+	} else {
+		t = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
+	}
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = idleConns, idleConns
+	return t
 }
 
 // noRedirects returns a copy of c (a new client when c is nil) that never

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,4 +189,44 @@ func TestNewFetcherValidates(t *testing.T) {
 		_, err := cloudflare.NewFetcher(cfg)
 		require.Error(t, err)
 	}
+}
+
+// A Fetcher without a client of the caller's keeps a connection to the
+// dispatch worker for every request in flight: later rounds of concurrent
+// requests reuse the first round's connections (http.DefaultTransport
+// keeps two idle per host and dialed ~30 new ones a round here).
+func TestFetcherReusesConnections(t *testing.T) {
+	t.Parallel()
+	var conns sync.Map // client address of each connection used
+	srv := fakeDispatchWorker(t, testSecret, map[string]http.HandlerFunc{"tenant-acme-worker": func(w http.ResponseWriter, r *http.Request) {
+		conns.Store(r.RemoteAddr, true)
+		time.Sleep(2 * time.Millisecond) // every request of a round is in flight at once
+		echo(w, r)
+	}})
+	f := newFetcher(t, srv.URL, testSecret)
+	const inFlight, rounds = 32, 5
+	var failed atomic.Int64
+	for range rounds {
+		var wg sync.WaitGroup
+		for range inFlight {
+			wg.Go(func() {
+				req := httptest.NewRequest("POST", "http://gw.example:8080/v1/a%2Fb?x=1", strings.NewReader("hello"))
+				resp, err := f.Fetch(context.Background(), req, payload("tenant-acme-worker"))
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	require.Zero(t, failed.Load(), "requests that failed")
+	dialed := 0
+	conns.Range(func(any, any) bool { dialed++; return true })
+	require.LessOrEqual(t, dialed, inFlight, "connections dialed for %d rounds of %d requests", rounds, inFlight)
 }
