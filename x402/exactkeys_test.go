@@ -1,6 +1,8 @@
 package x402
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"testing"
 )
@@ -27,6 +29,12 @@ var exactKeysSeeds = []string{
 	`{`,
 	`{"k":"v","k":"w"}`,
 	`{"ſcheme":1}`,
+	`{"a":{"scheme":1},"scheme" : [ {"scheme":2} ] }`,
+	`{"sch\u0065me":{"x":"}"}}`,
+	`{"authorization":{},"signature":"0x"}`,
+	`{"Authorization":1}`,
+	`{"authoriz\u0061tion":null}`,
+	`null`,
 }
 
 func checkExactKeys(t *testing.T, raw string) {
@@ -35,6 +43,31 @@ func checkExactKeys(t *testing.T, raw string) {
 	ref := exactKeysDecoder([]byte(raw), "obj", want...)
 	if fmt.Sprint(got) != fmt.Sprint(ref) {
 		t.Fatalf("%q: exactKeys says %v, the decoder walk %v", raw, got, ref)
+	}
+	var probe map[string]json.RawMessage
+	_, isEIP3009 := probe["authorization"]
+	if json.Unmarshal([]byte(raw), &probe) == nil {
+		_, isEIP3009 = probe["authorization"]
+	}
+	if IsEIP3009Payload(SchemeExact, []byte(raw)) != isEIP3009 {
+		t.Fatalf("%q: IsEIP3009Payload says %v, a map decoding %v", raw, !isEIP3009, isEIP3009)
+	}
+	// Where the keys are as the decoders require, member finds the value
+	// encoding/json decodes for that key.
+	if got != nil || !json.Valid([]byte(raw)) {
+		return
+	}
+	if validExactKeys([]byte(raw), "obj", want...) != nil {
+		t.Fatalf("%q: validExactKeys refuses what exactKeys accepts", raw)
+	}
+	var v struct {
+		Scheme json.RawMessage `json:"scheme"`
+	}
+	if json.Unmarshal([]byte(raw), &v) != nil {
+		return
+	}
+	if m := member([]byte(raw), "scheme"); !bytes.Equal(m, v.Scheme) {
+		t.Fatalf("%q: member gives %q, encoding/json %q", raw, m, v.Scheme)
 	}
 }
 

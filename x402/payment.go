@@ -3,6 +3,7 @@ package x402
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -150,14 +151,10 @@ func parseV2(raw []byte) (*Payment, error) {
 	if err := json.Unmarshal(raw, &pp); err != nil {
 		return nil, invalidf("bad JSON in version 2 payload: %v", err)
 	}
-	if err := exactKeys(raw, "payment", "x402Version", "accepted", "payload", "resource", "extensions"); err != nil {
+	if err := validExactKeys(raw, "payment", "x402Version", "accepted", "payload", "resource", "extensions"); err != nil {
 		return nil, err
 	}
-	var env struct {
-		Accepted json.RawMessage `json:"accepted"`
-	}
-	_ = json.Unmarshal(raw, &env)
-	if err := exactKeys(env.Accepted, "accepted", "scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds", "extra"); err != nil {
+	if err := validExactKeys(member(raw, "accepted"), "accepted", "scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds", "extra"); err != nil {
 		return nil, err
 	}
 	a := pp.Accepted
@@ -211,7 +208,7 @@ func parseV1(raw []byte) (*Payment, error) {
 	if err := json.Unmarshal(raw, &pp); err != nil {
 		return nil, invalidf("bad JSON in version 1 payload: %v", err)
 	}
-	if err := exactKeys(raw, "payment", "x402Version", "scheme", "network", "payload"); err != nil {
+	if err := validExactKeys(raw, "payment", "x402Version", "scheme", "network", "payload"); err != nil {
 		return nil, err
 	}
 	if err := checkSchemeNetwork(pp.Scheme, pp.Network, ""); err != nil {
@@ -272,14 +269,10 @@ func parseExactEVM(raw json.RawMessage) (*ExactEVMPayload, error) {
 	// Go matches JSON keys case-insensitively, but the signature covers
 	// the exact names: a "Nonce" read as the nonce would let the checked
 	// payment differ from the one a facilitator settles.
-	if err := exactKeys(raw, "payload", "authorization", "signature"); err != nil {
+	if err := validExactKeys(raw, "payload", "authorization", "signature"); err != nil {
 		return nil, err
 	}
-	var inner struct {
-		Authorization json.RawMessage `json:"authorization"`
-	}
-	_ = json.Unmarshal(raw, &inner)
-	if err := exactKeys(inner.Authorization, "authorization", "from", "to", "value", "validAfter", "validBefore", "nonce"); err != nil {
+	if err := validExactKeys(member(raw, "authorization"), "authorization", "from", "to", "value", "validAfter", "validBefore", "nonce"); err != nil {
 		return nil, err
 	}
 	a := ev.Authorization
@@ -368,12 +361,10 @@ func IsEIP3009Payload(scheme string, payload json.RawMessage) bool {
 	if scheme != SchemeExact {
 		return false
 	}
-	var probe map[string]json.RawMessage
-	if json.Unmarshal(payload, &probe) != nil {
+	if !json.Valid(payload) {
 		return false
 	}
-	_, ok := probe["authorization"]
-	return ok
+	return member(payload, "authorization") != nil
 }
 
 // validSchemeName reports whether s can name a scheme: 1 to 32 lower-case
@@ -408,22 +399,17 @@ func exactKeys(raw json.RawMessage, where string, want ...string) error {
 	if !json.Valid(raw) {
 		return exactKeysDecoder(raw, where, want...)
 	}
-	i := skipSpace(raw, 0)
-	if i >= len(raw) || raw[i] != '{' {
-		return nil // not an object: the typed decoding reports it
-	}
+	return validExactKeys(raw, where, want...)
+}
+
+// validExactKeys is exactKeys for raw known to be valid JSON: a document
+// encoding/json has decoded, or a value inside one. The payment decoders
+// call it on what json.Unmarshal has just accepted, so that each header is
+// validated once, not once more per object checked.
+func validExactKeys(raw json.RawMessage, where string, want ...string) error {
 	var seenBuf [8]string
 	seen := seenBuf[:0]
-	i = skipSpace(raw, i+1)
-	for i < len(raw) && raw[i] == '"' {
-		end := stringEnd(raw, i)
-		k := string(raw[i+1 : end-1])
-		if strings.ContainsFunc(k, func(r rune) bool { return r == '\\' || r >= utf8.RuneSelf }) {
-			// Escapes or non-ASCII: the key as encoding/json reads it.
-			if err := json.Unmarshal(raw[i:end], &k); err != nil {
-				return exactKeysDecoder(raw, where, want...)
-			}
-		}
+	err := members(raw, func(k string, _ []byte) error {
 		folded := strings.ToLower(k)
 		if slices.Contains(seen, folded) {
 			return invalidf("%s has the key %q more than once (keys are compared without case)", where, clip(k))
@@ -434,14 +420,61 @@ func exactKeys(raw json.RawMessage, where string, want ...string) error {
 				return invalidf("%s key %q must be spelled %q", where, clip(k), w)
 			}
 		}
+		return nil
+	})
+	if errors.Is(err, errKeyUnreadable) {
+		return exactKeysDecoder(raw, where, want...)
+	}
+	return err
+}
+
+// errKeyUnreadable: members could not read a key (not valid JSON after all).
+var errKeyUnreadable = errors.New("x402: unreadable JSON key")
+
+// members calls f with each member of the JSON object raw, in order: its
+// key as encoding/json reads it (escapes decoded) and its value's bytes.
+// raw must be valid JSON; a value that is not an object has no members.
+// An error from f stops the walk and is returned.
+func members(raw []byte, f func(k string, v []byte) error) error {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return nil
+	}
+	i = skipSpace(raw, i+1)
+	for i < len(raw) && raw[i] == '"' {
+		end := stringEnd(raw, i)
+		k := string(raw[i+1 : end-1])
+		if strings.ContainsFunc(k, func(r rune) bool { return r == '\\' || r >= utf8.RuneSelf }) {
+			// Escapes or non-ASCII: the key as encoding/json reads it.
+			if err := json.Unmarshal(raw[i:end], &k); err != nil {
+				return errKeyUnreadable
+			}
+		}
 		i = skipSpace(raw, end)
 		i = skipSpace(raw, i+1) // the colon
-		i = skipSpace(raw, valueEnd(raw, i))
+		vEnd := valueEnd(raw, i)
+		if err := f(k, raw[i:vEnd]); err != nil {
+			return err
+		}
+		i = skipSpace(raw, vEnd)
 		if i < len(raw) && raw[i] == ',' {
 			i = skipSpace(raw, i+1)
 		}
 	}
 	return nil
+}
+
+// member returns the value of the member of the valid JSON object raw whose
+// key reads exactly as key (the last one, as encoding/json does), or nil.
+func member(raw []byte, key string) json.RawMessage {
+	var v json.RawMessage
+	_ = members(raw, func(k string, val []byte) error {
+		if k == key {
+			v = val
+		}
+		return nil
+	})
+	return v
 }
 
 // skipSpace returns the index of the first byte at or after i in the
