@@ -23,6 +23,9 @@ const entryColumns = `id, tenant, idempotency_key, owner, payer, amount, amount_
 // its entry back on the hot path.
 const getEntrySQL = `SELECT ` + entryColumns + ` FROM ledger WHERE tenant = ? AND idempotency_key = ?`
 
+// hasEntrySQL answers from the (tenant, idempotency_key) index alone.
+const hasEntrySQL = `SELECT 1 FROM ledger WHERE tenant = ? AND idempotency_key = ?`
+
 const auditColumns = `seq, time_us, kind, tenant, subject, data, prev_hash, hash`
 
 const (
@@ -273,8 +276,15 @@ func (g *groupTx) execAudit(ops []*ledgerOp) error {
 
 // GetEntry implements ledger.Store.
 func (s *Store) GetEntry(ctx context.Context, tenant, idempotencyKey string) (ledger.Entry, error) {
+	// Most lookups are of keys not settled yet (every paid request checks
+	// its key before it is verified): those are answered from the index,
+	// without a statement that names every column of the entry.
 	var e ledger.Entry
 	err := s.read(ctx, func() error {
+		var one int
+		if err := s.hasEntryStmt.QueryRowContext(ctx, tenant, idempotencyKey).Scan(&one); err != nil {
+			return err
+		}
 		var err error
 		e, err = scanEntry(s.entryStmt.QueryRowContext(ctx, tenant, idempotencyKey))
 		return err

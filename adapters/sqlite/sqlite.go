@@ -54,7 +54,7 @@ type Store struct {
 	// Statements of the hot autocommit paths, prepared once: database/sql
 	// keeps one prepared copy per pooled connection, so SQLite does not
 	// parse them on every call.
-	counterStmt, entryStmt *sql.Stmt
+	counterStmt, entryStmt, hasEntryStmt *sql.Stmt
 
 	queue    groupQueue // durable writes waiting for their group commit
 	volatile volatileTier
@@ -93,6 +93,9 @@ func NewWithConfig(db *sql.DB, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	if s.entryStmt, err = db.PrepareContext(ctx, getEntrySQL); err != nil {
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if s.hasEntryStmt, err = db.PrepareContext(ctx, hasEntrySQL); err != nil {
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	return s, nil
