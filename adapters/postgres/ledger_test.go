@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/402claw/dispatcher/adapters/postgres"
@@ -49,16 +50,24 @@ func TestLedgerReplicas(t *testing.T) {
 	})
 }
 
+// oneSettlement returns a Store on a fresh schema holding one settlement,
+// with its pool, the schema and that settlement's audit record.
+func oneSettlement(t *testing.T) (*postgres.Store, *pgxpool.Pool, string, ledger.AuditRecord) {
+	t.Helper()
+	s, pool, schema := newStore(t)
+	e := ledgertest.Entry("acme", "k1", time.Now())
+	first, err := s.AppendSettlement(context.Background(), e, ledgertest.Record(t, e))
+	require.NoError(t, err)
+	return s, pool, schema, first
+}
+
 // TestLedgerAppendOnly: the database itself refuses UPDATE, DELETE and
 // TRUNCATE of the ledger and the audit log, and an insert that would gap or
 // fork the chain.
 func TestLedgerAppendOnly(t *testing.T) {
 	t.Parallel()
-	s, pool, schema := newStore(t)
+	s, pool, schema, _ := oneSettlement(t)
 	ctx := context.Background()
-	e := ledgertest.Entry("acme", "k1", time.Now())
-	_, err := s.AppendSettlement(ctx, e, ledgertest.Record(t, e))
-	require.NoError(t, err)
 	led := pgx.Identifier{schema, "ledger"}.Sanitize()
 	audit := pgx.Identifier{schema, "audit_log"}.Sanitize()
 	for _, stmt := range []string{
@@ -78,7 +87,7 @@ func TestLedgerAppendOnly(t *testing.T) {
 	var hash string
 	require.NoError(t, pool.QueryRow(ctx, "SELECT seq, hash FROM "+audit).Scan(&seq, &hash))
 	insert := "INSERT INTO " + audit + " (seq, time, kind, tenant, subject, data, prev_hash, hash) VALUES ($1, now(), 'x', '', '', '\\x7b7d', $2, $2)"
-	_, err = pool.Exec(ctx, insert, 3, hash)
+	_, err := pool.Exec(ctx, insert, 3, hash)
 	require.ErrorContains(t, err, "gap or a fork", "a gap is refused")
 	_, err = pool.Exec(ctx, insert, 2, ledger.GenesisHash)
 	require.ErrorContains(t, err, "gap or a fork", "a fork (wrong prev hash) is refused")
@@ -97,11 +106,8 @@ func TestLedgerAppendOnly(t *testing.T) {
 // it, whether that one is already stored or another row of the statement.
 func TestLedgerLinkCheckedPerStatement(t *testing.T) {
 	t.Parallel()
-	s, pool, schema := newStore(t)
+	_, pool, schema, first := oneSettlement(t)
 	ctx := context.Background()
-	e := ledgertest.Entry("acme", "k1", time.Now())
-	first, err := s.AppendSettlement(ctx, e, ledgertest.Record(t, e))
-	require.NoError(t, err)
 	audit := pgx.Identifier{schema, "audit_log"}.Sanitize()
 	h := func(c byte) string { return strings.Repeat(string(c), 64) }
 	insert := func(rows ...[3]any) error {
@@ -136,11 +142,8 @@ func TestLedgerLinkCheckedPerStatement(t *testing.T) {
 // or prev hash is not 64 lowercase hex digits.
 func TestLedgerHashesAreHex(t *testing.T) {
 	t.Parallel()
-	s, pool, schema := newStore(t)
+	_, pool, schema, first := oneSettlement(t)
 	ctx := context.Background()
-	e := ledgertest.Entry("acme", "k1", time.Now())
-	first, err := s.AppendSettlement(ctx, e, ledgertest.Record(t, e))
-	require.NoError(t, err)
 	audit := pgx.Identifier{schema, "audit_log"}.Sanitize()
 	insert := "INSERT INTO " + audit + " (seq, time, kind, tenant, subject, data, prev_hash, hash) VALUES (2, now(), 'x', '', '', '\\x7b7d', $1, $2)"
 	good := strings.Repeat("0a", 32)
@@ -157,7 +160,7 @@ func TestLedgerHashesAreHex(t *testing.T) {
 		_, err = pool.Exec(ctx, insert, bad, good)
 		require.ErrorContains(t, err, "audit_log_prev_hash_check", "prev hash %q", bad)
 	}
-	_, err = pool.Exec(ctx, insert, first.Hash, good)
+	_, err := pool.Exec(ctx, insert, first.Hash, good)
 	require.NoError(t, err, "64 lowercase hex digits that follow the tail")
 }
 
