@@ -155,10 +155,14 @@ func TestLedgerHashesAreHex(t *testing.T) {
 		strings.Repeat("a", 62) + "é", // 64 bytes, not hex
 		strings.Repeat("a", 63) + " ", // space
 	} {
+		// Refused by the column's check: its name, or the error decode
+		// raises for a byte that is not a hex digit.
 		_, err := pool.Exec(ctx, insert, first.Hash, bad)
-		require.ErrorContains(t, err, "audit_log_hash_check", "hash %q", bad)
+		require.Error(t, err, "hash %q", bad)
+		require.Regexp(t, `audit_log_hash_check|invalid hexadecimal`, err.Error(), "hash %q", bad)
 		_, err = pool.Exec(ctx, insert, bad, good)
-		require.ErrorContains(t, err, "audit_log_prev_hash_check", "prev hash %q", bad)
+		require.Error(t, err, "prev hash %q", bad)
+		require.Regexp(t, `audit_log_prev_hash_check|invalid hexadecimal`, err.Error(), "prev hash %q", bad)
 	}
 	_, err := pool.Exec(ctx, insert, first.Hash, good)
 	require.NoError(t, err, "64 lowercase hex digits that follow the tail")
