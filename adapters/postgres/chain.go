@@ -1,10 +1,12 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,6 +236,7 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 		data                                                               [][]byte
 		aEntry                                                             []*[16]byte
 		sent                                                               []int // reqs index of each record sent
+		entries                                                            []*ledger.Entry
 	)
 	for i, r := range reqs {
 		if y := r.rec.Time.UTC().Year(); y < 1 || y > 9999 {
@@ -252,18 +255,29 @@ func (s *Store) writeTx(ctx context.Context, reqs []*appendReq) (_ []appendResul
 			seen[k] = true
 			id := [16]byte(e.ID)
 			entry = &id
-			ids = append(ids, e.ID)
-			eTenant, eKey, owner, payer = append(eTenant, e.Tenant), append(eKey, e.IdempotencyKey), append(owner, e.Owner), append(payer, e.Payer)
-			amount, atomic, asset, network = append(amount, e.Amount), append(atomic, e.AmountAtomic), append(asset, e.Asset), append(network, e.Network)
-			payTo, txHash, status = append(payTo, e.PayTo), append(txHash, e.TxHash), append(status, string(e.Status))
-			requestID, resource, eTime = append(requestID, e.RequestID), append(resource, e.Resource), append(eTime, e.Time)
-			channel, cumulative = append(channel, e.Channel), append(cumulative, e.Cumulative)
+			entries = append(entries, e)
 		}
 		rec := r.rec
 		rec.Time = rec.Time.UTC().Truncate(time.Microsecond)
 		aTime, kind, aTenant, subject = append(aTime, rec.Time), append(kind, rec.Kind), append(aTenant, rec.Tenant), append(subject, rec.Subject)
 		data, aEntry = append(data, rec.Data), append(aEntry, entry)
 		sent = append(sent, i)
+	}
+
+	// The entries are inserted before the lock, so two groups holding the
+	// same keys in opposite orders would wait on each other's index
+	// entries (a deadlock PostgreSQL breaks after deadlock_timeout): every
+	// group inserts its entries in (tenant, key) order.
+	slices.SortFunc(entries, func(a, b *ledger.Entry) int {
+		return cmp.Or(strings.Compare(a.Tenant, b.Tenant), strings.Compare(a.IdempotencyKey, b.IdempotencyKey))
+	})
+	for _, e := range entries {
+		ids = append(ids, e.ID)
+		eTenant, eKey, owner, payer = append(eTenant, e.Tenant), append(eKey, e.IdempotencyKey), append(owner, e.Owner), append(payer, e.Payer)
+		amount, atomic, asset, network = append(amount, e.Amount), append(atomic, e.AmountAtomic), append(asset, e.Asset), append(network, e.Network)
+		payTo, txHash, status = append(payTo, e.PayTo), append(txHash, e.TxHash), append(status, string(e.Status))
+		requestID, resource, eTime = append(requestID, e.RequestID), append(resource, e.Resource), append(eTime, e.Time)
+		channel, cumulative = append(channel, e.Channel), append(cumulative, e.Cumulative)
 	}
 
 	// One round trip: the lock, the group's statement and the COMMIT. The

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -364,4 +365,88 @@ func machineCPU() (busy, total int64) {
 		}
 	}
 	return busy, total
+}
+
+// TestLedgerGroupsInsertInKeyOrder: entries are inserted before the chain's
+// lock, so two replicas' groups holding the same keys must insert them in
+// one order, or each would wait on an index entry the other holds. Each
+// replica's group is made here of the same 100 keys, queued in opposite
+// orders, and both groups stop at a key an outside transaction holds;
+// once it lets go, both go through without a deadlock (the replicas'
+// sessions wait 30 s before PostgreSQL looks for one, so a deadlock stalls
+// the test; without the order it took 15 s).
+func TestLedgerGroupsInsertInKeyOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, _, schema := newStore(t)
+	var rs [2]*postgres.Store
+	for i := range rs {
+		cfg, err := pgxpool.ParseConfig(databaseURL(t))
+		require.NoError(t, err)
+		cfg.MaxConns = 4
+		cfg.ConnConfig.RuntimeParams["deadlock_timeout"] = "30s"
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		rs[i], err = postgres.New(ctx, pool, postgres.Config{Schema: schema})
+		require.NoError(t, err)
+	}
+	pool := newPool(t, 2)
+	led := pgx.Identifier{schema, "ledger"}.Sanitize()
+	hold := func(keys ...string) pgx.Tx {
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		for _, key := range keys {
+			e := ledgertest.Entry("acme", key, time.Now())
+			_, err = tx.Exec(ctx, "INSERT INTO "+led+` (id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset,
+				network, pay_to, tx_hash, status, request_id, resource, time) VALUES ($1, 'acme', $2, '', '', '', '', '', '', '', '', 'settled', '', '', now())`, e.ID, key)
+			require.NoError(t, err)
+		}
+		return tx
+	}
+	const n = 100
+	var wg sync.WaitGroup
+	results := make(chan error, 2*(n+2))
+	appendKey := func(r *postgres.Store, key string) {
+		wg.Go(func() {
+			e := ledgertest.Entry("acme", key, time.Now())
+			_, err := r.AppendSettlement(ctx, e, ledgertest.Record(t, e))
+			results <- err
+		})
+	}
+	// Each replica's first append waits on a held lead key, and its next
+	// group, the 100 keys, queues behind it. Once the lead keys are let go
+	// both groups insert until they reach "k-050", which is held too: in
+	// opposite orders, each would then hold half the keys the other one
+	// still has to insert.
+	leads, middle := hold("a-0", "a-1"), hold("k-050")
+	appendKey(rs[0], "a-0")
+	appendKey(rs[1], "a-1")
+	time.Sleep(200 * time.Millisecond)
+	for i := range n {
+		appendKey(rs[0], fmt.Sprintf("k-%03d", i))
+		appendKey(rs[1], fmt.Sprintf("k-%03d", n-1-i))
+		time.Sleep(time.Millisecond) // they queue in this order
+	}
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, leads.Rollback(ctx))
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	require.NoError(t, middle.Rollback(ctx))
+	wg.Wait()
+	close(results)
+	require.Less(t, time.Since(start), 10*time.Second, "the groups waited on each other")
+	ok, dup := 0, 0
+	for err := range results {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, ledger.ErrDuplicate):
+			dup++
+		default:
+			t.Fatalf("append: %v", err)
+		}
+	}
+	require.Equal(t, n+2, ok, "each key settled once")
+	require.Equal(t, n, dup, "and refused once")
 }
