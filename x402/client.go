@@ -37,19 +37,20 @@ type FacilitatorConfig struct {
 const facilitatorIdleConns = 256
 
 // NewFacilitatorTransport returns a transport for calls to one facilitator:
-// http.DefaultTransport's settings (proxy from the environment, timeouts,
-// HTTP/2) with an idle pool that holds a connection for every paid request
-// in flight. http.DefaultTransport keeps two idle connections per host, so
-// with more than two paid requests at once most verify and settle calls
-// dialed a new connection (and, to an https facilitator, made a new TLS
-// handshake), then closed it.
-func NewFacilitatorTransport() *http.Transport {
-	var t *http.Transport
-	if d, ok := http.DefaultTransport.(*http.Transport); ok {
-		t = d.Clone()
-	} else {
-		t = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
+// a copy of http.DefaultTransport (proxy from the environment, timeouts,
+// HTTP/2, TLS settings) with an idle pool that holds a connection for every
+// paid request in flight. http.DefaultTransport keeps two idle connections
+// per host, so with more than two paid requests at once most verify and
+// settle calls dialed a new connection (and, to an https facilitator, made
+// a new TLS handshake), then closed it. An application that replaced
+// http.DefaultTransport with a RoundTripper of its own (an egress policy,
+// tracing) gets that RoundTripper back: its calls go through it as before.
+func NewFacilitatorTransport() http.RoundTripper {
+	d, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return http.DefaultTransport
 	}
+	t := d.Clone()
 	t.MaxIdleConns = facilitatorIdleConns
 	t.MaxIdleConnsPerHost = facilitatorIdleConns
 	return t

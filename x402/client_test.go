@@ -444,3 +444,31 @@ func TestOwnClientReusesConnections(t *testing.T) {
 	require.Zero(t, failed.Load(), "calls that failed")
 	require.LessOrEqual(t, dialed.Load(), int64(inFlight), "connections dialed for %d rounds of %d calls", rounds, inFlight)
 }
+
+type countingRoundTripper struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (c *countingRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
+}
+
+// An application that replaced http.DefaultTransport with a RoundTripper of
+// its own (an egress policy, tracing) still has a FacilitatorClient of its
+// own go through it. Not parallel: it swaps the process-wide default.
+func TestOwnClientKeepsAnApplicationsDefaultTransport(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"isValid":true,"payer":"0xabc"}`))
+	}))
+	t.Cleanup(srv.Close)
+	app := &countingRoundTripper{next: http.DefaultTransport}
+	http.DefaultTransport = app
+	t.Cleanup(func() { http.DefaultTransport = app.next })
+	c := newClient(t, srv.URL, x402.FacilitatorConfig{})
+	vr, err := c.Verify(context.Background(), fixtureRequest(t, "client-v2.json"))
+	require.NoError(t, err)
+	require.True(t, vr.IsValid)
+	require.Equal(t, int64(1), app.n.Load(), "calls through the application's RoundTripper")
+}

@@ -23,8 +23,10 @@ type FetcherConfig struct {
 	// Secret is the shared DISPATCH_SECRET (required, at least 16 bytes).
 	Secret []byte
 	// HTTPClient sends the requests (nil: a client with no timeout of its
-	// own, over http.DefaultTransport's settings with an idle pool of 512
-	// connections to the dispatch worker, which every request goes to;
+	// own, over a copy of http.DefaultTransport with an idle pool of 512
+	// connections to the dispatch worker, which every request goes to, or
+	// over http.DefaultTransport itself when the application replaced it
+	// with a RoundTripper of its own;
 	// the dispatcher's context deadline bounds each call). The
 	// fetcher uses a copy that never follows redirects (a tenant worker's
 	// 3xx is its answer to the client); the caller's client is not changed.
@@ -80,13 +82,13 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 // would dial (and handshake) a connection of their own and close it.
 const idleConns = 512
 
-func newTransport() *http.Transport {
-	var t *http.Transport
-	if d, ok := http.DefaultTransport.(*http.Transport); ok {
-		t = d.Clone()
-	} else {
-		t = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
+func newTransport() http.RoundTripper {
+	d, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		// The application's own RoundTripper: requests go through it.
+		return http.DefaultTransport
 	}
+	t := d.Clone()
 	t.MaxIdleConns, t.MaxIdleConnsPerHost = idleConns, idleConns
 	return t
 }
