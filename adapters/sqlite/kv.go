@@ -457,12 +457,22 @@ const (
 )
 
 // sweepCursor is where the automatic sweep goes on: after key, or from the
-// table's first key when started is false.
+// table's first key when started is false. The automatic sweep keeps it in
+// the kv_sweep table too (loaded is set once it was read from there), so
+// that a process restarted every few thousand writes still visits every
+// row in turn instead of the first ones again and again.
 type sweepCursor struct {
 	mu      sync.Mutex
+	loaded  bool
 	started bool
 	after   string
 }
+
+const (
+	loadSweepSQL = `SELECT started, after FROM kv_sweep WHERE id = 1`
+	saveSweepSQL = `INSERT INTO kv_sweep (id, started, after) VALUES (1, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET started = excluded.started, after = excluded.after`
+)
 
 // SweepExpired deletes every expired kv row and returns how many it
 // deleted: one pass over the table in key order, in chunks, each chunk's
@@ -530,7 +540,22 @@ func (s *Store) afterKVWrite(ctx context.Context) {
 		return // the sweep before this one is still running
 	}
 	defer c.mu.Unlock()
-	_, _, _ = s.sweepStep(ctx, c, s.sweepChunk)
+	if !c.loaded {
+		var started int
+		err := s.read(ctx, func() error { return s.db.QueryRowContext(ctx, loadSweepSQL).Scan(&started, &c.after) })
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return // the next sweep tries again
+		}
+		c.started, c.loaded = started != 0, true
+	}
+	if _, _, err := s.sweepStep(ctx, c, s.sweepChunk); err != nil {
+		return
+	}
+	started := 0
+	if c.started {
+		started = 1
+	}
+	_, _ = s.execWrite(ctx, saveSweepSQL, started, c.after)
 }
 
 // volatileTier keeps the counters of volatile increments (kv.Increment's

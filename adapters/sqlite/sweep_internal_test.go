@@ -16,14 +16,22 @@ import (
 // sweepStore is a Store on a fresh file with a clock the test moves.
 func sweepStore(t *testing.T) (*Store, func(time.Duration)) {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "t.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
 	var mu sync.Mutex
 	now := time.Unix(1_700_000_000, 0)
-	s, err := NewWithConfig(db, Config{Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
-	require.NoError(t, err)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := openSweepStore(t, filepath.Join(t.TempDir(), "t.db"), clock)
 	return s, func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+}
+
+// openSweepStore opens a Store on the file at path with the clock now.
+func openSweepStore(t *testing.T, path string, now func() time.Time) *Store {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	s, err := NewWithConfig(db, Config{Now: now})
+	require.NoError(t, err)
+	return s
 }
 
 func kvRows(t *testing.T, s *Store) int {
@@ -90,4 +98,32 @@ func TestAutomaticSweepWrapsAround(t *testing.T) {
 	require.Equal(t, 200, kvRows(t, s))
 	_, err := s.Get(ctx, "x-000")
 	require.NoError(t, err)
+}
+
+// The automatic sweep goes on where the last process left it: a Store
+// opened again and again, each time for fewer writes than it takes to walk
+// the table, still reaches the rows at the end of the key order.
+func TestAutomaticSweepSurvivesRestarts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "t.db")
+	now := time.Unix(1_700_000_000, 0)
+	s := openSweepStore(t, path, func() time.Time { return now })
+	for i := range 200 {
+		require.NoError(t, s.Set(ctx, fmt.Sprintf("a-%03d", i), []byte("v"), 0))
+	}
+	for i := range 50 {
+		require.NoError(t, s.Set(ctx, fmt.Sprintf("z-%03d", i), []byte("v"), time.Minute))
+	}
+	later := now.Add(time.Hour)
+	// 20 lifetimes of 40 writes, each visiting 4 chunks of 40 rows: one
+	// lifetime alone never gets past the first 160 rows.
+	for range 20 {
+		s := openSweepStore(t, path, func() time.Time { return later })
+		s.sweepEvery, s.sweepChunk = 10, 40
+		for i := range 40 {
+			require.NoError(t, s.Set(ctx, fmt.Sprintf("a-%03d", i), []byte("v"), 0))
+		}
+	}
+	require.Equal(t, 200, kvRows(t, s), "the expired rows at the end were swept")
 }

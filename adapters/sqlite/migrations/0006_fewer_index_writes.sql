@@ -11,3 +11,12 @@
 -- treat an expired row as absent.
 DROP INDEX audit_log_tenant;
 DROP INDEX kv_exp;
+
+-- Where the automatic sweep goes on in the kv table's key order (after
+-- after, or from the first key when started is 0), kept so that a process
+-- restarted often still walks the whole table over its lifetimes.
+CREATE TABLE kv_sweep (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    started INTEGER NOT NULL,
+    after   TEXT    NOT NULL
+) STRICT;
