@@ -22,14 +22,14 @@ type FetcherConfig struct {
 	URL string
 	// Secret is the shared DISPATCH_SECRET (required, at least 16 bytes).
 	Secret []byte
-	// HTTPClient sends the requests (nil: a client with no timeout of its
-	// own, over a copy of http.DefaultTransport with an idle pool of 512
-	// connections to the dispatch worker, which every request goes to, or
-	// over http.DefaultTransport itself when the application replaced it
-	// with a RoundTripper of its own;
-	// the dispatcher's context deadline bounds each call). The
-	// fetcher uses a copy that never follows redirects (a tenant worker's
-	// 3xx is its answer to the client); the caller's client is not changed.
+	// HTTPClient sends the requests. Nil means a client with no timeout of
+	// its own (the dispatcher's context deadline bounds each call) over a
+	// copy of http.DefaultTransport that keeps 512 idle connections to the
+	// dispatch worker, which every request goes to; or over
+	// http.DefaultTransport itself when the application replaced it with a
+	// RoundTripper of its own. The fetcher uses a copy that never follows
+	// redirects (a tenant worker's 3xx is its answer to the client); the
+	// caller's client is not changed.
 	HTTPClient *http.Client
 	// Now is the clock for signature timestamps (nil: time.Now).
 	Now func() time.Time
