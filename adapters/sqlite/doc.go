@@ -49,6 +49,16 @@
 // is retried write by write, so one bad write fails only itself, and the
 // audit chain's tail is carried in order inside the committer.
 //
+// The reads on a paid request's path run on the committer's connection
+// too: GetEntry's check of a key not settled yet, and the automatic sweep
+// of expired kv rows. Every commit empties the page cache of every other
+// connection at its next transaction (SQLite cannot tell which pages
+// another connection changed), so a read on a pooled connection under load
+// reads the index's pages from the file again; the committer's connection
+// made those commits, and keeps its cache. Such a read takes the write
+// lock like the group's writes: another process's write transaction on
+// the same file delays it.
+//
 // # Schema
 //
 // New applies the embedded, numbered migrations (migrations/NNNN_name.sql)

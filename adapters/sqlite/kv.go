@@ -484,7 +484,7 @@ func (s *Store) SweepExpired(ctx context.Context) (int64, error) {
 	var c sweepCursor
 	var total int64
 	for {
-		n, done, err := s.sweepStep(ctx, &c, s.sweepChunk)
+		n, done, err := s.sweepStep(ctx, &c, s.sweepChunk, false)
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("sqlite: kv sweep: %w", err)
@@ -497,31 +497,68 @@ func (s *Store) SweepExpired(ctx context.Context) (int64, error) {
 
 // sweepStep deletes the expired rows among the limit keys after c and moves
 // c past them; done reports that they reached the table's end (c is then
-// back at the start).
-func (s *Store) sweepStep(ctx context.Context, c *sweepCursor, limit int) (deleted int64, done bool, err error) {
+// back at the start). With save it also keeps the new cursor in kv_sweep.
+//
+// The step is one op of the group committer: it runs on the committer's
+// connection, inside a group's transaction. A read or a write on another
+// connection would cost more than the step itself: every commit made on
+// one connection empties the page cache of every other connection at its
+// next transaction, the committer's included.
+func (s *Store) sweepStep(ctx context.Context, c *sweepCursor, limit int, save bool) (deleted int64, done bool, err error) {
 	var (
 		n    int
 		last sql.NullString
 	)
-	err = s.read(ctx, func() error {
-		if c.started {
-			return s.db.QueryRowContext(ctx, sweepNextSQL, c.after, limit).Scan(&n, &last)
+	started, after := c.started, c.after
+	err = s.group(ctx, func(g *groupTx) error {
+		deleted, n, last = 0, 0, sql.NullString{}
+		var row *sql.Row
+		if started {
+			st, err := g.stmt(sweepNextSQL)
+			if err != nil {
+				return err
+			}
+			row = st.QueryRowContext(g.ctx, after, limit)
+		} else {
+			st, err := g.stmt(sweepFirstSQL)
+			if err != nil {
+				return err
+			}
+			row = st.QueryRowContext(g.ctx, limit)
 		}
-		return s.db.QueryRowContext(ctx, sweepFirstSQL, limit).Scan(&n, &last)
+		if err := row.Scan(&n, &last); err != nil {
+			return err
+		}
+		if n > 0 {
+			now := s.now().UnixNano()
+			var (
+				res sql.Result
+				err error
+			)
+			if started {
+				res, err = g.exec(sweepDelNext, after, last.String, now)
+			} else {
+				res, err = g.exec(sweepDelFirst, last.String, now)
+			}
+			if err != nil {
+				return err
+			}
+			if deleted, err = res.RowsAffected(); err != nil {
+				return err
+			}
+		}
+		if !save {
+			return nil
+		}
+		next, nextAfter := 0, ""
+		if n >= limit {
+			next, nextAfter = 1, last.String
+		}
+		_, err := g.exec(saveSweepSQL, next, nextAfter)
+		return err
 	})
 	if err != nil {
 		return 0, false, err
-	}
-	if n > 0 {
-		now := s.now().UnixNano()
-		if c.started {
-			deleted, err = s.execWrite(ctx, sweepDelNext, c.after, last.String, now)
-		} else {
-			deleted, err = s.execWrite(ctx, sweepDelFirst, last.String, now)
-		}
-		if err != nil {
-			return 0, false, err
-		}
 	}
 	if n < limit {
 		c.started, c.after = false, ""
@@ -548,14 +585,7 @@ func (s *Store) afterKVWrite(ctx context.Context) {
 		}
 		c.started, c.loaded = started != 0, true
 	}
-	if _, _, err := s.sweepStep(ctx, c, s.sweepChunk); err != nil {
-		return
-	}
-	started := 0
-	if c.started {
-		started = 1
-	}
-	_, _ = s.execWrite(ctx, saveSweepSQL, started, c.after)
+	_, _, _ = s.sweepStep(ctx, c, s.sweepChunk, true)
 }
 
 // volatileTier keeps the counters of volatile increments (kv.Increment's

@@ -54,7 +54,7 @@ type Store struct {
 	// Statements of the hot autocommit paths, prepared once: database/sql
 	// keeps one prepared copy per pooled connection, so SQLite does not
 	// parse them on every call.
-	counterStmt, entryStmt, hasEntryStmt *sql.Stmt
+	counterStmt, entryStmt *sql.Stmt
 
 	queue    groupQueue // durable writes waiting for their group commit
 	volatile volatileTier
@@ -93,9 +93,6 @@ func NewWithConfig(db *sql.DB, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	if s.entryStmt, err = db.PrepareContext(ctx, getEntrySQL); err != nil {
-		return nil, fmt.Errorf("sqlite: prepare: %w", err)
-	}
-	if s.hasEntryStmt, err = db.PrepareContext(ctx, hasEntrySQL); err != nil {
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	return s, nil
@@ -363,14 +360,27 @@ func (g *groupTx) stmt(query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// exec runs query, prepared on the committer's connection, with args.
+func (g *groupTx) exec(query string, args ...any) (sql.Result, error) {
+	st, err := g.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(g.ctx, args...)
+}
+
 // committerCheckpoint is the WAL size, in pages, past which the
 // committer's commits checkpoint the WAL into the database file (SQLite's
 // default is 1000). The pages a group writes are mostly the same hot ones
 // (counters, the right edges of the ledger and audit log): a checkpoint
 // copies each page once however often the WAL holds it, so checkpointing
-// less often copies fewer pages per write. At 4 KiB pages the WAL grows
-// to about 32 MiB between checkpoints.
-const committerCheckpoint = 8192
+// less often copies fewer pages per write. At 4 KiB pages the WAL file
+// grows to about 130 MiB and stays that size (SQLite reuses it from the
+// start after a checkpoint). 32768 against 8192, same run: 6% less CPU
+// per paid request and 8% more paid throughput; 65536 gained nothing
+// more. Opening a database after a crash replays the WAL, which reads
+// the whole file.
+const committerCheckpoint = 32768
 
 // setUp sets the committer's connection up for its groups while it holds
 // it; close gives the connection's own settings back:
