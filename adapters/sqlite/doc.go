@@ -49,15 +49,17 @@
 // is retried write by write, so one bad write fails only itself, and the
 // audit chain's tail is carried in order inside the committer.
 //
-// The reads on a paid request's path run on the committer's connection
-// too: GetEntry's check of a key not settled yet, and the automatic sweep
-// of expired kv rows. Every commit empties the page cache of every other
-// connection at its next transaction (SQLite cannot tell which pages
-// another connection changed), so a read on a pooled connection under load
-// reads the index's pages from the file again; the committer's connection
-// made those commits, and keeps its cache. Such a read takes the write
-// lock like the group's writes: another process's write transaction on
-// the same file delays it.
+// GetEntry's check of a key not settled yet, on every paid request's
+// path, runs on the committer's connection too, between groups and
+// outside their transactions (it takes no write lock). Every commit
+// empties the page cache of every other connection at its next
+// transaction (SQLite cannot tell which pages another connection changed),
+// so a read on a pooled connection under load reads the index's pages from
+// the file again; the committer's connection made those commits, and keeps
+// its cache. A caller whose context ends stops waiting for such a read at
+// once; for a write, only while it is still queued (once taken, a write
+// runs to its commit and its caller learns the outcome). The automatic
+// sweep of expired kv rows is a write op of the groups.
 //
 // # Schema
 //

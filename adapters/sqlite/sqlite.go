@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -285,8 +286,12 @@ type groupOp struct {
 	// fn runs the op alone; for a ledger op (led set) the committer
 	// instead appends it with the group's other ledger ops in a few
 	// multi-row statements, and uses fn only when the op has to run alone.
-	fn   func(g *groupTx) error
-	led  *ledgerOp
+	fn  func(g *groupTx) error
+	led *ledgerOp
+	// read marks an op that only reads: it runs on the committer's
+	// connection outside any write transaction, takes no write lock, and
+	// its caller may stop waiting for it when its context ends.
+	read bool
 	err  error
 	done chan struct{}
 }
@@ -319,6 +324,19 @@ func (q *groupQueue) take(n int) []*groupOp {
 	clear(q.ops[rest:])
 	q.ops = q.ops[:rest]
 	return ops
+}
+
+// remove takes op out of the queue if the committer has not taken it
+// yet, and reports whether it did.
+func (q *groupQueue) remove(op *groupOp) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	i := slices.Index(q.ops, op)
+	if i < 0 {
+		return false
+	}
+	q.ops = slices.Delete(q.ops, i, i+1)
+	return true
 }
 
 // groupTx is the committer's connection, on which each group's
@@ -427,6 +445,13 @@ func (s *Store) group(ctx context.Context, fn func(g *groupTx) error) error {
 	return s.enqueue(&groupOp{ctx: ctx, fn: fn})
 }
 
+// groupRead runs fn, which only reads, on the committer's connection, in
+// turn with the groups but outside their transactions: it sees what was
+// committed when it runs, and waits for no write lock.
+func (s *Store) groupRead(ctx context.Context, fn func(g *groupTx) error) error {
+	return s.enqueue(&groupOp{ctx: ctx, fn: fn, read: true})
+}
+
 // enqueue queues op and returns once its group committed.
 func (s *Store) enqueue(op *groupOp) error {
 	if err := op.ctx.Err(); err != nil {
@@ -450,6 +475,23 @@ func (s *Store) enqueue(op *groupOp) error {
 		}
 	}
 	q.mu.Unlock()
+	select {
+	case <-op.done:
+		opDonePool.Put(op.done)
+		return op.err
+	case <-op.ctx.Done():
+	}
+	// The caller gives up. An op still queued is never taken: nothing will
+	// answer it. A read already taken has no effect to wait for (its
+	// answer goes to a buffered channel nobody reads). A write already
+	// taken runs to its commit, and its caller learns how it ended.
+	if q.remove(op) {
+		opDonePool.Put(op.done)
+		return op.ctx.Err()
+	}
+	if op.read {
+		return op.ctx.Err()
+	}
 	<-op.done
 	opDonePool.Put(op.done)
 	return op.err
@@ -509,27 +551,24 @@ func (s *Store) committer() {
 
 // commitGroup runs ops, and the ops queued while they run (up to
 // maxGroup), in one transaction, or each alone when that fails, and
-// answers every one of them.
+// answers every one of them. The reads among the ops taken first run
+// before the transaction, outside it, and are answered at once.
 func (s *Store) commitGroup(ops []*groupOp) {
 	_ = s.lockWrite(context.Background())
-	ran := make([]*groupOp, 0, len(ops))
-	err := s.runGroup(func(g *groupTx) error {
+	ran := s.admit(make([]*groupOp, 0, len(ops)), ops)
+	ran = s.runReads(ran)
+	if len(ran) == 0 {
+		s.unlockWrite()
+		return
+	}
+	began, err := s.runGroup(func(g *groupTx) error {
 		// Ledger ops are gathered and appended together at the end: every
 		// op of a group was pending at the same time (each caller waits
 		// for the commit), so any order among them is a valid one, and
 		// the chain is extended in queue order among the ledger ops.
 		led := g.ledgerOps[:0]
 		defer func() { clear(led); g.ledgerOps = led[:0] }()
-		for len(ops) > 0 {
-			start := len(ran)
-			for _, op := range ops {
-				if err := op.ctx.Err(); err != nil {
-					op.err = err // not taken: answered now, never applied
-					op.done <- struct{}{}
-					continue
-				}
-				ran = append(ran, op)
-			}
+		for start := 0; start < len(ran); {
 			// On a failure, every op in ran (those not run yet included)
 			// is run again alone below.
 			for _, op := range ran[start:] {
@@ -541,19 +580,26 @@ func (s *Store) commitGroup(ops []*groupOp) {
 					return err
 				}
 			}
+			start = len(ran)
 			// Ops that queued while these ran join the same commit.
-			ops = s.queue.take(maxGroup - len(ran))
+			ran = s.admit(ran, s.queue.take(maxGroup-len(ran)))
 		}
 		if len(led) > 0 {
 			return g.appendLedger(led)
 		}
 		return nil
 	})
-	if err != nil && len(ran) > 1 {
+	if err != nil && began && len(ran) > 1 {
 		for _, op := range ran {
-			op.err = s.runGroup(op.fn)
+			if op.read {
+				op.err = s.runRead(op)
+			} else {
+				_, op.err = s.runGroup(op.fn)
+			}
 		}
 	} else {
+		// Every op taken is answered, those of a transaction that never
+		// began (the write lock or the connection was not had) included.
 		for _, op := range ran {
 			op.err = err
 		}
@@ -564,26 +610,77 @@ func (s *Store) commitGroup(ops []*groupOp) {
 	}
 }
 
+// admit appends to ran the ops whose callers still wait, and answers the
+// others with their context's error: never applied.
+func (s *Store) admit(ran, ops []*groupOp) []*groupOp {
+	for _, op := range ops {
+		if err := op.ctx.Err(); err != nil {
+			op.err = err
+			op.done <- struct{}{}
+			continue
+		}
+		ran = append(ran, op)
+	}
+	return ran
+}
+
+// runReads runs and answers the reads of ops and returns the other ops.
+func (s *Store) runReads(ops []*groupOp) []*groupOp {
+	rest := ops[:0]
+	for _, op := range ops {
+		if !op.read {
+			rest = append(rest, op)
+			continue
+		}
+		op.err = s.runRead(op)
+		op.done <- struct{}{}
+	}
+	clear(ops[len(rest):])
+	return rest
+}
+
+// runRead runs a read op on the committer's connection, in autocommit
+// mode; the caller holds the in-process write lock.
+func (s *Store) runRead(op *groupOp) error {
+	g, err := s.groupConn()
+	if err != nil {
+		return err
+	}
+	return s.retryBusy(context.Background(), func() error { return op.fn(g) })
+}
+
+// groupConn returns the committer's connection, taking one from the pool
+// and setting it up if it has none; the caller holds the in-process write
+// lock.
+func (s *Store) groupConn() (*groupTx, error) {
+	q := &s.queue
+	if q.tx != nil {
+		return q.tx, nil
+	}
+	conn, err := s.db.Conn(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: connection: %w", err)
+	}
+	g := &groupTx{ctx: context.Background(), conn: conn}
+	if err := g.setUp(); err != nil {
+		g.close(true)
+		return nil, fmt.Errorf("sqlite: connection: %w", err)
+	}
+	q.tx = g
+	return g, nil
+}
+
 // runGroup runs fn in one immediate transaction on the committer's
 // connection and commits it; the caller holds the in-process write lock.
-// BEGIN IMMEDIATE, COMMIT and ROLLBACK are prepared once, like the ops'
-// statements.
-func (s *Store) runGroup(fn func(g *groupTx) error) error {
+// began reports that the transaction began (fn ran); when it did not, the
+// error is the connection's or BEGIN's. BEGIN IMMEDIATE, COMMIT and
+// ROLLBACK are prepared once, like the ops' statements.
+func (s *Store) runGroup(fn func(g *groupTx) error) (began bool, err error) {
 	ctx := context.Background() // taken ops run to their commit
-	q := &s.queue
-	if q.tx == nil {
-		conn, err := s.db.Conn(ctx)
-		if err != nil {
-			return fmt.Errorf("sqlite: connection: %w", err)
-		}
-		g := &groupTx{ctx: ctx, conn: conn}
-		if err := g.setUp(); err != nil {
-			g.close(true)
-			return fmt.Errorf("sqlite: connection: %w", err)
-		}
-		q.tx = g
+	g, err := s.groupConn()
+	if err != nil {
+		return false, err
 	}
-	g := q.tx
 	g.tailRead = false
 	exec := func(query string) error {
 		st, err := g.stmt(query)
@@ -592,10 +689,10 @@ func (s *Store) runGroup(fn func(g *groupTx) error) error {
 		}
 		return err
 	}
+	if err := s.retryBusy(ctx, func() error { return exec("BEGIN IMMEDIATE") }); err != nil {
+		return false, fmt.Errorf("sqlite: begin: %w", err) // no transaction is open
+	}
 	healthy, err := func() (bool, error) {
-		if err := s.retryBusy(ctx, func() error { return exec("BEGIN IMMEDIATE") }); err != nil {
-			return true, fmt.Errorf("sqlite: begin: %w", err) // no transaction is open
-		}
 		if err := fn(g); err != nil {
 			return exec("ROLLBACK") == nil, err
 		}
@@ -606,7 +703,7 @@ func (s *Store) runGroup(fn func(g *groupTx) error) error {
 	}()
 	if !healthy {
 		g.close(true)
-		q.tx = nil
+		s.queue.tx = nil
 	}
-	return err
+	return true, err
 }

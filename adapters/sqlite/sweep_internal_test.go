@@ -127,3 +127,53 @@ func TestAutomaticSweepSurvivesRestarts(t *testing.T) {
 	}
 	require.Equal(t, 200, kvRows(t, s), "the expired rows at the end were swept")
 }
+
+// A sweep step whose transaction cannot begin (another process holds the
+// write lock past the busy timeout) fails and lets go of the cursor: the
+// steps due after it run, and the expired rows go. The step's op was once
+// never answered, which left the sweep's mutex held for good.
+func TestSweepGoesOnAfterAFailedStep(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "t.db")
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(50)&_pragma=journal_mode(WAL)")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	s, err := NewWithConfig(db, Config{Now: clock, BusyTimeout: 200 * time.Millisecond})
+	require.NoError(t, err)
+	s.sweepEvery = 10
+	for i := range 9 {
+		require.NoError(t, s.Set(ctx, fmt.Sprintf("k-%02d", i), []byte("v"), time.Minute))
+	}
+	mu.Lock()
+	now = now.Add(time.Hour)
+	mu.Unlock()
+
+	other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close() })
+	conn, err := other.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+	require.NoError(t, err)
+	stepped := make(chan struct{})
+	go func() { s.afterKVWrite(ctx); close(stepped) }() // the 10th write: a step
+	select {
+	case <-stepped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sweep step is still waiting")
+	}
+	_, err = conn.ExecContext(ctx, "COMMIT")
+	require.NoError(t, err)
+
+	for i := range 20 { // two more steps due
+		require.NoError(t, s.Set(ctx, fmt.Sprintf("z-%03d", i), []byte("v"), 0))
+	}
+	var expired int
+	require.NoError(t, s.db.QueryRow(`SELECT count(*) FROM kv WHERE exp IS NOT NULL AND exp <= ?`, clock().UnixNano()).Scan(&expired))
+	require.Zero(t, expired)
+}

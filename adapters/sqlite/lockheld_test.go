@@ -1,0 +1,127 @@
+package sqlite_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/402claw/dispatcher/adapters/sqlite"
+	"github.com/402claw/dispatcher/kv"
+	"github.com/402claw/dispatcher/ledger"
+	"github.com/402claw/dispatcher/ledger/ledgertest"
+)
+
+// holdWriteLock takes the file's write lock on a handle of its own (another
+// process, as far as the Store can tell) and returns its release.
+func holdWriteLock(t *testing.T, path string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := openDB(t, path).Conn(ctx)
+	require.NoError(t, err)
+	_, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+	require.NoError(t, err)
+	released := false
+	release = func() {
+		if !released {
+			released = true
+			_, err := conn.ExecContext(ctx, "COMMIT")
+			require.NoError(t, err)
+			require.NoError(t, conn.Close())
+		}
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// within runs f and fails the test if it has not returned after d.
+func within[T any](t *testing.T, d time.Duration, what string, f func() T) T {
+	t.Helper()
+	done := make(chan T, 1)
+	go func() { done <- f() }()
+	select {
+	case v := <-done:
+		return v
+	case <-time.After(d):
+		t.Fatalf("%s: still waiting after %s", what, d)
+		panic("unreachable")
+	}
+}
+
+// While another process holds the write lock past the busy timeout, a
+// write whose transaction cannot begin is answered with the error (it was
+// once left waiting for good), and ledger lookups, which take no write
+// lock, are answered at once, hit or miss.
+func TestWriteLockHeldElsewhere(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "t.db")
+	s, err := sqlite.NewWithConfig(openDB(t, path, "?_pragma=busy_timeout(50)&_pragma=journal_mode(WAL)"),
+		sqlite.Config{BusyTimeout: 200 * time.Millisecond})
+	require.NoError(t, err)
+	e := ledgertest.Entry("acme", "settled", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	_, err = s.AppendSettlement(ctx, e, ledgertest.Record(t, e))
+	require.NoError(t, err)
+
+	release := holdWriteLock(t, path)
+	err = within(t, 10*time.Second, "Set under another process's lock", func() error {
+		return s.Set(ctx, "k", []byte("v"), 0)
+	})
+	require.ErrorContains(t, err, "begin")
+	start := time.Now()
+	got, err := s.GetEntry(ctx, "acme", "settled")
+	require.NoError(t, err)
+	require.Equal(t, e.ID, got.ID)
+	_, err = s.GetEntry(ctx, "acme", "not-settled")
+	require.ErrorIs(t, err, ledger.ErrNotFound)
+	require.Less(t, time.Since(start), 150*time.Millisecond, "the lookups waited for the write lock")
+
+	release()
+	require.NoError(t, s.Set(ctx, "k", []byte("v"), 0))
+	v, err := s.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, "v", string(v))
+}
+
+// Callers stop waiting when their context ends: a read at once, a write
+// while it is still queued, and that write is then never applied.
+func TestQueuedOpsHonourTheirContext(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "t.db")
+	s, err := sqlite.NewWithConfig(openDB(t, path, "?_pragma=busy_timeout(50)&_pragma=journal_mode(WAL)"),
+		sqlite.Config{BusyTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	release := holdWriteLock(t, path)
+	// The committer takes this write and waits for the lock.
+	first := make(chan error, 1)
+	go func() { first <- s.Set(ctx, "first", []byte("v"), 0) }()
+	time.Sleep(100 * time.Millisecond)
+
+	short := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(ctx, 100*time.Millisecond)
+	}
+	err = within(t, 2*time.Second, "a lookup behind a stuck group", func() error {
+		c, cancel := short()
+		defer cancel()
+		_, err := s.GetEntry(c, "acme", "k")
+		return err
+	})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NotErrorIs(t, err, ledger.ErrNotFound)
+	err = within(t, 2*time.Second, "a queued write", func() error {
+		c, cancel := short()
+		defer cancel()
+		return s.Set(c, "queued", []byte("v"), 0)
+	})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	release()
+	require.NoError(t, within(t, 10*time.Second, "the write taken before", func() error { return <-first }))
+	_, err = s.Get(ctx, "first")
+	require.NoError(t, err)
+	_, err = s.Get(ctx, "queued")
+	require.ErrorIs(t, err, kv.ErrNotFound, "a write its caller gave up on while queued was applied")
+}
