@@ -2,7 +2,11 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +128,64 @@ func TestQueuedOpsHonourTheirContext(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.Get(ctx, "queued")
 	require.ErrorIs(t, err, kv.ErrNotFound, "a write its caller gave up on while queued was applied")
+}
+
+// Callers giving up at random moments never leave a write half-known:
+// 64 goroutines race pairwise for keys with SetNX under deadlines of 0 to
+// 2 ms. A key is stored exactly when one of its callers was told it won,
+// and no key has two winners.
+func TestGivingUpNeverHidesAWrite(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	const workers, keys = 64, 200
+	var (
+		mu   sync.Mutex
+		wins = make(map[string]int)
+		wg   sync.WaitGroup
+		errs = make(chan error, workers*keys)
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 1))
+			for i := range keys {
+				key := fmt.Sprintf("k-%d-%d", w/2, i) // two workers per key
+				c, cancel := context.WithTimeout(ctx, time.Duration(r.IntN(2000))*time.Microsecond)
+				won, err := s.SetNX(c, key, []byte("v"), 0)
+				cancel()
+				switch {
+				case err == nil && won:
+					mu.Lock()
+					wins[key]++
+					mu.Unlock()
+				case err != nil && !errors.Is(err, context.DeadlineExceeded):
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	stored := 0
+	for w := 0; w < workers; w += 2 {
+		for i := range keys {
+			key := fmt.Sprintf("k-%d-%d", w/2, i)
+			_, err := s.Get(ctx, key)
+			switch {
+			case err == nil:
+				stored++
+				require.Equal(t, 1, wins[key], "key %s is stored: exactly one caller must have won it", key)
+			case errors.Is(err, kv.ErrNotFound):
+				require.Zero(t, wins[key], "key %s is not stored but a caller was told it won", key)
+			default:
+				require.NoError(t, err)
+			}
+		}
+	}
+	t.Logf("%d of %d keys stored", stored, workers/2*keys)
 }
