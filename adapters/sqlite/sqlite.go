@@ -264,9 +264,14 @@ func isBusy(err error) bool {
 // error only when a statement failed. If any op of a group fails, or the
 // COMMIT does, the group is rolled back and each of its ops is run again
 // alone in its own transaction, so one bad op cannot fail the others and
-// no op is applied twice. An op is skipped, with its context's error, if
-// that context ended before the committer took it; once taken it runs to
-// its commit, whatever happens to the caller's context.
+// no op is applied twice. A group whose transaction never begins (another
+// process holds the write lock past the busy timeout) answers all its ops
+// with that error. An op whose context ends while it is queued is taken
+// out of the queue and never applied, and its caller gets the context's
+// error at once; once taken, a write runs to its commit whatever happens
+// to the caller's context, and its caller waits to learn how it ended.
+// Reads (groupRead) run between groups, outside their transactions; their
+// callers may leave as soon as their context ends.
 //
 // Ops that queue while a group's statements run join that same
 // transaction before its COMMIT (up to maxGroup), so groups grow with the
