@@ -691,10 +691,7 @@ func (s *Store) runGroup(fn func(g *groupTx) error) (began bool, err error) {
 	}
 	g.tailRead = false
 	exec := func(query string) error {
-		st, err := g.stmt(query)
-		if err == nil {
-			_, err = st.ExecContext(ctx)
-		}
+		_, err := g.exec(query)
 		return err
 	}
 	if err := s.retryBusy(ctx, func() error { return exec("BEGIN IMMEDIATE") }); err != nil {
