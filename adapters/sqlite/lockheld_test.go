@@ -40,6 +40,17 @@ func holdWriteLock(t *testing.T, path string) (release func()) {
 	return release
 }
 
+// shortBusyStore opens a Store on a fresh file whose connections wait
+// only 50 ms for a busy lock and which retries BEGIN for busy.
+func shortBusyStore(t *testing.T, busy time.Duration) (string, *sqlite.Store) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "t.db")
+	s, err := sqlite.NewWithConfig(openDB(t, path, "?_pragma=busy_timeout(50)&_pragma=journal_mode(WAL)"),
+		sqlite.Config{BusyTimeout: busy})
+	require.NoError(t, err)
+	return path, s
+}
+
 // within runs f and fails the test if it has not returned after d.
 func within[T any](t *testing.T, d time.Duration, what string, f func() T) T {
 	t.Helper()
@@ -61,12 +72,9 @@ func within[T any](t *testing.T, d time.Duration, what string, f func() T) T {
 func TestWriteLockHeldElsewhere(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "t.db")
-	s, err := sqlite.NewWithConfig(openDB(t, path, "?_pragma=busy_timeout(50)&_pragma=journal_mode(WAL)"),
-		sqlite.Config{BusyTimeout: 200 * time.Millisecond})
-	require.NoError(t, err)
+	path, s := shortBusyStore(t, 200*time.Millisecond)
 	e := ledgertest.Entry("acme", "settled", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	_, err = s.AppendSettlement(ctx, e, ledgertest.Record(t, e))
+	_, err := s.AppendSettlement(ctx, e, ledgertest.Record(t, e))
 	require.NoError(t, err)
 
 	release := holdWriteLock(t, path)
@@ -93,10 +101,7 @@ func TestWriteLockHeldElsewhere(t *testing.T) {
 func TestQueuedOpsHonourTheirContext(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "t.db")
-	s, err := sqlite.NewWithConfig(openDB(t, path, "?_pragma=busy_timeout(50)&_pragma=journal_mode(WAL)"),
-		sqlite.Config{BusyTimeout: 5 * time.Second})
-	require.NoError(t, err)
+	path, s := shortBusyStore(t, 5*time.Second)
 	release := holdWriteLock(t, path)
 	// The committer takes this write and waits for the lock.
 	first := make(chan error, 1)
@@ -107,6 +112,7 @@ func TestQueuedOpsHonourTheirContext(t *testing.T) {
 	}
 	// Lookups answer until the committer has taken the write; from then on
 	// a lookup waits behind it, and returns with its deadline.
+	var err error
 	stuck := false
 	for range 50 {
 		err = within(t, 5*time.Second, "a lookup behind a stuck group", func() error {
