@@ -50,7 +50,6 @@ type Store struct {
 	retention time.Duration // raw usage events; < 0 keeps them forever
 	lastPrune atomic.Int64  // unix nanos of the last prune of raw events
 	callers   callerCache   // usage_callers
-	appender  appender      // the connection usage events are appended on
 
 	// Statements of the hot autocommit paths, prepared once: database/sql
 	// keeps one prepared copy per pooled connection, so SQLite does not
