@@ -444,38 +444,37 @@ func incrAllInTx(g *groupTx, keys []string, ins []kv.Increment, now int64, value
 	return -1, nil
 }
 
-// Expired kv rows are swept by visiting the table in key order, a chunk of
-// rows per write transaction: there is no index on expiry times (keeping
-// one moved an index entry on every write of a key with a TTL, a third of
-// the pages a paid request wrote). Reads treat an expired row as absent,
-// so a sweep only gives the space back.
+// Expired kv rows are swept by visiting the table in rowid order (the
+// order rows were added), a chunk of rows per write transaction: there is
+// no index on expiry times (keeping one moved an index entry on every
+// write of a key with a TTL, a third of the pages a paid request wrote).
+// Rows added about the same time tend to expire about the same time, so a
+// chunk's expired rows are mostly neighbours on the table's pages. Reads
+// treat an expired row as absent, so a sweep only gives the space back.
 const (
-	sweepFirstSQL = `SELECT count(*), max(key) FROM (SELECT key FROM kv ORDER BY key LIMIT ?)`
-	sweepNextSQL  = `SELECT count(*), max(key) FROM (SELECT key FROM kv WHERE key > ? ORDER BY key LIMIT ?)`
-	sweepDelFirst = `DELETE FROM kv WHERE key <= ? AND exp IS NOT NULL AND exp <= ?`
-	sweepDelNext  = `DELETE FROM kv WHERE key > ? AND key <= ? AND exp IS NOT NULL AND exp <= ?`
+	sweepChunkSQL = `SELECT count(*), max(id) FROM (SELECT id FROM kv WHERE id > ? ORDER BY id LIMIT ?)`
+	sweepDelSQL   = `DELETE FROM kv WHERE id > ? AND id <= ? AND exp IS NOT NULL AND exp <= ?`
 )
 
-// sweepCursor is where the automatic sweep goes on: after key, or from the
-// table's first key when started is false. The automatic sweep keeps it in
-// the kv_sweep table too (loaded is set once it was read from there), so
+// sweepCursor is where the automatic sweep goes on: after the row with id
+// after (0: from the table's start). The automatic sweep keeps it in the
+// kv_sweep table too (loaded is set once it was read from there), so
 // that a process restarted every thousand writes or so still visits every
 // row in turn instead of the first ones again and again.
 type sweepCursor struct {
-	mu      sync.Mutex
-	loaded  bool
-	started bool
-	after   string
+	mu     sync.Mutex
+	loaded bool
+	after  int64
 }
 
 const (
-	loadSweepSQL = `SELECT started, after FROM kv_sweep WHERE id = 1`
-	saveSweepSQL = `INSERT INTO kv_sweep (id, started, after) VALUES (1, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET started = excluded.started, after = excluded.after`
+	loadSweepSQL = `SELECT after FROM kv_sweep WHERE id = 1`
+	saveSweepSQL = `INSERT INTO kv_sweep (id, after) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET after = excluded.after`
 )
 
 // SweepExpired deletes every expired kv row and returns how many it
-// deleted: one pass over the table in key order, in chunks, each chunk's
+// deleted: one pass over the table in rowid order, in chunks, each chunk's
 // deletes in a write transaction of their own. The Store also sweeps by
 // itself: after every 1,024 kv writes it visits the next chunk of
 // the table (four times as many rows as writes in between, so sweeping
@@ -507,39 +506,20 @@ func (s *Store) SweepExpired(ctx context.Context) (int64, error) {
 func (s *Store) sweepStep(ctx context.Context, c *sweepCursor, limit int, save bool) (deleted int64, done bool, err error) {
 	var (
 		n    int
-		last sql.NullString
+		last sql.NullInt64
 	)
-	started, after := c.started, c.after
+	after := c.after
 	err = s.group(ctx, func(g *groupTx) error {
-		deleted, n, last = 0, 0, sql.NullString{}
-		var row *sql.Row
-		if started {
-			st, err := g.stmt(sweepNextSQL)
-			if err != nil {
-				return err
-			}
-			row = st.QueryRowContext(g.ctx, after, limit)
-		} else {
-			st, err := g.stmt(sweepFirstSQL)
-			if err != nil {
-				return err
-			}
-			row = st.QueryRowContext(g.ctx, limit)
+		deleted, n, last = 0, 0, sql.NullInt64{}
+		st, err := g.stmt(sweepChunkSQL)
+		if err != nil {
+			return err
 		}
-		if err := row.Scan(&n, &last); err != nil {
+		if err := st.QueryRowContext(g.ctx, after, limit).Scan(&n, &last); err != nil {
 			return err
 		}
 		if n > 0 {
-			now := s.now().UnixNano()
-			var (
-				res sql.Result
-				err error
-			)
-			if started {
-				res, err = g.exec(sweepDelNext, after, last.String, now)
-			} else {
-				res, err = g.exec(sweepDelFirst, last.String, now)
-			}
+			res, err := g.exec(sweepDelSQL, after, last.Int64, s.now().UnixNano())
 			if err != nil {
 				return err
 			}
@@ -550,21 +530,21 @@ func (s *Store) sweepStep(ctx context.Context, c *sweepCursor, limit int, save b
 		if !save {
 			return nil
 		}
-		next, nextAfter := 0, ""
+		next := int64(0)
 		if n >= limit {
-			next, nextAfter = 1, last.String
+			next = last.Int64
 		}
-		_, err := g.exec(saveSweepSQL, next, nextAfter)
+		_, err = g.exec(saveSweepSQL, next)
 		return err
 	})
 	if err != nil {
 		return 0, false, err
 	}
 	if n < limit {
-		c.started, c.after = false, ""
+		c.after = 0
 		return deleted, true, nil
 	}
-	c.started, c.after = true, last.String
+	c.after = last.Int64
 	return deleted, false, nil
 }
 
@@ -582,12 +562,11 @@ func (s *Store) afterKVWrite(ctx context.Context) {
 	}
 	defer c.mu.Unlock()
 	if !c.loaded {
-		var started int
-		err := s.read(ctx, func() error { return s.db.QueryRowContext(ctx, loadSweepSQL).Scan(&started, &c.after) })
+		err := s.read(ctx, func() error { return s.db.QueryRowContext(ctx, loadSweepSQL).Scan(&c.after) })
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return // the next sweep tries again
 		}
-		c.started, c.loaded = started != 0, true
+		c.loaded = true
 	}
 	_, _, _ = s.sweepStep(ctx, c, s.sweepChunk, true)
 }

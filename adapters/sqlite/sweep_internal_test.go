@@ -102,7 +102,7 @@ func TestAutomaticSweepWrapsAround(t *testing.T) {
 
 // The automatic sweep goes on where the last process left it: a Store
 // opened again and again, each time for fewer writes than it takes to walk
-// the table, still reaches the rows at the end of the key order.
+// the table, still reaches the rows at the end of the table.
 func TestAutomaticSweepSurvivesRestarts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
