@@ -9,8 +9,8 @@ import (
 
 var _ ledger.KeyLookup = (*Store)(nil)
 
-// EntriesByKey implements ledger.KeyLookup over the ledger_idempotency_key
-// index (migration 3).
+// EntriesByKey implements ledger.KeyLookup over the unique
+// (idempotency_key, tenant) index (migration 8).
 func (s *Store) EntriesByKey(ctx context.Context, key string) ([]ledger.Entry, error) {
 	var out []ledger.Entry
 	err := s.read(ctx, func() error {

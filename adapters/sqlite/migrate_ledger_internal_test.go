@@ -102,3 +102,95 @@ func keysOf(es []ledger.Entry) []string {
 	}
 	return out
 }
+
+// TestLedgerKeyIndexMerge opens a database that stopped at migration 7,
+// with entries of two tenants under the same idempotency keys, with this
+// code: migration 8 rebuilds the ledger table with one unique index on
+// (idempotency_key, tenant), and every row keeps its rowid and columns,
+// the chain verifies, lookups by tenant and key and by key alone answer
+// as before, a second entry under a tenant's key is still refused, and
+// the table is still append-only.
+func TestLedgerKeyIndexMerge(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v7.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+
+	ms, err := migrations()
+	require.NoError(t, err)
+	_, err = db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_us INTEGER NOT NULL) STRICT`)
+	require.NoError(t, err)
+	for _, m := range ms[:7] {
+		_, err := db.Exec(m.sql)
+		require.NoError(t, err, m.name)
+		_, err = db.Exec(`INSERT INTO schema_migrations VALUES (?, ?, 0)`, m.version, m.name)
+		require.NoError(t, err)
+	}
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tail, prev := int64(0), ledger.GenesisHash
+	for i := range 6 {
+		e := ledgertest.Entry([]string{"acme", "beta"}[i%2], fmt.Sprintf("k%d", i/2), base.Add(time.Duration(i)*time.Second))
+		if i == 5 {
+			e.Status, e.Channel, e.Cumulative = ledger.StatusCharged, "0x"+fmt.Sprintf("%064x", 9), "300"
+		}
+		_, err := db.Exec(`INSERT INTO ledger (rowid, id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset,
+			network, pay_to, tx_hash, status, request_id, resource, time_us, channel, cumulative) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			10+i, e.ID.String(), e.Tenant, e.IdempotencyKey, e.Owner, e.Payer, e.Amount, e.AmountAtomic, e.Asset,
+			e.Network, e.PayTo, e.TxHash, string(e.Status), e.RequestID, e.Resource, e.Time.UnixMicro(), e.Channel, e.Cumulative)
+		require.NoError(t, err)
+		r := ledger.Seal(ledgertest.Record(t, e), tail, prev)
+		_, err = db.Exec(`INSERT INTO audit_log (seq, time_us, kind, tenant, subject, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)`,
+			r.Seq, r.Time.UnixMicro(), r.Kind, r.Tenant, r.Subject, string(r.Data), r.PrevHash, r.Hash)
+		require.NoError(t, err)
+		tail, prev = r.Seq, r.Hash
+	}
+
+	s, err := New(db)
+	require.NoError(t, err)
+	v, err := s.SchemaVersion(ctx)
+	require.NoError(t, err)
+	require.Equal(t, LatestSchemaVersion(), v)
+
+	var rowids []int64
+	rows, err := db.Query(`SELECT rowid FROM ledger ORDER BY rowid`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id int64
+		require.NoError(t, rows.Scan(&id))
+		rowids = append(rowids, id)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []int64{10, 11, 12, 13, 14, 15}, rowids)
+	var keyIndexes int
+	require.NoError(t, db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'ledger'
+		AND (name = 'ledger_idempotency_key' OR sql IS NULL AND name LIKE 'sqlite_autoindex_ledger_%')`).Scan(&keyIndexes))
+	require.Equal(t, 2, keyIndexes, "the id's and the (idempotency_key, tenant) unique indexes, no other")
+
+	l, err := ledger.New(s, ledger.Config{})
+	require.NoError(t, err)
+	n, err := l.Verify(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(6), n)
+	got, err := s.GetEntry(ctx, "beta", "k2")
+	require.NoError(t, err)
+	require.Equal(t, ledger.StatusCharged, got.Status)
+	require.Equal(t, "300", got.Cumulative)
+	byKey, err := s.EntriesByKey(ctx, "k1")
+	require.NoError(t, err)
+	require.Len(t, byKey, 2)
+	require.Equal(t, []string{"acme", "beta"}, []string{byKey[0].Tenant, byKey[1].Tenant})
+
+	_, _, err = l.RecordSettlement(ctx, ledgertest.Entry("acme", "k0", base.Add(time.Hour)))
+	require.ErrorIs(t, err, ledger.ErrDuplicate)
+	_, _, err = l.RecordSettlement(ctx, ledgertest.Entry("gamma", "k0", base.Add(time.Hour)))
+	require.NoError(t, err, "the same key under another tenant")
+	n, err = l.Verify(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(7), n)
+	for _, stmt := range []string{`UPDATE ledger SET amount = '0'`, `DELETE FROM ledger`, `REPLACE INTO ledger SELECT * FROM ledger`} {
+		_, err := db.Exec(stmt)
+		require.ErrorContains(t, err, "append-only", stmt)
+	}
+}
