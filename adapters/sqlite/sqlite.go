@@ -69,7 +69,7 @@ func NewWithConfig(db *sql.DB, cfg Config) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("sqlite: New: nil *sql.DB")
 	}
-	s := &Store{db: db, now: cfg.Now, busy: cfg.BusyTimeout, write: make(chan struct{}, 1), sweepEvery: 1024, sweepChunk: 4 * 1024}
+	s := &Store{db: db, now: cfg.Now, busy: cfg.BusyTimeout, write: make(chan struct{}, 1), sweepEvery: 2048, sweepChunk: 4096}
 	if s.now == nil {
 		s.now = time.Now
 	}
