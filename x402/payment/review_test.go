@@ -424,8 +424,8 @@ func TestCorruptRecordIsNotReplayed(t *testing.T) {
 	require.NoError(t, err)
 	key = x402.IdempotencyKeyFor(p, hdr, g.ID)
 	fp := x402.FingerprintGrant("GET", "/t/paid/rows?limit=2", p, g)
-	raw, _ := json.Marshal(map[string]any{"state": "weird", "fingerprint": fp, "key": key})
-	require.NoError(t, store.Set(context.Background(), "x402:{paid}:key:"+key, raw, 0))
+	raw, _ := json.Marshal(map[string]any{"state": "weird", "slug": "paid", "fingerprint": fp, "key": key})
+	require.NoError(t, store.Set(context.Background(), "x402:auth:"+g.ID, raw, 0)) // a derived key's record
 	var rec *httptest.ResponseRecorder
 	require.NotPanics(t, func() { rec = e.do(target, hdr) })
 	require.Equal(t, 500, rec.Code)
