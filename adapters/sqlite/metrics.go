@@ -108,7 +108,27 @@ func (s *Store) Append(ctx context.Context, events ...metrics.UsageEvent) error 
 
 // appendBatch runs Append's transaction as an op of the group committer.
 func (s *Store) appendBatch(ctx context.Context, norm []metrics.UsageEvent, appendedUS int64) error {
-	return s.group(ctx, func(g *groupTx) error { return s.appendEvents(g, norm, appendedUS) })
+	// The batch runs inside a savepoint: when it fails (an unreadable
+	// rollup row, say) only its own writes are undone and only its caller
+	// hears of it; the group's other ops commit as they would have.
+	var batchErr error
+	err := s.group(ctx, func(g *groupTx) error {
+		if _, err := g.exec("SAVEPOINT usage_batch"); err != nil {
+			return err
+		}
+		batchErr = s.appendEvents(g, norm, appendedUS)
+		if batchErr != nil {
+			if _, err := g.exec("ROLLBACK TO usage_batch"); err != nil {
+				return err
+			}
+		}
+		_, err := g.exec("RELEASE usage_batch")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return batchErr
 }
 
 // eventChunk is the most events one INSERT of Append carries: a statement

@@ -144,6 +144,12 @@ func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim
 			if attempt < 3 {
 				continue // the holder let go between our SetNX and Get
 			}
+			// An authorization record naming a record that is gone (an
+			// earlier layout's leftover): the ledger says whether the
+			// payment was settled (422) or may still be in flight (409).
+			if prev, lerr := s.cfg.Ledger.Entry(ctx, slug, key); lerr == nil {
+				return nil, nil, dispatch.ErrIdempotencyKeyReused.With(fmt.Sprintf("this payment was already settled (ledger entry %s, %s)", prev.ID, prev.Status), nil)
+			}
 			return nil, nil, dispatch.ErrIdempotencyKeyInUse.With(fmt.Sprintf("%s: key %q", dispatch.ErrIdempotencyKeyInUse.Message, key), nil)
 		}
 		return nil, resp, err
@@ -294,23 +300,26 @@ func (s *Stage) knownOutcome(ctx context.Context, e ledger.Entry) (*outcome, err
 	} else if !errors.Is(err, kv.ErrNotFound) {
 		return nil, err
 	}
-	raw, err = s.cfg.KV.Get(ctx, recordKey(e.Tenant, e.IdempotencyKey))
-	if err == nil {
-		if slug, key, ok := pointer(raw); ok && slug == e.Tenant && key == e.IdempotencyKey {
-			// A derived key's record from before they were kept with the
-			// authorization.
-			raw, err = s.cfg.KV.Get(ctx, tenantRecordKey(slug, key))
+	// Where the record of the entry's key may be: with the authorization
+	// (a derived key now), or under the tenant (a client's key, or a
+	// derived key of the earlier layout, found even when its authorization
+	// record is gone). Recover is rare: reading both costs nothing.
+	places := []string{recordKey(e.Tenant, e.IdempotencyKey)}
+	if t := tenantRecordKey(e.Tenant, e.IdempotencyKey); t != places[0] {
+		places = append(places, t)
+	}
+	for _, k := range places {
+		raw, err := s.cfg.KV.Get(ctx, k)
+		if errors.Is(err, kv.ErrNotFound) {
+			continue
 		}
-	}
-	if errors.Is(err, kv.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var rec record
-	if json.Unmarshal(raw, &rec) == nil && rec.Outcome != nil && rec.Outcome.EntryID == e.ID {
-		return rec.Outcome, nil
+		if err != nil {
+			return nil, err
+		}
+		var rec record
+		if json.Unmarshal(raw, &rec) == nil && rec.Outcome != nil && rec.Outcome.EntryID == e.ID {
+			return rec.Outcome, nil
+		}
 	}
 	return nil, nil
 }

@@ -54,7 +54,8 @@ CREATE INDEX ledger_channel ON ledger (channel, time_us) WHERE channel <> '';
 
 CREATE TRIGGER ledger_no_replace BEFORE INSERT ON ledger
 WHEN EXISTS (SELECT 1 FROM ledger WHERE id = NEW.id
-             OR (idempotency_key = NEW.idempotency_key AND tenant = NEW.tenant))
+             OR (idempotency_key = NEW.idempotency_key AND tenant = NEW.tenant)
+             OR rowid = NEW.rowid)
 BEGIN
     SELECT RAISE(ABORT, 'ledger is append-only: duplicate row refused');
 END;
