@@ -79,6 +79,10 @@ type clusterConfig struct {
 	redisHook goredis.Hook
 	// events keeps usage events in PostgreSQL through an async sink.
 	events bool
+	// instant replaces the local facilitator with a double that answers
+	// at once, so that a benchmark measures the gateways and the stores,
+	// not signature recovery.
+	instant bool
 }
 
 // cluster is n replicas over one Redis key prefix and one PostgreSQL schema.
@@ -189,24 +193,28 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 		pg, err := postgres.New(ctx, pool, postgres.Config{Schema: c.schema})
 		require.NoError(t, err)
 		r := &replica{rdb: rdb, pool: pool}
-		r.handler, r.pay, r.sink = c.wire(t, redis.New(rdb, redis.Config{Prefix: c.prefix}), pg, workers, cfg.events)
+		r.handler, r.pay, r.sink = c.wire(t, redis.New(rdb, redis.Config{Prefix: c.prefix}), pg, workers, cfg.events, cfg.instant)
 		c.replicas = append(c.replicas, r)
 	}
 	return c
 }
 
 // wire builds one replica's dispatcher the way examples/httpserver does.
-func (c *cluster) wire(t testing.TB, kvs *redis.KV, pg *postgres.Store, workers map[string]http.Handler, events bool) (http.Handler, *payment.Stage, *metrics.AsyncSink) {
+func (c *cluster) wire(t testing.TB, kvs *redis.KV, pg *postgres.Store, workers map[string]http.Handler, events, instant bool) (http.Handler, *payment.Stage, *metrics.AsyncSink) {
 	t.Helper()
 	log := slog.New(c.log)
 	led, err := ledger.New(pg, ledger.Config{})
 	require.NoError(t, err)
-	lf, err := localfacilitator.New(localfacilitator.Config{Store: kvs})
-	require.NoError(t, err)
+	var fac x402.Facilitator = &instantFacilitator{}
+	if !instant {
+		lf, err := localfacilitator.New(localfacilitator.Config{Store: kvs})
+		require.NoError(t, err)
+		fac = lf
+	}
 	limiter, err := quota.New(kvs, quota.Config{})
 	require.NoError(t, err)
 	pay, err := payment.NewStage(payment.Config{
-		Facilitator: &countingFacilitator{Facilitator: lf, c: c}, KV: kvs, Ledger: led,
+		Facilitator: &countingFacilitator{Facilitator: fac, c: c}, KV: kvs, Ledger: led,
 		Meter: limiter, PayTo: payTo, Logger: log,
 	})
 	require.NoError(t, err)
@@ -245,6 +253,26 @@ func newPool(t testing.TB, dbURL, addr string, maxConns int32) *pgxpool.Pool {
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// instantFacilitator is a facilitator double that answers at once: every
+// payment is valid and settles for the requirement's amount, with a
+// distinct transaction hash.
+type instantFacilitator struct{ n atomic.Uint64 }
+
+func (f *instantFacilitator) Verify(_ context.Context, r x402.FacilitatorRequest) (*x402.VerifyResponse, error) {
+	return &x402.VerifyResponse{IsValid: true, Payer: r.Payment.Payer}, nil
+}
+
+func (f *instantFacilitator) Settle(_ context.Context, r x402.FacilitatorRequest) (*x402.SettleResponse, error) {
+	return &x402.SettleResponse{
+		Success: true, Payer: r.Payment.Payer, Network: r.Requirement.Network, Amount: r.Requirement.Amount,
+		Transaction: fmt.Sprintf("0x%064x", f.n.Add(1)),
+	}, nil
+}
+
+func (f *instantFacilitator) Supported(context.Context) (*x402.SupportedResponse, error) {
+	return &x402.SupportedResponse{}, nil
 }
 
 // countingFacilitator counts Settle calls across all replicas.
