@@ -2,9 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,28 +19,14 @@ import (
 func TestKVRebuildKeepsTheRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v6.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-
-	ms, err := migrations()
-	require.NoError(t, err)
-	_, err = db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_us INTEGER NOT NULL) STRICT`)
-	require.NoError(t, err)
-	for _, m := range ms[:6] {
-		_, err := db.Exec(m.sql)
-		require.NoError(t, err, m.name)
-		_, err = db.Exec(`INSERT INTO schema_migrations VALUES (?, ?, 0)`, m.version, m.name)
-		require.NoError(t, err)
-	}
+	db := openAtVersion(t, 6)
 	now := time.Now()
 	live := now.Add(time.Hour).UnixNano()
 	for i := range 50 {
 		_, err := db.Exec(`INSERT INTO kv (key, v, n, exp) VALUES (?, ?, NULL, ?)`, fmt.Sprintf("val:%02d", i), []byte(fmt.Sprint("v", i)), live)
 		require.NoError(t, err)
 	}
-	_, err = db.Exec(`INSERT INTO kv (key, v, n, exp) VALUES ('count', NULL, 41, NULL), ('gone', X'00', NULL, ?), ('forever', X'6869', NULL, NULL)`,
+	_, err := db.Exec(`INSERT INTO kv (key, v, n, exp) VALUES ('count', NULL, 41, NULL), ('gone', X'00', NULL, ?), ('forever', X'6869', NULL, NULL)`,
 		now.Add(-time.Minute).UnixNano())
 	require.NoError(t, err)
 	_, err = db.Exec(`INSERT INTO kv_sweep (id, started, after) VALUES (1, 1, 'val:20')`)

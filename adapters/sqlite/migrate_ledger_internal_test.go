@@ -22,22 +22,7 @@ import (
 func TestLedgerRebuildKeepsTheChain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v4.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-
-	// The schema as released before channel entries: migrations 1..4.
-	ms, err := migrations()
-	require.NoError(t, err)
-	_, err = db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_us INTEGER NOT NULL) STRICT`)
-	require.NoError(t, err)
-	for _, m := range ms[:4] {
-		_, err := db.Exec(m.sql)
-		require.NoError(t, err, m.name)
-		_, err = db.Exec(`INSERT INTO schema_migrations VALUES (?, ?, 0)`, m.version, m.name)
-		require.NoError(t, err)
-	}
+	db := openAtVersion(t, 4)
 	// Old rows written the old way: the ledger through the store's own
 	// statements would name the new columns, so insert as v4 code did.
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -59,7 +44,7 @@ func TestLedgerRebuildKeepsTheChain(t *testing.T) {
 		tail, prev = r.Seq, r.Hash
 		old = append(old, e)
 	}
-	_, err = db.Exec(`INSERT INTO ledger (id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset,
+	_, err := db.Exec(`INSERT INTO ledger (id, tenant, idempotency_key, owner, payer, amount, amount_atomic, asset,
 		network, pay_to, tx_hash, status, request_id, resource, time_us) VALUES ('x','t','k','','','1','1','','','','','charged','','',0)`)
 	require.ErrorContains(t, err, "CHECK", "v4 refuses channel statuses")
 
@@ -113,21 +98,7 @@ func keysOf(es []ledger.Entry) []string {
 func TestLedgerKeyIndexMerge(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v7.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-
-	ms, err := migrations()
-	require.NoError(t, err)
-	_, err = db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_us INTEGER NOT NULL) STRICT`)
-	require.NoError(t, err)
-	for _, m := range ms[:7] {
-		_, err := db.Exec(m.sql)
-		require.NoError(t, err, m.name)
-		_, err = db.Exec(`INSERT INTO schema_migrations VALUES (?, ?, 0)`, m.version, m.name)
-		require.NoError(t, err)
-	}
+	db := openAtVersion(t, 7)
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	tail, prev := int64(0), ledger.GenesisHash
 	for i := range 6 {
@@ -193,4 +164,27 @@ func TestLedgerKeyIndexMerge(t *testing.T) {
 		_, err := db.Exec(stmt)
 		require.ErrorContains(t, err, "append-only", stmt)
 	}
+}
+
+// openAtVersion opens a new database file migrated to version only, as a
+// release that stopped there left it: the schema, and schema_migrations
+// naming the migrations applied. The Store's own migrations run when New
+// opens it.
+func openAtVersion(t *testing.T, version int) *sql.DB {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("v%d.db", version))
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	ms, err := migrations()
+	require.NoError(t, err)
+	_, err = db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_us INTEGER NOT NULL) STRICT`)
+	require.NoError(t, err)
+	for _, m := range ms[:version] {
+		_, err := db.Exec(m.sql)
+		require.NoError(t, err, m.name)
+		_, err = db.Exec(`INSERT INTO schema_migrations VALUES (?, ?, 0)`, m.version, m.name)
+		require.NoError(t, err)
+	}
+	return db
 }
