@@ -114,6 +114,7 @@ func pointer(raw []byte) (slug, key string, ok bool) {
 	slug, key, _ = strings.Cut(string(raw), " ")
 	return slug, key, true
 }
+
 func outcomeKey(id uuid.UUID) string { return "x402:outcome:" + id.String() }
 
 // outcomeTTL is how long a failed settlement's outcome is kept for Recover.
@@ -160,8 +161,8 @@ func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim
 		return c, nil, nil
 	}
 	c.authKey = authKey(authID)
-	own := slug + " " + key
-	c.authVal = []byte(own)
+	owner := slug + " " + key
+	c.authVal = []byte(owner)
 	ok, err := s.cfg.KV.SetNX(ctx, c.authKey, c.authVal, s.cfg.InFlightTTL)
 	if err != nil {
 		c.drop(ctx)
@@ -172,7 +173,7 @@ func (s *Stage) claim(ctx context.Context, slug, key, authID, fp string) (*claim
 		return c, nil, nil
 	}
 	other, err := s.cfg.KV.Get(ctx, c.authKey)
-	if err == nil && string(other) == own {
+	if err == nil && string(other) == owner {
 		// A leftover pointing at the key this request now holds (its
 		// record expired or was lost): the key's holder owns it.
 		c.ownAuth = true
