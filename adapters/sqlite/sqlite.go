@@ -247,8 +247,9 @@ func isBusy(err error) bool {
 
 // Group commit.
 //
-// Durable kv writes (Incr, IncrAll, Set, SetNX) and ledger appends do not
-// each take SQLite's write lock and commit on their own: they queue as ops,
+// Durable kv writes (Incr, IncrAll, Set, SetNX), ledger appends, usage-event
+// batches and the kv sweep's steps do not each take SQLite's write lock and
+// commit on their own: they queue as ops,
 // and one goroutine at a time (the committer) takes every op queued so far,
 // up to maxGroup, runs them in order in one BEGIN IMMEDIATE transaction and
 // commits once. Each caller is answered only after that COMMIT, so an
