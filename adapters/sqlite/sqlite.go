@@ -249,10 +249,9 @@ func isBusy(err error) bool {
 //
 // Durable kv writes (Incr, IncrAll, Set, SetNX), ledger appends, usage-event
 // batches and the kv sweep's steps do not each take SQLite's write lock and
-// commit on their own: they queue as ops,
-// and one goroutine at a time (the committer) takes every op queued so far,
-// up to maxGroup, runs them in order in one BEGIN IMMEDIATE transaction and
-// commits once. Each caller is answered only after that COMMIT, so an
+// commit on their own: they queue as ops, and one goroutine at a time (the
+// committer) takes every op queued so far, up to maxGroup, runs them in
+// order in one BEGIN IMMEDIATE transaction and commits once. Each caller is answered only after that COMMIT, so an
 // answered write is as durable as an autocommitted one (with WAL and
 // synchronous(NORMAL), it survives a SIGKILL of the process), while the
 // cost of a transaction, the write lock and the WAL frames of hot pages are
